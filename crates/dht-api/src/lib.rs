@@ -1,1 +1,15 @@
-//! placeholder
+//! The VoidPhone DHT API over a [`dht_core::Node`], and the configuration file the
+//! binaries read.
+//!
+//! The API is byte-exact to the VoidPhone contract (`dht_wire::api`): DHT_PUT gets no
+//! reply, DHT_GET gets DHT_SUCCESS or DHT_FAILURE carrying the key, requests may be
+//! pipelined and are answered in completion order, and a malformed message closes only
+//! its own connection, after the valid requests before it have been answered.
+#![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
+
+mod config;
+pub mod process;
+mod server;
+
+pub use config::{Config, ConfigError};
+pub use server::{ApiConfig, ApiServer};

@@ -1,1 +1,219 @@
-//! placeholder
+//! The DHT node: a Kademlia peer on tokio that other programs embed.
+//!
+//! [`Node::start`] binds the peer port, joins the network through the configured
+//! bootstrap peers (connect, look up its own id, refresh the buckets farther than its
+//! closest neighbour) and then answers peers until [`Node::shutdown`]. [`Node::put`]
+//! stores a value locally at once and on the `r` nodes closest to its key;
+//! [`Node::get`] finds it again from any node.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dht_core::Error> {
+//! use dht_core::{Node, NodeConfig, PutOptions};
+//! let node = Node::start(NodeConfig::default()).await?;
+//! let key = dht_core::Key::sha256(b"hello");
+//! node.put(key, bytes::Bytes::from_static(b"world"), PutOptions::default()).await?;
+//! assert_eq!(node.get(key).await?.as_deref(), Some(&b"world"[..]));
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The protocol logic lives below this crate (routing table and lookup state machine in
+//! `dht-routing`, codecs in `dht-wire`, record stores in `dht-storage`); this crate owns
+//! the runtime, the sockets (through a [`Transport`]) and the clocks.
+#![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
+
+mod config;
+mod conn;
+mod error;
+mod handshake;
+mod node;
+mod ops;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_storage::RecordStore;
+use tracing::Instrument;
+
+pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, NodeConfig};
+pub use dht_id::{Key, NodeId};
+pub use dht_routing::Contact;
+pub use dht_storage::{MemoryStore, Record, StoreLimits};
+pub use error::{Error, RpcError};
+pub use ops::{LookupStats, PutOptions, PutReport};
+pub use transport::{
+    Connection, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo, TcpTransport,
+    Transport,
+};
+
+use node::Inner;
+
+/// How long [`Node::shutdown`] waits for PUTs in flight before closing anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running DHT node. Dropping it stops its tasks; [`Node::shutdown`] also lets the
+/// PUTs in flight finish first.
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("listen_addr", &self.inner.listen_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node over TCP with an in-memory store and joins the network. Returns
+    /// once the join is done, or at once when no bootstrap peer answers (it then keeps
+    /// retrying in the background, with backoff).
+    pub async fn start(config: NodeConfig) -> Result<Node, Error> {
+        let (transport, store) = node::default_parts(&config);
+        Self::start_with(config, transport, store).await
+    }
+
+    /// Starts a node over the given transport and record store.
+    pub async fn start_with(
+        config: NodeConfig,
+        transport: Arc<dyn Transport>,
+        store: Box<dyn RecordStore>,
+    ) -> Result<Node, Error> {
+        let (inner, listener) = Inner::start(config, transport, store).await?;
+        inner.spawn_accept_loop(listener);
+        tracing::info!(
+            parent: &inner.span,
+            id = %inner.id,
+            listen = %inner.listen_addr(),
+            advertise = %inner.advertised_addr(),
+            "node started"
+        );
+        if !inner.config.bootstrap_peers.is_empty() && !inner.join().await {
+            let retry = inner.clone();
+            let span = inner.span.clone();
+            inner
+                .tasks
+                .spawn(async move { retry.join_with_retry().await }.instrument(span));
+        }
+        Ok(Node { inner })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address the peer port is bound to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen_addr()
+    }
+
+    /// This node as a contact other nodes can bootstrap from.
+    pub fn contact(&self) -> Contact {
+        Contact {
+            id: self.inner.id,
+            addr: self.inner.advertised_addr(),
+        }
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Stores `value` under `key`: here at once (so a GET on this node sees it even
+    /// before the network does, and a node without peers keeps it), then on the
+    /// `replication` nodes closest to the key. Reports how many acknowledged. The work
+    /// goes on to the end even if the returned future is dropped.
+    pub async fn put(
+        &self,
+        key: Key,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<PutReport, Error> {
+        if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        let inner = self.inner.clone();
+        let task = self.inner.puts.spawn(
+            async move { inner.put(key, value, options).await }.instrument(self.inner.span.clone()),
+        );
+        task.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The value stored under `key`: `Ok(None)` when the network does not have it,
+    /// `Err` when no peer could be asked.
+    pub async fn get(&self, key: Key) -> Result<Option<Bytes>, Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.inner
+            .get(key)
+            .instrument(self.inner.span.clone())
+            .await
+    }
+
+    /// The `k` closest nodes to `target` the network knows, by an iterative lookup.
+    pub async fn find_closest(&self, target: Key) -> (Vec<Contact>, LookupStats) {
+        let found = self
+            .inner
+            .lookup(target, false)
+            .instrument(self.inner.span.clone())
+            .await;
+        let stats = LookupStats {
+            contacted: found.result.contacted,
+            succeeded: found.result.succeeded,
+            hops: found.result.hops,
+        };
+        (found.result.closest, stats)
+    }
+
+    /// Contacts in the routing table.
+    pub fn routing_table_len(&self) -> usize {
+        self.inner.routing().len()
+    }
+
+    /// All contacts in the routing table.
+    pub fn routing_contacts(&self) -> Vec<Contact> {
+        self.inner.routing().iter().collect()
+    }
+
+    /// Open peer connections in use.
+    pub fn connected_peers(&self) -> usize {
+        self.inner.connected_peers()
+    }
+
+    /// Records in the local store.
+    pub fn stored_records(&self) -> usize {
+        self.inner.store().len()
+    }
+
+    /// Whether this node holds an unexpired record of `key` in its own store.
+    pub fn holds(&self, key: &Key) -> bool {
+        matches!(self.inner.store().get(key, node::unix_now()), Ok(Some(_)))
+    }
+
+    /// Stops accepting PUTs, lets those in flight finish (up to 10 s), then closes every
+    /// connection and task.
+    pub async fn shutdown(&self) {
+        self.inner.puts.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.puts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(parent: &self.inner.span, "PUTs still in flight at shutdown");
+        }
+        self.inner.close().await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.inner.shutdown.cancel();
+    }
+}

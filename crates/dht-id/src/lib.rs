@@ -45,9 +45,7 @@ impl Key {
 
     /// Parses a key from a slice of exactly [`KEY_LEN`] bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, IdError> {
-        let array: [u8; KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| IdError::Length(bytes.len()))?;
+        let array: [u8; KEY_LEN] = bytes.try_into().map_err(|_| IdError::Length(bytes.len()))?;
         Ok(Key(array))
     }
 

@@ -1,0 +1,273 @@
+//! The configuration file of `dht-node` and `dht-bootstrap` (TOML).
+//!
+//! ```toml
+//! hostkey = "hostkey.pem"          # optional
+//! [dht]
+//! p2p_address = "127.0.0.1:7402"
+//! api_address = "127.0.0.1:7401"
+//! bootstrap_peers = ["127.0.0.1:7500"]
+//! ```
+//! Every key of `[dht]` but the two addresses has a default; README.md lists them.
+//! Unknown keys are errors, and every error names the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dht_core::{BootstrapPeer, NodeConfig, StoreLimits};
+use serde::Deserialize;
+
+use crate::server::ApiConfig;
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our keys (the message names key and line).
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with the key and position.
+        message: String,
+    },
+    /// A key has a value the node cannot use.
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The key, with its section (`dht.k`).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything a configuration file says.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Settings of the DHT node.
+    pub node: NodeConfig,
+    /// Settings of the client API server (unused by `dht-bootstrap`).
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    hostkey: Option<PathBuf>,
+    dht: DhtSection,
+}
+
+/// The `[dht]` section. Defaults come from [`NodeConfig::default`] and
+/// [`ApiConfig::default`], so they are written down once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhtSection {
+    p2p_address: SocketAddr,
+    api_address: Option<SocketAddr>,
+    advertise_address: Option<SocketAddr>,
+    #[serde(default)]
+    bootstrap_peers: Vec<String>,
+    network_id: Option<u32>,
+    k: Option<usize>,
+    alpha: Option<usize>,
+    rpc_timeout_ms: Option<u64>,
+    lookup_peer_timeout_ms: Option<u64>,
+    lookup_deadline_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    liveness_interval_secs: Option<u64>,
+    min_ttl_secs: Option<u64>,
+    max_ttl_secs: Option<u64>,
+    min_replication: Option<u8>,
+    max_records: Option<usize>,
+    max_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_pending_requests: Option<usize>,
+    get_deadline_ms: Option<u64>,
+    max_api_connections: Option<usize>,
+    max_requests_per_connection: Option<usize>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file. Relative paths inside it (the hostkey)
+    /// are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` is used in errors and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        let d = file.dht;
+        let defaults = NodeConfig::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        let mut bootstrap_peers = Vec::with_capacity(d.bootstrap_peers.len());
+        for entry in &d.bootstrap_peers {
+            let peer: BootstrapPeer = entry
+                .parse()
+                .map_err(|reason| invalid("dht.bootstrap_peers", reason))?;
+            bootstrap_peers.push(peer);
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let default_limits = StoreLimits::default();
+        let node = NodeConfig {
+            node_id: None,
+            hostkey: file
+                .hostkey
+                .map(|h| if h.is_relative() { base.join(h) } else { h }),
+            p2p_address: d.p2p_address,
+            advertise_address: d.advertise_address,
+            bootstrap_peers,
+            network_id: d.network_id.unwrap_or(defaults.network_id),
+            k: d.k.unwrap_or(defaults.k),
+            alpha: d.alpha.unwrap_or(defaults.alpha),
+            rpc_timeout: ms(d.rpc_timeout_ms, defaults.rpc_timeout),
+            lookup_peer_timeout: ms(d.lookup_peer_timeout_ms, defaults.lookup_peer_timeout),
+            lookup_deadline: ms(d.lookup_deadline_ms, defaults.lookup_deadline),
+            connect_timeout: ms(d.connect_timeout_ms, defaults.connect_timeout),
+            liveness_interval: secs(d.liveness_interval_secs, defaults.liveness_interval),
+            min_ttl: secs(d.min_ttl_secs, defaults.min_ttl),
+            max_ttl: secs(d.max_ttl_secs, defaults.max_ttl),
+            min_replication: d.min_replication.unwrap_or(defaults.min_replication),
+            store_limits: StoreLimits {
+                max_records: d.max_records.unwrap_or(default_limits.max_records),
+                max_bytes: d.max_bytes.unwrap_or(default_limits.max_bytes),
+                ..default_limits
+            },
+            max_connections: d.max_connections.unwrap_or(defaults.max_connections),
+            max_pending_requests: d
+                .max_pending_requests
+                .unwrap_or(defaults.max_pending_requests),
+        };
+        node.validate().map_err(|e| match e {
+            dht_core::Error::Config { key, reason } => invalid(&format!("dht.{key}"), reason),
+            other => invalid("dht", other.to_string()),
+        })?;
+        let api_defaults = ApiConfig::default();
+        let api = ApiConfig {
+            address: d.api_address.unwrap_or(api_defaults.address),
+            get_deadline: ms(d.get_deadline_ms, api_defaults.get_deadline),
+            max_connections: d
+                .max_api_connections
+                .unwrap_or(api_defaults.max_connections),
+            max_requests_per_connection: d
+                .max_requests_per_connection
+                .unwrap_or(api_defaults.max_requests_per_connection),
+        };
+        if api.get_deadline.is_zero() {
+            return Err(invalid("dht.get_deadline_ms", "must be above 0".into()));
+        }
+        if api.max_connections == 0 {
+            return Err(invalid("dht.max_api_connections", "must be above 0".into()));
+        }
+        if api.max_requests_per_connection == 0 {
+            return Err(invalid(
+                "dht.max_requests_per_connection",
+                "must be above 0".into(),
+            ));
+        }
+        Ok(Config { node, api })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/dht/node.toml"))
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = parse("[dht]\np2p_address = \"127.0.0.1:7402\"\n").unwrap();
+        assert_eq!(c.node.k, 20);
+        assert_eq!(c.api.address, "127.0.0.1:7401".parse().unwrap());
+        assert!(c.node.bootstrap_peers.is_empty());
+    }
+
+    #[test]
+    fn full_file() {
+        let id = "cd".repeat(32);
+        let c = parse(&format!(
+            r#"hostkey = "keys/host.pem"
+[dht]
+p2p_address = "0.0.0.0:7402"
+api_address = "127.0.0.1:7501"
+advertise_address = "192.0.2.7:7402"
+bootstrap_peers = ["10.0.0.1:7402", "{id}@boot:7402"]
+k = 8
+alpha = 2
+rpc_timeout_ms = 500
+min_ttl_secs = 1
+get_deadline_ms = 1500
+"#
+        ))
+        .unwrap();
+        assert_eq!(c.node.k, 8);
+        assert_eq!(c.node.alpha, 2);
+        assert_eq!(c.node.rpc_timeout, Duration::from_millis(500));
+        assert_eq!(c.node.bootstrap_peers.len(), 2);
+        assert_eq!(c.node.bootstrap_peers[1].id, Some(id.parse().unwrap()));
+        assert_eq!(
+            c.node.hostkey,
+            Some(PathBuf::from("/etc/dht/keys/host.pem"))
+        );
+        assert_eq!(c.api.get_deadline, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let unknown = parse("[dht]\np2p_address = \"127.0.0.1:1\"\nfoo = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("/etc/dht/node.toml"), "{unknown}");
+        assert!(unknown.contains("foo"), "{unknown}");
+
+        let missing = parse("[dht]\nk = 3\n").unwrap_err().to_string();
+        assert!(missing.contains("p2p_address"), "{missing}");
+
+        let bad_type = parse("[dht]\np2p_address = \"127.0.0.1:1\"\nk = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad_type.contains("k = \"x\""), "{bad_type}");
+
+        let bad_addr = parse("[dht]\np2p_address = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad_addr.contains("p2p_address"), "{bad_addr}");
+
+        let invalid = parse("[dht]\np2p_address = \"127.0.0.1:1\"\nalpha = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(invalid.contains("dht.alpha"), "{invalid}");
+        assert!(invalid.contains("must be"), "{invalid}");
+
+        let peer = parse("[dht]\np2p_address = \"127.0.0.1:1\"\nbootstrap_peers = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(peer.contains("dht.bootstrap_peers"), "{peer}");
+    }
+}

@@ -1,0 +1,89 @@
+//! What the `dht-node` and `dht-bootstrap` binaries share: their command line and
+//! waiting for a stop signal.
+
+use std::path::PathBuf;
+
+/// The command line of the node binaries: `-c FILE` / `--config FILE`, or `--help`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run with this configuration file.
+    Run {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Print the usage text.
+    Help,
+}
+
+/// Parses the arguments after the program name. The error is a one-line reason.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-c" | "--config" => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| format!("{arg} needs a file name"))?;
+                config = Some(PathBuf::from(value));
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    config
+        .map(|config| Command::Run { config })
+        .ok_or_else(|| "missing -c FILE (the configuration file)".into())
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_config_flag() {
+        assert_eq!(
+            parse_args(args(&["-c", "a.toml"])),
+            Ok(Command::Run {
+                config: "a.toml".into()
+            })
+        );
+        assert_eq!(
+            parse_args(args(&["--config", "b.toml"])),
+            Ok(Command::Run {
+                config: "b.toml".into()
+            })
+        );
+        assert_eq!(parse_args(args(&["--help"])), Ok(Command::Help));
+        assert!(parse_args(args(&[])).is_err());
+        assert!(parse_args(args(&["-c"])).is_err());
+        assert!(parse_args(args(&["-x"])).is_err());
+    }
+}

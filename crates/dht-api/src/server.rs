@@ -1,0 +1,253 @@
+//! The VoidPhone API server: DHT_PUT (no reply), DHT_GET (answered with DHT_SUCCESS
+//! or DHT_FAILURE), pipelined on any number of connections.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_core::{Node, PutOptions};
+use dht_wire::{ApiCodec, ApiMessage};
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+/// Settings of the API server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where clients connect (`api_address`, 127.0.0.1:7401).
+    pub address: SocketAddr,
+    /// A GET not answered by then gets DHT_FAILURE (`get_deadline_ms`, 5000 ms).
+    pub get_deadline: Duration,
+    /// Client connections open at once (`max_api_connections`, 1024); more are closed
+    /// at once.
+    pub max_connections: usize,
+    /// Requests of one connection being worked on at once
+    /// (`max_requests_per_connection`, 64). When reached, the server stops reading that
+    /// connection until one finishes: nothing is dropped.
+    pub max_requests_per_connection: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            get_deadline: Duration::from_millis(5000),
+            max_connections: 1024,
+            max_requests_per_connection: 64,
+        }
+    }
+}
+
+/// A running API server.
+#[derive(Debug)]
+pub struct ApiServer {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ApiServer {
+    /// Binds `config.address` and serves `node` until [`ApiServer::shutdown`].
+    pub async fn bind(config: ApiConfig, node: Arc<Node>) -> io::Result<ApiServer> {
+        let listener = TcpListener::bind(config.address).await?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let span = tracing::info_span!("api", node = %node.id().short(), addr = %local_addr);
+        info!(parent: &span, "API listening");
+        tasks.spawn(
+            accept_loop(
+                listener,
+                Arc::new(config),
+                node,
+                shutdown.clone(),
+                tasks.clone(),
+            )
+            .instrument(span),
+        );
+        Ok(ApiServer {
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and closes every client connection.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ApiConfig>,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "refusing API connection: at max_api_connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("client", %peer);
+        let (config, node, shutdown) = (config.clone(), node.clone(), shutdown.clone());
+        tasks.spawn(
+            async move {
+                serve(stream, config, node, shutdown).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Serves one client connection: reads requests until the client closes, sends
+/// garbage or the server stops; answers every valid request read before that.
+async fn serve(
+    stream: TcpStream,
+    config: Arc<ApiConfig>,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+) {
+    let (read, write) = stream.into_split();
+    let mut requests = FramedRead::new(read, ApiCodec);
+    let (answers_tx, mut answers_rx) =
+        mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
+    let writer = tokio::spawn(async move {
+        let mut out = FramedWrite::new(write, ApiCodec);
+        while let Some(answer) = answers_rx.recv().await {
+            let mut result = out.feed(answer).await;
+            while result.is_ok() {
+                match answers_rx.try_recv() {
+                    Ok(answer) => result = out.feed(answer).await,
+                    Err(_) => break,
+                }
+            }
+            let flushed = SinkExt::<ApiMessage>::flush(&mut out).await;
+            if let Err(e) = result.and(flushed) {
+                debug!(error = %e, "client write failed");
+                return;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(config.max_requests_per_connection));
+    loop {
+        // Back-pressure: no new request is read while the connection has its maximum
+        // in flight.
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = permit else { break };
+        let request = tokio::select! {
+            request = requests.next() => request,
+            () = shutdown.cancelled() => break,
+        };
+        match request {
+            Some(Ok(ApiMessage::Get { key })) => {
+                let (node, answers, deadline) =
+                    (node.clone(), answers_tx.clone(), config.get_deadline);
+                tokio::spawn(
+                    async move {
+                        let answer = match tokio::time::timeout(deadline, node.get(key)).await {
+                            Ok(Ok(Some(value))) => ApiMessage::Success { key, value },
+                            Ok(Ok(None)) => ApiMessage::Failure { key },
+                            Ok(Err(e)) => {
+                                debug!(key = %key.short(), error = %e, "GET failed");
+                                ApiMessage::Failure { key }
+                            }
+                            Err(_) => {
+                                debug!(key = %key.short(), "GET deadline passed");
+                                ApiMessage::Failure { key }
+                            }
+                        };
+                        let _ = answers.send(answer).await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Some(Ok(ApiMessage::Put {
+                ttl,
+                replication,
+                key,
+                value,
+            })) => {
+                let node = node.clone();
+                tokio::spawn(
+                    async move {
+                        put(&node, key, value, ttl, replication).await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Some(Ok(other)) => {
+                warn!(message = ?kind(&other), "client sent a message only the server sends: closing");
+                break;
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "malformed request: closing the connection");
+                break;
+            }
+            None => break,
+        }
+    }
+    // Answers of the requests read so far still go out before the connection closes.
+    drop(answers_tx);
+    let _ = writer.await;
+}
+
+async fn put(node: &Node, key: dht_core::Key, value: Bytes, ttl: u16, replication: u8) {
+    let options = PutOptions {
+        ttl: Duration::from_secs(u64::from(ttl)),
+        replication,
+    };
+    match node.put(key, value, options).await {
+        Ok(report) => debug!(
+            key = %key.short(),
+            replicas = report.replicas,
+            replication = report.replication,
+            ttl_secs = report.ttl.as_secs(),
+            "PUT stored"
+        ),
+        Err(e) => warn!(key = %key.short(), error = %e, "PUT failed"),
+    }
+}
+
+fn kind(message: &ApiMessage) -> &'static str {
+    match message {
+        ApiMessage::Put { .. } => "DHT_PUT",
+        ApiMessage::Get { .. } => "DHT_GET",
+        ApiMessage::Success { .. } => "DHT_SUCCESS",
+        ApiMessage::Failure { .. } => "DHT_FAILURE",
+    }
+}

@@ -1,0 +1,251 @@
+//! The node's settings, with the defaults the configuration reference documents.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dht_id::NodeId;
+use dht_storage::StoreLimits;
+
+use crate::Error;
+
+/// A bootstrap peer: an address, and optionally the node id expected there
+/// (`"<64 hex digits>@host:port"`), which authenticating transports check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapPeer {
+    /// The node id expected at the address, when given.
+    pub id: Option<NodeId>,
+    /// `host:port`; host names are resolved when the node joins.
+    pub address: String,
+}
+
+impl std::str::FromStr for BootstrapPeer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (id, address) = match s.split_once('@') {
+            Some((id, address)) => {
+                let id = id
+                    .parse::<NodeId>()
+                    .map_err(|e| format!("bad node id before '@' in {s:?}: {e}"))?;
+                (Some(id), address)
+            }
+            None => (None, s),
+        };
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                Ok(BootstrapPeer {
+                    id,
+                    address: address.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{s:?} is not \"host:port\" or \"<node id>@host:port\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BootstrapPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{id}@{}", self.address),
+            None => f.write_str(&self.address),
+        }
+    }
+}
+
+/// Everything a [`Node`](crate::Node) needs to know. `Default` gives the documented
+/// defaults; see README.md for the matching configuration keys.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id. `None`: derived from the hostkey file when there is one, else
+    /// random.
+    pub node_id: Option<NodeId>,
+    /// The long-term identity key (PEM). Its SHA-256 is the node id until proof-of-work
+    /// ids arrive.
+    pub hostkey: Option<PathBuf>,
+    /// Where peers connect (`p2p_address`).
+    pub p2p_address: SocketAddr,
+    /// The address announced to peers (`advertise_address`). Default: the listening
+    /// address when its IP is specific, else the IP each peer sees plus our port.
+    pub advertise_address: Option<SocketAddr>,
+    /// Entry nodes contacted at start-up (`bootstrap_peers`).
+    pub bootstrap_peers: Vec<BootstrapPeer>,
+    /// Nodes with a different network id refuse each other (`network_id`).
+    pub network_id: u32,
+    /// Bucket size and number of replicas a lookup returns: the paper's k (`k`, 20).
+    pub k: usize,
+    /// Lookup parallelism: the paper's α (`alpha`, 3).
+    pub alpha: usize,
+    /// Time allowed for one request to a peer (`rpc_timeout_ms`, 2000 ms).
+    pub rpc_timeout: Duration,
+    /// After this, a lookup stops waiting for a slow peer and asks another
+    /// (`lookup_peer_timeout_ms`, 1000 ms); a late answer still counts.
+    pub lookup_peer_timeout: Duration,
+    /// Overall deadline of one lookup (`lookup_deadline_ms`, 10000 ms).
+    pub lookup_deadline: Duration,
+    /// Time to open a connection and exchange HELLOs (`connect_timeout_ms`, 3000 ms).
+    pub connect_timeout: Duration,
+    /// A contact heard from within this interval is taken as alive without a ping when a
+    /// newcomer competes for its bucket (`liveness_interval_secs`, 60 s).
+    pub liveness_interval: Duration,
+    /// Lower bound of a PUT's TTL (`min_ttl_secs`, 60 s): shorter TTLs are raised.
+    pub min_ttl: Duration,
+    /// Upper bound of a PUT's TTL (`max_ttl_secs`, 86400 s): longer TTLs are lowered.
+    pub max_ttl: Duration,
+    /// Lower bound of a PUT's replication (`min_replication`, 3); the upper bound is k.
+    pub min_replication: u8,
+    /// Bounds of the local record store (`max_records`, `max_bytes`).
+    pub store_limits: StoreLimits,
+    /// Peer connections open at once (`max_connections`, 1024); further inbound
+    /// connections are refused.
+    pub max_connections: usize,
+    /// Requests to one peer waiting for their answers (`max_pending_requests`, 256).
+    pub max_pending_requests: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: None,
+            hostkey: None,
+            p2p_address: SocketAddr::from(([0, 0, 0, 0], 7402)),
+            advertise_address: None,
+            bootstrap_peers: Vec::new(),
+            network_id: DEFAULT_NETWORK_ID,
+            k: 20,
+            alpha: 3,
+            rpc_timeout: Duration::from_millis(2000),
+            lookup_peer_timeout: Duration::from_millis(1000),
+            lookup_deadline: Duration::from_millis(10_000),
+            connect_timeout: Duration::from_millis(3000),
+            liveness_interval: Duration::from_secs(60),
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(86_400),
+            min_replication: 3,
+            store_limits: StoreLimits::default(),
+            max_connections: 1024,
+            max_pending_requests: 256,
+        }
+    }
+}
+
+/// The network id nodes use unless configured otherwise ("VOIP").
+pub const DEFAULT_NETWORK_ID: u32 = 0x564f_4950;
+
+impl NodeConfig {
+    /// Checks that the values make sense together; the error names the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &'static str, reason: String| Err(Error::Config { key, reason });
+        if self.k == 0 || self.k > dht_wire::MAX_CONTACTS {
+            return bad(
+                "k",
+                format!("must be 1..={}, got {}", dht_wire::MAX_CONTACTS, self.k),
+            );
+        }
+        if self.alpha == 0 || self.alpha > self.k {
+            return bad(
+                "alpha",
+                format!("must be 1..=k ({}), got {}", self.k, self.alpha),
+            );
+        }
+        if self.min_replication == 0 || usize::from(self.min_replication) > self.k {
+            return bad(
+                "min_replication",
+                format!("must be 1..=k ({}), got {}", self.k, self.min_replication),
+            );
+        }
+        if self.min_ttl.is_zero() || self.min_ttl > self.max_ttl {
+            return bad(
+                "min_ttl_secs",
+                format!(
+                    "must be at least 1 and at most max_ttl_secs ({}), got {}",
+                    self.max_ttl.as_secs(),
+                    self.min_ttl.as_secs()
+                ),
+            );
+        }
+        for (key, value) in [
+            ("rpc_timeout_ms", self.rpc_timeout),
+            ("lookup_peer_timeout_ms", self.lookup_peer_timeout),
+            ("lookup_deadline_ms", self.lookup_deadline),
+            ("connect_timeout_ms", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be above 0".into());
+            }
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be above 0".into());
+        }
+        if self.max_pending_requests == 0 {
+            return bad("max_pending_requests", "must be above 0".into());
+        }
+        if self.store_limits.max_value_len < dht_wire::MAX_VALUE_LEN {
+            return bad(
+                "max_value_len",
+                format!(
+                    "must be at least the API's largest value, {}",
+                    dht_wire::MAX_VALUE_LEN
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The replication a PUT asking for `hint` copies gets: clamped to
+    /// `[min_replication, k]` (raising it is deliberate, for durability).
+    pub fn clamp_replication(&self, hint: u8) -> u8 {
+        let max = u8::try_from(self.k).unwrap_or(u8::MAX);
+        hint.clamp(self.min_replication.min(max), max)
+    }
+
+    /// The TTL a PUT asking for `hint` gets: clamped to `[min_ttl, max_ttl]`.
+    pub fn clamp_ttl(&self, hint: Duration) -> Duration {
+        hint.clamp(self.min_ttl, self.max_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_peer_forms() {
+        let plain: BootstrapPeer = "127.0.0.1:7402".parse().unwrap();
+        assert_eq!(plain.id, None);
+        assert_eq!(plain.address, "127.0.0.1:7402");
+        let id = "ab".repeat(32);
+        let with_id: BootstrapPeer = format!("{id}@boot.example:7402").parse().unwrap();
+        assert_eq!(with_id.id, Some(id.parse().unwrap()));
+        assert_eq!(with_id.to_string(), format!("{id}@boot.example:7402"));
+        assert!("nohost".parse::<BootstrapPeer>().is_err());
+        assert!("host:0".parse::<BootstrapPeer>().is_err());
+        assert!("host:99999".parse::<BootstrapPeer>().is_err());
+        assert!("zz@host:1".parse::<BootstrapPeer>().is_err());
+    }
+
+    #[test]
+    fn clamps() {
+        let c = NodeConfig::default();
+        assert_eq!(c.clamp_replication(0), 3);
+        assert_eq!(c.clamp_replication(5), 5);
+        assert_eq!(c.clamp_replication(200), 20);
+        assert_eq!(c.clamp_ttl(Duration::from_secs(1)), Duration::from_secs(60));
+        assert_eq!(
+            c.clamp_ttl(Duration::from_secs(1_000_000)),
+            Duration::from_secs(86_400)
+        );
+        assert!(c.validate().is_ok());
+        let bad = NodeConfig {
+            alpha: 0,
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config { key: "alpha", .. })
+        ));
+    }
+}

@@ -1,0 +1,203 @@
+//! One established, authenticated connection to a peer: request/response
+//! multiplexing over a shared framed stream, in both directions.
+//!
+//! Each connection runs a reader task (answers the peer's requests, routes answers to
+//! our waiting requests) and a writer task (drains a bounded queue of frames). Both
+//! sides number their own requests; the response flag tells a request of the peer
+//! from an answer to ours, so ids never collide.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dht_id::NodeId;
+use dht_routing::Contact;
+use dht_wire::{PeerFrame, PeerMessage};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RpcError;
+
+/// Frames queued for the writer of one connection.
+pub(crate) const WRITE_QUEUE: usize = 256;
+/// A connection retired by the duplicate tie-break closes after this long without traffic.
+pub(crate) const RETIRE_IDLE: Duration = Duration::from_secs(2);
+
+type Pending = HashMap<u64, oneshot::Sender<PeerMessage>>;
+
+/// Our side of one connection.
+pub(crate) struct PeerConn {
+    /// The peer, with the address it can be reached at.
+    pub(crate) contact: Contact,
+    /// Who dialled: used by the tie-break between two connections of one pair.
+    pub(crate) dialer: NodeId,
+    /// Unique per node, to tell two connections to the same peer apart.
+    pub(crate) seq: u64,
+    tx: mpsc::Sender<PeerFrame>,
+    pending: Mutex<Pending>,
+    next_request: AtomicU64,
+    max_pending: usize,
+    /// Cancelled when the connection is gone (either task ended, or node shutdown).
+    pub(crate) closed: CancellationToken,
+    retired: AtomicBool,
+    pub(crate) retire_notify: Notify,
+}
+
+impl PeerConn {
+    pub(crate) fn new(
+        contact: Contact,
+        dialer: NodeId,
+        seq: u64,
+        tx: mpsc::Sender<PeerFrame>,
+        max_pending: usize,
+        closed: CancellationToken,
+    ) -> Self {
+        PeerConn {
+            contact,
+            dialer,
+            seq,
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            // Id 0 is the HELLO exchange.
+            next_request: AtomicU64::new(1),
+            max_pending,
+            closed,
+            retired: AtomicBool::new(false),
+            retire_notify: Notify::new(),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while new requests may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.closed.is_cancelled() && !self.retired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Takes the connection out of use: it lives on until idle, so answers in flight
+    /// on it still arrive.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.retire_notify.notify_one();
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
+    /// Sends `message` as a request and waits up to `timeout` for its answer.
+    pub(crate) async fn request(
+        &self,
+        message: PeerMessage,
+        timeout: Duration,
+    ) -> Result<PeerMessage, RpcError> {
+        if self.closed.is_cancelled() {
+            return Err(RpcError::Closed);
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answer_tx, answer_rx) = oneshot::channel();
+        {
+            let mut pending = self.pending();
+            if pending.len() >= self.max_pending {
+                return Err(RpcError::Overloaded);
+            }
+            pending.insert(id, answer_tx);
+        }
+        // Removes the entry whatever happens to this future (answer, timeout, drop).
+        let _guard = PendingGuard { conn: self, id };
+        let exchange = async {
+            self.tx
+                .send(PeerFrame::request(id, message))
+                .await
+                .map_err(|_| RpcError::Closed)?;
+            answer_rx.await.map_err(|_| RpcError::Closed)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Timeout),
+        }
+    }
+
+    /// Queues an answer to the peer's request `id`; waits while the queue is full.
+    pub(crate) async fn respond(&self, id: u64, message: PeerMessage) -> Result<(), RpcError> {
+        self.tx
+            .send(PeerFrame::response(id, message))
+            .await
+            .map_err(|_| RpcError::Closed)
+    }
+
+    /// Hands an answer to the request waiting for it; false if none waits (late or bogus).
+    pub(crate) fn complete(&self, id: u64, message: PeerMessage) -> bool {
+        match self.pending().remove(&id) {
+            Some(waiter) => waiter.send(message).is_ok(),
+            None => false,
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    conn: &'a PeerConn,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.pending().remove(&self.id);
+    }
+}
+
+/// Where a peer that connected to us can be reached: its advertised address, with
+/// the IP we see it from when it advertised an unspecified IP.
+pub(crate) fn reachable_addr(advertised: SocketAddr, seen_from: SocketAddr) -> SocketAddr {
+    if advertised.ip().is_unspecified() {
+        SocketAddr::new(seen_from.ip(), advertised.port())
+    } else {
+        advertised
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachable_addr_fills_unspecified_ip() {
+        let seen: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        assert_eq!(
+            reachable_addr("0.0.0.0:7000".parse().unwrap(), seen),
+            "10.1.2.3:7000".parse().unwrap()
+        );
+        assert_eq!(
+            reachable_addr("192.0.2.1:7000".parse().unwrap(), seen),
+            "192.0.2.1:7000".parse().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn request_times_out_and_cleans_up() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let contact = Contact {
+            id: NodeId::from_bytes([1; 32]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let conn = PeerConn::new(contact, contact.id, 1, tx, 1, CancellationToken::new());
+        let result = conn
+            .request(PeerMessage::Ping, Duration::from_millis(10))
+            .await;
+        assert!(matches!(result, Err(RpcError::Timeout)));
+        assert!(!conn.has_pending());
+        let sent = rx.recv().await.expect("frame queued");
+        assert_eq!(sent.request_id, 1);
+        assert!(!sent.is_response);
+        // A late answer finds nobody waiting.
+        assert!(!conn.complete(1, PeerMessage::Pong));
+    }
+}

@@ -1,0 +1,149 @@
+//! The HELLO exchange that turns a raw connection into an authenticated peer
+//! connection. No DHT frame is processed before it completes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dht_id::NodeId;
+use dht_routing::Contact;
+use dht_wire::{Hello, PROTOCOL_VERSION, PeerCodec, PeerFrame, PeerMessage};
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+
+use crate::conn::reachable_addr;
+use crate::transport::{Connection, PeerIdentity, PeerIo};
+
+/// A connection after the handshake, framed, with the peer it belongs to.
+pub(crate) type PeerFramed = Framed<Box<dyn PeerIo>, PeerCodec>;
+
+/// Which side of the connection we are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// We dialled `addr`, expecting `expected` there when known.
+    Dialer {
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    },
+    /// The peer dialled us.
+    Acceptor,
+}
+
+/// What we check the peer's HELLO against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalHello {
+    pub(crate) hello: Hello,
+}
+
+/// Runs the HELLO exchange within `timeout`. Returns the framed connection (its read
+/// buffer may already hold the peer's first requests) and the peer's contact.
+pub(crate) async fn handshake(
+    conn: Connection,
+    role: Role,
+    local: LocalHello,
+    timeout: Duration,
+) -> Result<(PeerFramed, Contact), String> {
+    let remote_addr = conn.remote_addr;
+    let identity = conn.identity;
+    let mut framed = Framed::new(conn.io, PeerCodec);
+    let exchange = async {
+        let theirs = match role {
+            Role::Dialer { .. } => {
+                framed
+                    .send(PeerFrame::request(0, PeerMessage::Hello(local.hello)))
+                    .await
+                    .map_err(|e| format!("sending HELLO: {e}"))?;
+                expect_hello(framed.next().await, true)?
+            }
+            Role::Acceptor => {
+                let theirs = expect_hello(framed.next().await, false)?;
+                // Check before answering, so a refused peer learns nothing about us.
+                verify(&theirs, &identity, role, &local)?;
+                framed
+                    .send(PeerFrame::response(0, PeerMessage::Hello(local.hello)))
+                    .await
+                    .map_err(|e| format!("sending HELLO: {e}"))?;
+                theirs
+            }
+        };
+        verify(&theirs, &identity, role, &local)?;
+        let addr = match role {
+            Role::Dialer { addr, .. } => addr,
+            Role::Acceptor => reachable_addr(theirs.listen_addr, remote_addr),
+        };
+        Ok::<_, String>(Contact {
+            id: theirs.node_id,
+            addr,
+        })
+    };
+    let contact = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "handshake timed out".to_string())??;
+    Ok((framed, contact))
+}
+
+fn expect_hello(
+    frame: Option<Result<PeerFrame, dht_wire::PeerCodecError>>,
+    is_response: bool,
+) -> Result<Hello, String> {
+    match frame {
+        Some(Ok(PeerFrame {
+            request_id: 0,
+            is_response: r,
+            message: PeerMessage::Hello(hello),
+        })) if r == is_response => Ok(hello),
+        Some(Ok(frame)) => Err(format!(
+            "expected HELLO, got {} (request id {})",
+            frame.message.name(),
+            frame.request_id
+        )),
+        Some(Err(e)) => Err(format!("malformed frame: {e}")),
+        None => Err("closed during the handshake".into()),
+    }
+}
+
+/// The checks every HELLO passes before the peer is let in.
+fn verify(
+    theirs: &Hello,
+    identity: &PeerIdentity,
+    role: Role,
+    local: &LocalHello,
+) -> Result<(), String> {
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} (we speak {PROTOCOL_VERSION})",
+            theirs.version
+        ));
+    }
+    if theirs.network_id != local.hello.network_id {
+        return Err(format!(
+            "network id {:#x} (ours is {:#x})",
+            theirs.network_id, local.hello.network_id
+        ));
+    }
+    if theirs.node_id == local.hello.node_id {
+        return Err("the peer claims our own node id".into());
+    }
+    if theirs.listen_addr.port() == 0 {
+        return Err("the peer advertises port 0".into());
+    }
+    if let Role::Dialer {
+        expected: Some(expected),
+        ..
+    } = role
+    {
+        if theirs.node_id != expected {
+            return Err(format!(
+                "expected node {expected}, the peer says it is {}",
+                theirs.node_id
+            ));
+        }
+    }
+    match identity {
+        // Plain transports prove nothing: the claimed id is taken as it is.
+        PeerIdentity::Unverified => Ok(()),
+        // No transport produces keys yet; refuse rather than trust an unchecked key.
+        PeerIdentity::PublicKey(_) => {
+            Err("public-key identities are not verified by this version".into())
+        }
+    }
+}

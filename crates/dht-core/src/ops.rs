@@ -1,0 +1,368 @@
+//! Iterative lookups, PUT, GET and joining the network.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_id::Key;
+use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
+use dht_storage::Record;
+use dht_wire::{PeerMessage, StoreStatus, WireContact, WireRecord};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, RpcError};
+use crate::node::{Inner, from_wire, mono_now, to_wire, unix_now};
+
+/// What a PUT achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutReport {
+    /// Remote nodes that acknowledged the STORE.
+    pub replicas: usize,
+    /// The replication the record got (the hint clamped to `[min_replication, k]`).
+    pub replication: u8,
+    /// The TTL the record got (the hint clamped to `[min_ttl, max_ttl]`).
+    pub ttl: Duration,
+    /// Whether this node kept a copy (it does unless its store is full).
+    pub stored_locally: bool,
+}
+
+/// How a PUT's value should be kept; both are hints the node clamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Lifetime asked for.
+    pub ttl: Duration,
+    /// Copies asked for.
+    pub replication: u8,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        PutOptions {
+            ttl: Duration::from_secs(3600),
+            replication: 3,
+        }
+    }
+}
+
+/// Statistics of one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LookupStats {
+    /// Distinct peers asked.
+    pub contacted: usize,
+    /// Peers that answered.
+    pub succeeded: usize,
+    /// Rounds (hops) the lookup went through.
+    pub hops: usize,
+}
+
+/// What a FIND_NODE or FIND_VALUE lookup found.
+pub(crate) struct Found {
+    pub(crate) result: LookupResult,
+    pub(crate) record: Option<Record>,
+}
+
+enum Answer {
+    Nodes(Vec<WireContact>),
+    Value(WireRecord),
+}
+
+impl Inner {
+    fn lookup_config(&self) -> LookupConfig {
+        LookupConfig {
+            k: self.config.k,
+            alpha: self.config.alpha,
+            peer_timeout: self.config.lookup_peer_timeout,
+            deadline: self.config.lookup_deadline,
+        }
+    }
+
+    /// An iterative lookup of `target`: FIND_NODE, or FIND_VALUE when `want_value`
+    /// (which stops at the first valid value).
+    pub(crate) async fn lookup(self: &Arc<Self>, target: Key, want_value: bool) -> Found {
+        let seeds = self.routing().closest(&target, self.config.k);
+        let mut lookup = Lookup::new(target, self.id, seeds, self.lookup_config(), mono_now());
+        let mut in_flight = FuturesUnordered::new();
+        let mut record = None;
+        loop {
+            loop {
+                match lookup.next(mono_now()) {
+                    LookupState::Query(contact) => {
+                        let inner = self.clone();
+                        in_flight.push(async move {
+                            let answer = inner.query(contact, target, want_value).await;
+                            (contact, answer)
+                        });
+                    }
+                    LookupState::Waiting | LookupState::Finished => break,
+                }
+            }
+            if lookup.is_finished() {
+                break;
+            }
+            let wake = lookup.poll_timeout().map(tokio::time::Instant::from_std);
+            if in_flight.is_empty() && wake.is_none() {
+                break;
+            }
+            tokio::select! {
+                Some((contact, answer)) = in_flight.next() => {
+                    let now = mono_now();
+                    match answer {
+                        Ok(Answer::Nodes(contacts)) => {
+                            let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
+                            lookup.on_success(&contact.id, learned, now);
+                        }
+                        Ok(Answer::Value(found)) => {
+                            let found = from_wire(found);
+                            if found.key == target && !found.is_expired(unix_now()) {
+                                record = Some(found);
+                                lookup.on_value(&contact.id, now);
+                            } else {
+                                debug!(peer = %contact.id.short(), "peer returned a wrong or expired record");
+                                lookup.on_failure(&contact.id, now);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(peer = %contact.id.short(), error = %e, "lookup request failed");
+                            lookup.on_failure(&contact.id, now);
+                        }
+                    }
+                }
+                () = sleep_until(wake) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+        }
+        Found {
+            result: lookup.into_result(),
+            record,
+        }
+    }
+
+    async fn query(
+        self: &Arc<Self>,
+        contact: Contact,
+        target: Key,
+        want_value: bool,
+    ) -> Result<Answer, RpcError> {
+        let request = if want_value {
+            PeerMessage::FindValue { key: target }
+        } else {
+            PeerMessage::FindNode { target }
+        };
+        match self.rpc(contact, request).await? {
+            PeerMessage::Nodes { contacts } => Ok(Answer::Nodes(contacts)),
+            PeerMessage::Value { record } if want_value => Ok(Answer::Value(record)),
+            _ => Err(RpcError::Unexpected(
+                "lookup answered with the wrong message",
+            )),
+        }
+    }
+
+    /// Stores `value` here at once, then on the `r` closest nodes to `key`.
+    pub(crate) async fn put(
+        self: &Arc<Self>,
+        key: Key,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<PutReport, Error> {
+        if value.is_empty() {
+            return Err(Error::BadValue("empty value".into()));
+        }
+        if value.len() > dht_wire::MAX_VALUE_LEN {
+            return Err(Error::BadValue(format!(
+                "{} bytes, the largest value is {}",
+                value.len(),
+                dht_wire::MAX_VALUE_LEN
+            )));
+        }
+        let replication = self.config.clamp_replication(options.replication);
+        let ttl = self.config.clamp_ttl(options.ttl);
+        let now = unix_now();
+        let record = Record {
+            key,
+            value,
+            expires_at: now.saturating_add(ttl.as_secs()),
+            replication,
+            version: self.next_version(),
+        };
+        let stored_locally = match self.store().put(record.clone(), now) {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(key = %key.short(), error = %e, "PUT not kept locally");
+                false
+            }
+        };
+        let candidates = self.lookup(key, false).await.result.closest;
+        let replicas = self
+            .store_on(&record, &candidates, usize::from(replication))
+            .await;
+        debug!(key = %key.short(), replicas, wanted = replication, "PUT done");
+        Ok(PutReport {
+            replicas,
+            replication,
+            ttl,
+            stored_locally,
+        })
+    }
+
+    /// Sends STORE to the closest `wanted` candidates; a failed one is replaced by the
+    /// next candidate. Returns how many acknowledged.
+    async fn store_on(
+        self: &Arc<Self>,
+        record: &Record,
+        candidates: &[Contact],
+        wanted: usize,
+    ) -> usize {
+        let wire = to_wire(record);
+        let mut next = candidates.iter();
+        let mut in_flight = FuturesUnordered::new();
+        let send = |contact: Contact| {
+            let inner = self.clone();
+            let message = PeerMessage::Store {
+                record: wire.clone(),
+            };
+            async move { inner.rpc(contact, message).await }
+        };
+        for contact in next.by_ref().take(wanted) {
+            in_flight.push(send(*contact));
+        }
+        let mut acked = 0;
+        while let Some(answer) = in_flight.next().await {
+            match answer {
+                Ok(PeerMessage::StoreResult {
+                    status: StoreStatus::Stored,
+                }) => acked += 1,
+                // The peer holds a newer version: nothing to replace there.
+                Ok(PeerMessage::StoreResult {
+                    status: StoreStatus::KeptNewer,
+                }) => {}
+                _ => {
+                    if let Some(contact) = next.next() {
+                        in_flight.push(send(*contact));
+                    }
+                }
+            }
+        }
+        acked
+    }
+
+    /// The value of `key`: from the local store when this node is one of the record's
+    /// replicas, else from the network (the newer of a local copy and what was found).
+    pub(crate) async fn get(self: &Arc<Self>, key: Key) -> Result<Option<Bytes>, Error> {
+        let local = self.store().get(&key, unix_now())?;
+        if let Some(record) = &local {
+            let closer = self.routing().count_closer_than_local(&key);
+            if closer < usize::from(record.replication) {
+                return Ok(Some(record.value.clone()));
+            }
+        }
+        let found = self.lookup(key, true).await;
+        let result = &found.result;
+        match (local, found.record) {
+            (Some(local), Some(remote)) => {
+                if remote.supersedes(&local) {
+                    // Our copy is stale: keep the newer one instead.
+                    let _ = self.store().put(remote.clone(), unix_now());
+                    Ok(Some(remote.value))
+                } else {
+                    Ok(Some(local.value))
+                }
+            }
+            (Some(local), None) => Ok(Some(local.value)),
+            (None, Some(remote)) => Ok(Some(remote.value)),
+            (None, None) if result.contacted > 0 && result.succeeded == 0 => {
+                Err(Error::Unreachable {
+                    contacted: result.contacted,
+                })
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Joins through the bootstrap peers: connect to them, look up our own id, then
+    /// refresh every bucket farther than our closest neighbour.
+    pub(crate) async fn join(self: &Arc<Self>) -> bool {
+        let mut reached = 0;
+        for peer in &self.config.bootstrap_peers {
+            let addrs = match tokio::net::lookup_host(peer.address.as_str()).await {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(e) => {
+                    warn!(peer = %peer, error = %e, "cannot resolve bootstrap peer");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match self.connection(peer.id, addr).await {
+                    Ok(_) => {
+                        reached += 1;
+                        break;
+                    }
+                    Err(e) => debug!(peer = %peer, %addr, error = %e, "bootstrap peer unreachable"),
+                }
+            }
+        }
+        if reached == 0 && self.routing().is_empty() {
+            return false;
+        }
+        self.lookup(self.id, false).await;
+        self.refresh_far_buckets().await;
+        info!(
+            contacts = self.routing().len(),
+            bootstrap_reached = reached,
+            "joined the network"
+        );
+        true
+    }
+
+    /// One lookup of a random id in every bucket farther than the closest neighbour.
+    async fn refresh_far_buckets(self: &Arc<Self>) {
+        let Some(closest) = self.routing().closest_bucket_index() else {
+            return;
+        };
+        let targets: Vec<Key> = {
+            let mut rng = rand::thread_rng();
+            (0..closest)
+                .map(|bucket| self.id.random_in_bucket(bucket, &mut rng))
+                .collect()
+        };
+        let mut lookups: FuturesUnordered<_> =
+            targets.into_iter().map(|t| self.lookup(t, false)).collect();
+        while lookups.next().await.is_some() {}
+    }
+
+    /// Joins, retrying with backoff while no bootstrap peer answers.
+    pub(crate) async fn join_with_retry(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            if self.join().await {
+                return;
+            }
+            warn!(retry_in = ?delay, "no bootstrap peer reachable");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A contact from a peer's answer, if it can be dialled and is not us.
+fn routable(contact: WireContact, local: Key) -> Option<Contact> {
+    let ip = contact.addr.ip();
+    if contact.id == local || contact.addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
+        return None;
+    }
+    Some(Contact {
+        id: contact.id,
+        addr: contact.addr,
+    })
+}

@@ -1,0 +1,566 @@
+//! The k-bucket routing table.
+//!
+//! Bucket `i` holds the contacts whose id shares exactly `i` leading bits with the local id,
+//! so bucket 0 covers the farthest half of the id space and bucket 255 the single closest id.
+//! Each bucket keeps at most `k` entries in least-recently-seen order (front = oldest) and a
+//! bounded replacement cache of contacts that were seen while the bucket was full.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use dht_id::{Distance, KEY_BITS, Key, NodeId};
+
+use crate::{Contact, DEFAULT_K};
+
+/// Parameters of a [`RoutingTable`].
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// Bucket size, "k" in the Kademlia paper (default 20). A value of 0 is treated as 1.
+    pub k: usize,
+    /// Capacity of each bucket's replacement cache (default 20). 0 disables the cache.
+    pub replacement_cache: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            k: DEFAULT_K,
+            replacement_cache: DEFAULT_K,
+        }
+    }
+}
+
+/// What [`RoutingTable::insert`] did with a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Added to a bucket with room.
+    Inserted,
+    /// Already present: moved to the most-recently-seen end, address updated to the given
+    /// one, `last_seen = now`.
+    Updated,
+    /// The bucket is full: the newcomer waits in the bucket's replacement cache (bounded;
+    /// the oldest cache entry is dropped when full; re-inserting a cached contact refreshes
+    /// it). The caller should ping `oldest` (the least-recently-seen contact of the bucket):
+    /// if it answers, [`RoutingTable::insert`] it again (it moves to the most-recently-seen
+    /// end); if it fails, [`RoutingTable::remove`] it and the newest cache entry takes its
+    /// place. The table never evicts a contact by itself.
+    Pending {
+        /// The least-recently-seen contact of the full bucket.
+        oldest: Contact,
+    },
+    /// The contact is the local node; ignored.
+    SelfId,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    contact: Contact,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// Least-recently-seen first.
+    entries: VecDeque<Entry>,
+    /// Least-recently-seen first.
+    replacements: VecDeque<Entry>,
+}
+
+impl Bucket {
+    fn position(&self, id: &NodeId) -> Option<usize> {
+        self.entries.iter().position(|e| e.contact.id == *id)
+    }
+
+    fn replacement_position(&self, id: &NodeId) -> Option<usize> {
+        self.replacements.iter().position(|e| e.contact.id == *id)
+    }
+
+    /// Inserts keeping the entries ordered by `last_seen` (a promoted replacement may have
+    /// been seen before some of the current entries).
+    fn insert_ordered(&mut self, entry: Entry) {
+        let at = self
+            .entries
+            .iter()
+            .rposition(|e| e.last_seen <= entry.last_seen)
+            .map_or(0, |i| i + 1);
+        self.entries.insert(at, entry);
+    }
+}
+
+/// The Kademlia routing table of one node: 256 k-buckets indexed by shared prefix length.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    local_id: NodeId,
+    config: RoutingConfig,
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+impl RoutingTable {
+    /// An empty table for the node `local_id`.
+    pub fn new(local_id: NodeId, config: RoutingConfig) -> Self {
+        let config = RoutingConfig {
+            k: config.k.max(1),
+            ..config
+        };
+        RoutingTable {
+            local_id,
+            config,
+            buckets: vec![Bucket::default(); KEY_BITS],
+            len: 0,
+        }
+    }
+
+    /// The id of the local node.
+    pub fn local_id(&self) -> NodeId {
+        self.local_id
+    }
+
+    /// The bucket size.
+    pub fn k(&self) -> usize {
+        self.config.k
+    }
+
+    /// The configuration in use (with `k` at least 1).
+    pub fn config(&self) -> &RoutingConfig {
+        &self.config
+    }
+
+    fn bucket_of(&self, id: &NodeId) -> Option<&Bucket> {
+        self.local_id
+            .bucket_index(id)
+            .and_then(|index| self.buckets.get(index))
+    }
+
+    /// Records that `contact` was seen alive at `now`.
+    pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertOutcome {
+        let k = self.config.k;
+        let cache = self.config.replacement_cache;
+        let Some(bucket) = self
+            .local_id
+            .bucket_index(&contact.id)
+            .and_then(|index| self.buckets.get_mut(index))
+        else {
+            return InsertOutcome::SelfId;
+        };
+        let fresh = Entry {
+            contact,
+            last_seen: now,
+        };
+        if let Some(pos) = bucket.position(&contact.id) {
+            bucket.entries.remove(pos);
+            bucket.entries.push_back(fresh);
+            return InsertOutcome::Updated;
+        }
+        if let Some(pos) = bucket.replacement_position(&contact.id) {
+            bucket.replacements.remove(pos);
+        }
+        if bucket.entries.len() < k {
+            bucket.entries.push_back(fresh);
+            self.len += 1;
+            return InsertOutcome::Inserted;
+        }
+        if cache > 0 {
+            while bucket.replacements.len() >= cache {
+                bucket.replacements.pop_front();
+            }
+            bucket.replacements.push_back(fresh);
+        }
+        match bucket.entries.front() {
+            Some(oldest) => InsertOutcome::Pending {
+                oldest: oldest.contact,
+            },
+            // Unreachable as k >= 1 and the bucket is full; keep the contact rather than panic.
+            None => {
+                bucket.entries.push_back(fresh);
+                self.len += 1;
+                InsertOutcome::Inserted
+            }
+        }
+    }
+
+    /// Removes a contact (e.g. it failed to answer); the most recently seen entry of that
+    /// bucket's replacement cache takes its place. Also removes it from the replacement cache
+    /// if it is there. Returns the removed contact if it was in the bucket.
+    pub fn remove(&mut self, id: &NodeId) -> Option<Contact> {
+        let bucket = self
+            .local_id
+            .bucket_index(id)
+            .and_then(|index| self.buckets.get_mut(index))?;
+        if let Some(pos) = bucket.replacement_position(id) {
+            bucket.replacements.remove(pos);
+        }
+        let removed = bucket.entries.remove(bucket.position(id)?)?;
+        self.len -= 1;
+        if let Some(promoted) = bucket.replacements.pop_back() {
+            bucket.insert_ordered(promoted);
+            self.len += 1;
+        }
+        Some(removed.contact)
+    }
+
+    /// Whether `id` is in a bucket (not counting replacement caches).
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The contact with this id, if it is in a bucket.
+    pub fn get(&self, id: &NodeId) -> Option<Contact> {
+        let bucket = self.bucket_of(id)?;
+        bucket.position(id).map(|pos| bucket.entries[pos].contact)
+    }
+
+    /// When the contact with this id (in a bucket) was last seen.
+    pub fn last_seen(&self, id: &NodeId) -> Option<Instant> {
+        let bucket = self.bucket_of(id)?;
+        bucket.position(id).map(|pos| bucket.entries[pos].last_seen)
+    }
+
+    /// Whether `id` waits in a replacement cache.
+    pub fn is_pending(&self, id: &NodeId) -> bool {
+        self.bucket_of(id)
+            .is_some_and(|bucket| bucket.replacement_position(id).is_some())
+    }
+
+    /// The `n` contacts closest to `target` (never the local id), nearest first. Exact: equal
+    /// to sorting all contacts in the buckets by XOR distance to `target`.
+    ///
+    /// Buckets are visited in increasing distance from `target`, so only the buckets needed
+    /// for `n` results are sorted. Writing `d = local ^ target`, every contact of bucket `i`
+    /// agrees with `d` on the bits before `i` and differs from it at bit `i` (its distance to
+    /// the target is `d ^ (local ^ contact)`). Hence bucket `i` lies entirely before every
+    /// bucket `j > i` when bit `i` of `d` is 1, and entirely after them when it is 0: the
+    /// order is the buckets whose bit is 1 ascending, then those whose bit is 0 descending.
+    pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
+        let mut out = Vec::with_capacity(n.min(self.len));
+        let mut scratch: Vec<(Distance, Contact)> = Vec::new();
+        for index in bucket_order(&self.local_id.distance(target)) {
+            if out.len() >= n {
+                break;
+            }
+            let Some(bucket) = self.buckets.get(index) else {
+                continue;
+            };
+            if bucket.entries.is_empty() {
+                continue;
+            }
+            scratch.clear();
+            scratch.extend(
+                bucket
+                    .entries
+                    .iter()
+                    .map(|e| (e.contact.id.distance(target), e.contact)),
+            );
+            scratch.sort_unstable_by_key(|entry| entry.0);
+            let wanted = n - out.len();
+            out.extend(scratch.iter().take(wanted).map(|(_, c)| *c));
+        }
+        out
+    }
+
+    /// Number of contacts in the buckets (not counting replacement caches).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buckets are all empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of contacts in bucket `index` (0 for an index of 256 or more).
+    pub fn bucket_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.entries.len())
+    }
+
+    /// Number of contacts waiting in the replacement cache of bucket `index`.
+    pub fn replacement_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.replacements.len())
+    }
+
+    /// The contacts of bucket `index`, least-recently-seen first, with their `last_seen`.
+    pub fn bucket_entries(&self, index: usize) -> impl Iterator<Item = (Contact, Instant)> + '_ {
+        self.buckets
+            .get(index)
+            .into_iter()
+            .flat_map(|b| b.entries.iter().map(|e| (e.contact, e.last_seen)))
+    }
+
+    /// Index of the highest (closest) non-empty bucket, i.e. the bucket of our closest
+    /// neighbour.
+    pub fn closest_bucket_index(&self) -> Option<usize> {
+        self.buckets.iter().rposition(|b| !b.entries.is_empty())
+    }
+
+    /// All contacts in the buckets, bucket by bucket (bucket 0 first), each bucket
+    /// least-recently-seen first.
+    pub fn iter(&self) -> impl Iterator<Item = Contact> + '_ {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter().map(|e| e.contact))
+    }
+
+    /// How many contacts are strictly closer to `target` than the local id is.
+    ///
+    /// A contact of bucket `i` is closer exactly when bit `i` of `local ^ target` is 1 (see
+    /// [`RoutingTable::closest`]), so this is a sum of bucket sizes.
+    pub fn count_closer_than_local(&self, target: &Key) -> usize {
+        let d = self.local_id.distance(target);
+        (0..KEY_BITS)
+            .filter(|&i| bit(&d, i))
+            .map(|i| self.bucket_len(i))
+            .sum()
+    }
+}
+
+/// Bit `i` (0 = most significant) of a distance.
+fn bit(d: &Distance, i: usize) -> bool {
+    d.as_bytes()
+        .get(i / 8)
+        .is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
+}
+
+/// Bucket indices in increasing distance from the target, `d` being `local ^ target`.
+fn bucket_order(d: &Distance) -> impl Iterator<Item = usize> + '_ {
+    let ones = (0..KEY_BITS).filter(move |&i| bit(d, i));
+    let zeros = (0..KEY_BITS).rev().filter(move |&i| !bit(d, i));
+    ones.chain(zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    fn contact(id: NodeId, port: u16) -> Contact {
+        Contact::new(id, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    fn table(local: NodeId, k: usize, cache: usize) -> RoutingTable {
+        RoutingTable::new(
+            local,
+            RoutingConfig {
+                k,
+                replacement_cache: cache,
+            },
+        )
+    }
+
+    fn brute_force(table: &RoutingTable, target: &Key, n: usize) -> Vec<Contact> {
+        let mut all: Vec<Contact> = table.iter().collect();
+        all.sort_by_key(|c| c.id.distance(target));
+        all.truncate(n);
+        all
+    }
+
+    proptest! {
+        #[test]
+        fn closest_is_exact(seed in any::<u64>(), count in 0usize..300, k in 1usize..8,
+                            cache in 0usize..4, n in 1usize..=40, target_kind in 0u8..4) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let local = Key::random(&mut rng);
+            let mut t = table(local, k, cache);
+            let t0 = Instant::now();
+            let mut ids = Vec::new();
+            for i in 0..count {
+                // Crowd the far buckets well past k, sprinkle the rest at random.
+                let id = if rng.gen_bool(0.7) {
+                    local.random_in_bucket(rng.gen_range(0..10), &mut rng)
+                } else {
+                    Key::random(&mut rng)
+                };
+                ids.push(id);
+                t.insert(contact(id, i as u16), t0 + Duration::from_millis(i as u64));
+            }
+            for _ in 0..count / 10 {
+                let victim = ids[rng.gen_range(0..ids.len())];
+                t.remove(&victim);
+            }
+            let target = match target_kind {
+                0 => local,
+                1 if !ids.is_empty() => ids[rng.gen_range(0..ids.len())],
+                2 => local.random_in_bucket(rng.gen_range(0..12), &mut rng),
+                _ => Key::random(&mut rng),
+            };
+            let got = t.closest(&target, n);
+            prop_assert_eq!(&got, &brute_force(&t, &target, n));
+            prop_assert!(got.iter().all(|c| c.id != local));
+
+            // Invariants: len, bucket sizes, bucket placement, no duplicates.
+            prop_assert_eq!(t.len(), t.iter().count());
+            let mut seen = std::collections::HashSet::new();
+            for c in t.iter() {
+                prop_assert!(seen.insert(c.id));
+                let index = local.bucket_index(&c.id);
+                prop_assert!(index.is_some());
+                prop_assert!(!t.is_pending(&c.id));
+            }
+            for i in 0..KEY_BITS {
+                prop_assert!(t.bucket_len(i) <= k);
+                prop_assert!(t.replacement_len(i) <= cache);
+                for (c, _) in t.bucket_entries(i) {
+                    prop_assert_eq!(local.bucket_index(&c.id), Some(i));
+                }
+            }
+            let closer = t.iter().filter(|c| c.id.distance(&target) < local.distance(&target)).count();
+            prop_assert_eq!(t.count_closer_than_local(&target), closer);
+            let expected_top = (0..KEY_BITS).rev().find(|&i| t.bucket_len(i) > 0);
+            prop_assert_eq!(t.closest_bucket_index(), expected_top);
+        }
+    }
+
+    #[test]
+    fn full_bucket_pending_and_replacement() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let local = Key::random(&mut rng);
+        let mut t = table(local, 3, 2);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let ids: Vec<NodeId> = (0..6)
+            .map(|_| local.random_in_bucket(0, &mut rng))
+            .collect();
+        for (i, id) in ids.iter().take(3).enumerate() {
+            assert_eq!(
+                t.insert(contact(*id, i as u16), at(i as u64)),
+                InsertOutcome::Inserted
+            );
+        }
+        let oldest = contact(ids[0], 0);
+        assert_eq!(
+            t.insert(contact(ids[3], 3), at(3)),
+            InsertOutcome::Pending { oldest }
+        );
+        assert!(!t.contains(&ids[3]));
+        assert!(t.is_pending(&ids[3]));
+        assert_eq!(t.bucket_len(0), 3);
+        assert_eq!(t.len(), 3);
+
+        // The cache is bounded: ids[3] is dropped when ids[4] and ids[5] arrive.
+        t.insert(contact(ids[4], 4), at(4));
+        t.insert(contact(ids[5], 5), at(5));
+        assert_eq!(t.replacement_len(0), 2);
+        assert!(!t.is_pending(&ids[3]));
+        // Re-inserting a cached contact refreshes it: ids[4] becomes the newest.
+        assert!(matches!(
+            t.insert(contact(ids[4], 44), at(6)),
+            InsertOutcome::Pending { .. }
+        ));
+
+        // Removing the oldest promotes the newest replacement (ids[4], refreshed address).
+        assert_eq!(t.remove(&ids[0]), Some(oldest));
+        assert!(!t.contains(&ids[0]));
+        assert_eq!(t.get(&ids[4]), Some(contact(ids[4], 44)));
+        assert_eq!(t.last_seen(&ids[4]), Some(at(6)));
+        assert!(!t.is_pending(&ids[4]));
+        assert_eq!(t.replacement_len(0), 1);
+        assert_eq!(t.len(), 3);
+        let order: Vec<NodeId> = t.bucket_entries(0).map(|(c, _)| c.id).collect();
+        assert_eq!(order, vec![ids[1], ids[2], ids[4]]);
+
+        // Removing a cached contact only drops it from the cache.
+        assert_eq!(t.remove(&ids[5]), None);
+        assert_eq!(t.replacement_len(0), 0);
+        assert_eq!(t.len(), 3);
+        // Removing with an empty cache leaves room.
+        assert_eq!(t.remove(&ids[1]), Some(contact(ids[1], 1)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.remove(&ids[1]), None);
+        assert_eq!(t.insert(contact(ids[3], 3), at(7)), InsertOutcome::Inserted);
+    }
+
+    #[test]
+    fn promoted_replacement_keeps_last_seen_order() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let local = Key::random(&mut rng);
+        let mut t = table(local, 2, 2);
+        let t0 = Instant::now();
+        let ids: Vec<NodeId> = (0..3)
+            .map(|_| local.random_in_bucket(1, &mut rng))
+            .collect();
+        t.insert(contact(ids[0], 0), t0);
+        t.insert(contact(ids[1], 1), t0 + Duration::from_secs(1));
+        t.insert(contact(ids[2], 2), t0 + Duration::from_secs(2));
+        // ids[1] is seen again after the replacement was cached.
+        t.insert(contact(ids[1], 1), t0 + Duration::from_secs(3));
+        t.remove(&ids[0]);
+        let order: Vec<NodeId> = t.bucket_entries(1).map(|(c, _)| c.id).collect();
+        assert_eq!(order, vec![ids[2], ids[1]]);
+    }
+
+    #[test]
+    fn update_moves_to_most_recent_end() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let local = Key::random(&mut rng);
+        let mut t = table(local, 4, 4);
+        let t0 = Instant::now();
+        let ids: Vec<NodeId> = (0..3)
+            .map(|_| local.random_in_bucket(2, &mut rng))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            t.insert(contact(*id, i as u16), t0);
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            t.insert(contact(ids[0], 999), later),
+            InsertOutcome::Updated
+        );
+        let order: Vec<Contact> = t.bucket_entries(2).map(|(c, _)| c).collect();
+        assert_eq!(
+            order,
+            vec![contact(ids[1], 1), contact(ids[2], 2), contact(ids[0], 999)]
+        );
+        assert_eq!(t.last_seen(&ids[0]), Some(later));
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn self_id_is_ignored() {
+        let local = Key::from_bytes([5; 32]);
+        let mut t = RoutingTable::new(local, RoutingConfig::default());
+        assert_eq!(
+            t.insert(contact(local, 1), Instant::now()),
+            InsertOutcome::SelfId
+        );
+        assert!(t.is_empty());
+        assert!(!t.contains(&local));
+        assert_eq!(t.remove(&local), None);
+        assert_eq!(t.closest_bucket_index(), None);
+        assert!(t.closest(&local, 5).is_empty());
+        assert_eq!(t.bucket_len(KEY_BITS), 0);
+        assert_eq!(t.k(), DEFAULT_K);
+    }
+
+    #[test]
+    fn zero_k_is_one() {
+        let mut rng = StdRng::seed_from_u64(10);
+        let local = Key::random(&mut rng);
+        let mut t = table(local, 0, 0);
+        assert_eq!(t.k(), 1);
+        let a = local.random_in_bucket(3, &mut rng);
+        let b = local.random_in_bucket(3, &mut rng);
+        let now = Instant::now();
+        assert_eq!(t.insert(contact(a, 1), now), InsertOutcome::Inserted);
+        assert_eq!(
+            t.insert(contact(b, 2), now),
+            InsertOutcome::Pending {
+                oldest: contact(a, 1)
+            }
+        );
+        // No cache: the newcomer is dropped, removing a leaves the bucket empty.
+        assert_eq!(t.remove(&a), Some(contact(a, 1)));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn bucket_order_is_a_permutation() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let d = Key::random(&mut rng).distance(&Key::random(&mut rng));
+        let mut order: Vec<usize> = bucket_order(&d).collect();
+        order.sort_unstable();
+        assert_eq!(order, (0..KEY_BITS).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,213 @@
+//! The [`RecordStore`] interface, its limits, outcomes and errors.
+
+use dht_id::Key;
+
+use crate::record::Record;
+
+/// Bounds a store enforces.
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    /// Largest value accepted, in bytes (default 65 495, the largest UDP payload over IPv4).
+    pub max_value_len: usize,
+    /// Most records held at once, expired ones not yet purged included (default 100 000).
+    pub max_records: usize,
+    /// Most bytes held at once, as the sum of [`Record::footprint`]s (default 256 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_value_len: 65_495,
+            max_records: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl StoreLimits {
+    /// Checks what a store checks of an offered record before looking at what it holds,
+    /// in this order: an empty value ([`StoreError::EmptyValue`]), a value longer than
+    /// `max_value_len` ([`StoreError::ValueTooLarge`]), an expiry already passed at `now`
+    /// ([`StoreError::Expired`]). Shared by every [`RecordStore`] implementation.
+    pub fn validate(&self, record: &Record, now: u64) -> Result<(), StoreError> {
+        if record.value.is_empty() {
+            return Err(StoreError::EmptyValue);
+        }
+        if record.value.len() > self.max_value_len {
+            return Err(StoreError::ValueTooLarge {
+                len: record.value.len(),
+                max: self.max_value_len,
+            });
+        }
+        if record.is_expired(now) {
+            return Err(StoreError::Expired);
+        }
+        Ok(())
+    }
+
+    /// True if a store holding `records` records of `bytes` bytes in total is within the
+    /// limits.
+    pub fn allows(&self, records: usize, bytes: usize) -> bool {
+        records <= self.max_records && bytes <= self.max_bytes
+    }
+}
+
+/// What [`RecordStore::put`] did with an accepted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new key.
+    Inserted,
+    /// Replaced an older version (or an expired record) of the key.
+    Replaced,
+    /// The same record (all fields equal) was already held; nothing changed.
+    Unchanged,
+    /// The store holds a newer version of the key; the offered record was ignored.
+    KeptNewer,
+}
+
+/// Why a store refused a record or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The record's value is empty.
+    #[error("empty value")]
+    EmptyValue,
+    /// The record's value is longer than the store accepts.
+    #[error("value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// Length of the offered value.
+        len: usize,
+        /// The store's `max_value_len`.
+        max: usize,
+    },
+    /// The record's expiry has already passed.
+    #[error("record already expired")]
+    Expired,
+    /// Storing would exceed `max_records` or `max_bytes` (after purging expired records).
+    #[error("store full: holding {records} records of {bytes} bytes")]
+    Full {
+        /// Records the store holds (unchanged by the refused put).
+        records: usize,
+        /// Bytes the store holds (unchanged by the refused put).
+        bytes: usize,
+    },
+    /// A backend (database, IO) failure, for persistent stores.
+    #[error("storage backend failure: {0}")]
+    Backend(String),
+}
+
+/// A store of [`Record`]s, one per key. Object safe: the node holds a
+/// `Box<dyn RecordStore>`.
+///
+/// Every method that depends on time takes `now`, wall-clock UNIX seconds; a store never
+/// reads the clock. A record is expired when `now >= expires_at`; expired records are never
+/// returned but are held (and counted) until purged or replaced.
+pub trait RecordStore: Send {
+    /// Offers a record. Checks, in order: [`StoreLimits::validate`] (empty, too large,
+    /// expired); an unexpired record of the key that equals it ([`PutOutcome::Unchanged`])
+    /// or [supersedes](Record::supersedes) it ([`PutOutcome::KeptNewer`]); otherwise
+    /// inserts it ([`PutOutcome::Inserted`]) or replaces the held one, expired or older
+    /// ([`PutOutcome::Replaced`]), if the store stays within its limits, purging expired
+    /// records if that is needed and enough. Otherwise [`StoreError::Full`], and the store
+    /// is unchanged.
+    fn put(&mut self, record: Record, now: u64) -> Result<PutOutcome, StoreError>;
+
+    /// The unexpired record of `key`, if any.
+    fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError>;
+
+    /// Removes the record of `key`, expired or not, and returns it.
+    fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError>;
+
+    /// Removes expired records; returns how many.
+    fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError>;
+
+    /// All unexpired records (for replication; bounded by `max_records`).
+    fn records(&self, now: u64) -> Result<Vec<Record>, StoreError>;
+
+    /// Number of records held (expired ones not yet purged included).
+    fn len(&self) -> usize;
+
+    /// True if the store holds no record.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sum of footprints of the records held.
+    fn bytes(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn record(value: Bytes, expires_at: u64) -> Record {
+        Record {
+            key: Key::sha256(b"k"),
+            value,
+            expires_at,
+            replication: 3,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn default_limits() {
+        let limits = StoreLimits::default();
+        assert_eq!(limits.max_value_len, 65_495);
+        assert_eq!(limits.max_records, 100_000);
+        assert_eq!(limits.max_bytes, 268_435_456);
+    }
+
+    #[test]
+    fn validate_checks_in_order() {
+        let limits = StoreLimits {
+            max_value_len: 4,
+            ..StoreLimits::default()
+        };
+        // Empty and expired: empty is reported first.
+        assert_eq!(
+            limits.validate(&record(Bytes::new(), 10), 10),
+            Err(StoreError::EmptyValue)
+        );
+        // Too large and expired: too large is reported first.
+        assert_eq!(
+            limits.validate(&record(Bytes::from_static(b"12345"), 10), 10),
+            Err(StoreError::ValueTooLarge { len: 5, max: 4 })
+        );
+        assert_eq!(
+            limits.validate(&record(Bytes::from_static(b"1234"), 10), 10),
+            Err(StoreError::Expired)
+        );
+        assert_eq!(
+            limits.validate(&record(Bytes::from_static(b"1234"), 10), 9),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn allows_is_inclusive() {
+        let limits = StoreLimits {
+            max_value_len: 10,
+            max_records: 2,
+            max_bytes: 100,
+        };
+        assert!(limits.allows(2, 100));
+        assert!(!limits.allows(3, 100));
+        assert!(!limits.allows(2, 101));
+    }
+
+    #[test]
+    fn errors_display() {
+        assert_eq!(
+            StoreError::ValueTooLarge { len: 5, max: 4 }.to_string(),
+            "value of 5 bytes exceeds the maximum of 4"
+        );
+        assert_eq!(
+            StoreError::Backend("disk".into()).to_string(),
+            "storage backend failure: disk"
+        );
+    }
+}
