@@ -1,7 +1,64 @@
 //! What the `dht-node` and `dht-bootstrap` binaries share: their command line and
 //! waiting for a stop signal.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::Config;
+
+/// An error a binary's `run` reports; printed with its chain of causes.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The whole `main` of a node binary: parses `-c FILE`, prints `usage` for `--help`,
+/// calls `init_logs`, loads the configuration and runs `run` on a tokio runtime.
+/// Exit codes: 0 after a clean stop, 2 for a bad command line or configuration, 1 when
+/// `run` fails.
+pub fn main<F, Fut>(name: &str, usage: &str, init_logs: fn(), run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run { config }) => config,
+        Ok(Command::Help) => {
+            println!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(reason) => {
+            eprintln!("{name}: {reason}\n\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs();
+    let config = match Config::load(&config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{name}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The command line of the node binaries: `-c FILE` / `--config FILE`, or `--help`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -173,6 +173,14 @@ impl Node {
         (found.result.closest, stats)
     }
 
+    /// Asks `contact` whether it is alive (PING), connecting first when needed.
+    pub async fn ping(&self, contact: Contact) -> Result<(), RpcError> {
+        self.inner
+            .ping(contact)
+            .instrument(self.inner.span.clone())
+            .await
+    }
+
     /// Contacts in the routing table.
     pub fn routing_table_len(&self) -> usize {
         self.inner.routing().len()
@@ -183,9 +191,14 @@ impl Node {
         self.inner.routing().iter().collect()
     }
 
-    /// Open peer connections in use.
+    /// Peers with a connection in use.
     pub fn connected_peers(&self) -> usize {
         self.inner.connected_peers()
+    }
+
+    /// Peer connections open, counting duplicates that are closing.
+    pub fn open_connections(&self) -> usize {
+        self.inner.open_connections()
     }
 
     /// Records in the local store.

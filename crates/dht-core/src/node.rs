@@ -141,6 +141,10 @@ impl Inner {
         lock(&self.store)
     }
 
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn connected_peers(&self) -> usize {
         lock(&self.peers).len()
     }

@@ -1,0 +1,386 @@
+//! Behaviour of single nodes and small networks: the connection tie-break, handshake
+//! refusals, hostile frames, STORE rules, and shutdown with PUTs in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dht_core::{
+    BootstrapPeer, DEFAULT_NETWORK_ID, Key, MemoryNetwork, MemoryStore, Node, NodeConfig,
+    PutOptions,
+};
+use dht_wire::{
+    Hello, PROTOCOL_VERSION, PeerCodec, PeerFrame, PeerMessage, StoreStatus, WireRecord,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+fn config(bootstrap: &[BootstrapPeer]) -> NodeConfig {
+    NodeConfig {
+        p2p_address: "127.0.0.1:0".parse().expect("literal"),
+        bootstrap_peers: bootstrap.to_vec(),
+        rpc_timeout: Duration::from_millis(1500),
+        lookup_peer_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(1500),
+        ..NodeConfig::default()
+    }
+}
+
+fn peer_of(node: &Node) -> BootstrapPeer {
+    BootstrapPeer {
+        id: None,
+        address: node.listen_addr().to_string(),
+    }
+}
+
+async fn wait_for(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A hand-driven peer speaking the wire protocol to a node.
+struct RawPeer {
+    framed: Framed<TcpStream, PeerCodec>,
+    next_id: u64,
+}
+
+impl RawPeer {
+    async fn connect(addr: SocketAddr, network_id: u32) -> anyhow::Result<(RawPeer, Hello)> {
+        let stream = TcpStream::connect(addr).await?;
+        let mut framed = Framed::new(stream, PeerCodec);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            network_id,
+            node_id: Key::random(&mut rand::thread_rng()),
+            listen_addr: "127.0.0.1:9".parse()?,
+            pow_nonce: 0,
+        };
+        framed
+            .send(PeerFrame::request(0, PeerMessage::Hello(hello)))
+            .await?;
+        match tokio::time::timeout(Duration::from_secs(5), framed.next()).await? {
+            Some(Ok(PeerFrame {
+                message: PeerMessage::Hello(theirs),
+                is_response: true,
+                ..
+            })) => Ok((RawPeer { framed, next_id: 1 }, theirs)),
+            other => anyhow::bail!("no HELLO back: {other:?}"),
+        }
+    }
+
+    async fn request(&mut self, message: PeerMessage) -> anyhow::Result<PeerMessage> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed.send(PeerFrame::request(id, message)).await?;
+        match tokio::time::timeout(Duration::from_secs(5), self.framed.next()).await? {
+            Some(Ok(frame)) if frame.is_response && frame.request_id == id => Ok(frame.message),
+            other => anyhow::bail!("unexpected: {other:?}"),
+        }
+    }
+}
+
+fn record(key: Key, value: &'static [u8], expires_at: u64, version: u64) -> WireRecord {
+    WireRecord {
+        key,
+        value: Bytes::from_static(value),
+        expires_at,
+        version,
+        replication: 3,
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_dials_leave_one_connection() {
+    let net = MemoryNetwork::new();
+    let start = |net: &MemoryNetwork| {
+        let c = config(&[]);
+        let store = Box::new(MemoryStore::new(c.store_limits.clone()));
+        Node::start_with(c, Arc::new(net.transport()), store)
+    };
+    let a = start(&net).await.expect("a");
+    let b = start(&net).await.expect("b");
+    // Both dial each other at the same time.
+    let (ra, rb) = tokio::join!(a.ping(b.contact()), b.ping(a.contact()));
+    ra.expect("a pings b");
+    rb.expect("b pings a");
+    assert_eq!(a.connected_peers(), 1);
+    assert_eq!(b.connected_peers(), 1);
+    // The duplicate (if any) closes once idle; exactly one connection remains.
+    assert!(
+        wait_for(Duration::from_secs(10), || a.open_connections() == 1
+            && b.open_connections() == 1)
+        .await,
+        "open connections: a {}, b {}",
+        a.open_connections(),
+        b.open_connections()
+    );
+    // And it works both ways.
+    a.ping(b.contact()).await.expect("a pings b again");
+    b.ping(a.contact()).await.expect("b pings a again");
+    assert_eq!((a.open_connections(), b.open_connections()), (1, 1));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_network_id_and_wrong_expected_id_are_refused() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let other_net = Node::start(NodeConfig {
+        network_id: DEFAULT_NETWORK_ID + 1,
+        ..config(&[peer_of(&a)])
+    })
+    .await
+    .expect("b starts even if it cannot join");
+    assert_eq!(other_net.routing_table_len(), 0);
+    assert_eq!(a.routing_table_len(), 0);
+
+    let wrong_id = Node::start(config(&[BootstrapPeer {
+        id: Some(Key::sha256(b"not a's id")),
+        address: a.listen_addr().to_string(),
+    }]))
+    .await
+    .expect("c starts");
+    assert_eq!(wrong_id.routing_table_len(), 0);
+
+    let right_id = Node::start(config(&[BootstrapPeer {
+        id: Some(a.id()),
+        address: a.listen_addr().to_string(),
+    }]))
+    .await
+    .expect("d starts");
+    assert!(right_id.routing_contacts().iter().any(|c| c.id == a.id()));
+    for n in [&a, &other_net, &wrong_id, &right_id] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_closes_only_that_connection() {
+    let a = Node::start(config(&[])).await.expect("a");
+    // Garbage instead of a HELLO.
+    let mut raw = TcpStream::connect(a.listen_addr()).await.expect("connect");
+    raw.write_all(&[0xff; 64]).await.expect("write");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut raw, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "connection not closed: {read:?}"
+    );
+
+    // A valid peer that then sends a malformed frame (unknown type 99) is cut off too.
+    let (mut peer, _) = RawPeer::connect(a.listen_addr(), DEFAULT_NETWORK_ID)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        peer.request(PeerMessage::Ping).await.expect("pong"),
+        PeerMessage::Pong
+    );
+    peer.framed
+        .get_mut()
+        .write_all(&[0, 0, 0, 10, 99, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        .await
+        .expect("write");
+    let next = tokio::time::timeout(Duration::from_secs(5), peer.framed.next())
+        .await
+        .expect("closed in time");
+    assert!(next.is_none() || matches!(next, Some(Err(_))));
+
+    // The node still serves everyone else.
+    let b = Node::start(config(&[peer_of(&a)])).await.expect("b");
+    b.ping(a.contact()).await.expect("a still answers");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_never_extends_lifetime_nor_replaces_newer() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let (mut peer, hello) = RawPeer::connect(a.listen_addr(), DEFAULT_NETWORK_ID)
+        .await
+        .expect("handshake");
+    assert_eq!(hello.node_id, a.id());
+    let key = Key::sha256(b"store rules");
+    let now = unix_now();
+
+    // An expiry far beyond max_ttl is cut to now + max_ttl.
+    let far = now + 10 * 365 * 86_400;
+    let stored = peer
+        .request(PeerMessage::Store {
+            record: record(key, b"v2", far, 200),
+        })
+        .await
+        .expect("store");
+    assert_eq!(
+        stored,
+        PeerMessage::StoreResult {
+            status: StoreStatus::Stored
+        }
+    );
+    let PeerMessage::Value { record: held } = peer
+        .request(PeerMessage::FindValue { key })
+        .await
+        .expect("value")
+    else {
+        panic!("FIND_VALUE did not return the value");
+    };
+    assert!(
+        held.expires_at <= unix_now() + 86_400,
+        "expiry was not capped"
+    );
+    assert_eq!(held.value.as_ref(), b"v2");
+
+    // An older version is refused and the newer one stays.
+    let older = peer
+        .request(PeerMessage::Store {
+            record: record(key, b"v1", now + 600, 100),
+        })
+        .await
+        .expect("store");
+    assert_eq!(
+        older,
+        PeerMessage::StoreResult {
+            status: StoreStatus::KeptNewer
+        }
+    );
+    let PeerMessage::Value { record: held } = peer
+        .request(PeerMessage::FindValue { key })
+        .await
+        .expect("value")
+    else {
+        panic!("FIND_VALUE did not return the value");
+    };
+    assert_eq!(held.value.as_ref(), b"v2");
+
+    // An already expired record is refused.
+    let expired = peer
+        .request(PeerMessage::Store {
+            record: record(Key::sha256(b"old"), b"x", now.saturating_sub(1), 1),
+        })
+        .await
+        .expect("store");
+    assert_eq!(
+        expired,
+        PeerMessage::StoreResult {
+            status: StoreStatus::Expired
+        }
+    );
+
+    // FIND_NODE answers contacts, never the asker itself.
+    let PeerMessage::Nodes { contacts } = peer
+        .request(PeerMessage::FindNode { target: key })
+        .await
+        .expect("nodes")
+    else {
+        panic!("FIND_NODE not answered with NODES");
+    };
+    assert!(contacts.iter().all(|c| c.id != hello.node_id));
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lonely_node_keeps_its_value_and_hands_it_out_later() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let key = Key::sha256(b"lonely");
+    let report = a
+        .put(key, Bytes::from_static(b"kept"), PutOptions::default())
+        .await
+        .expect("put");
+    assert_eq!(report.replicas, 0);
+    assert!(report.stored_locally);
+    assert_eq!(
+        a.get(key).await.expect("get").as_deref(),
+        Some(&b"kept"[..])
+    );
+
+    let b = Node::start(config(&[peer_of(&a)])).await.expect("b");
+    assert_eq!(
+        b.get(key).await.expect("get").as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(b.get(Key::sha256(b"nothing")).await.expect("get"), None);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn put_clamps_its_hints_and_refuses_bad_values() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let report = a
+        .put(
+            Key::sha256(b"k"),
+            Bytes::from_static(b"v"),
+            PutOptions {
+                ttl: Duration::from_secs(1),
+                replication: 0,
+            },
+        )
+        .await
+        .expect("put");
+    assert_eq!(report.ttl, Duration::from_secs(60));
+    assert_eq!(report.replication, 3);
+    assert!(
+        a.put(Key::sha256(b"k"), Bytes::new(), PutOptions::default())
+            .await
+            .is_err()
+    );
+    let too_big = Bytes::from(vec![1u8; dht_wire::MAX_VALUE_LEN + 1]);
+    assert!(
+        a.put(Key::sha256(b"k"), too_big, PutOptions::default())
+            .await
+            .is_err()
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_puts_in_flight() {
+    let a = Arc::new(Node::start(config(&[])).await.expect("a"));
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(Node::start(config(&[peer_of(&a)])).await.expect("peer"));
+    }
+    let key = Key::sha256(b"in flight");
+    let put = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.put(
+                key,
+                Bytes::from_static(b"v"),
+                PutOptions {
+                    ttl: Duration::from_secs(600),
+                    replication: 3,
+                },
+            )
+            .await
+        }
+    });
+    // Once the PUT is under way (stored locally), shut the node down.
+    assert!(wait_for(Duration::from_secs(5), || a.holds(&key)).await);
+    a.shutdown().await;
+    let report = put.await.expect("join").expect("the PUT completed");
+    assert_eq!(report.replicas, 3);
+    assert_eq!(others.iter().filter(|n| n.holds(&key)).count(), 3);
+    for n in &others {
+        n.shutdown().await;
+    }
+}
