@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dht_core::{Node, PutOptions};
 use dht_wire::{ApiCodec, ApiMessage};
 use futures::{SinkExt, StreamExt};
@@ -201,14 +200,24 @@ async fn serve(
                 key,
                 value,
             })) => {
-                let node = node.clone();
-                tokio::spawn(
-                    async move {
-                        put(&node, key, value, ttl, replication).await;
-                        drop(permit);
+                let options = PutOptions {
+                    ttl: Duration::from_secs(u64::from(ttl)),
+                    replication,
+                };
+                // Started before the next request is read, so that a node shutting
+                // down still finishes every PUT it has read.
+                match node.spawn_put(key, value, options) {
+                    Ok(task) => {
+                        tokio::spawn(
+                            async move {
+                                log_put(key, task.await);
+                                drop(permit);
+                            }
+                            .in_current_span(),
+                        );
                     }
-                    .in_current_span(),
-                );
+                    Err(e) => warn!(key = %key.short(), error = %e, "PUT refused"),
+                }
             }
             Some(Ok(other)) => {
                 warn!(message = ?kind(&other), "client sent a message only the server sends: closing");
@@ -226,20 +235,20 @@ async fn serve(
     let _ = writer.await;
 }
 
-async fn put(node: &Node, key: dht_core::Key, value: Bytes, ttl: u16, replication: u8) {
-    let options = PutOptions {
-        ttl: Duration::from_secs(u64::from(ttl)),
-        replication,
-    };
-    match node.put(key, value, options).await {
-        Ok(report) => debug!(
+fn log_put(
+    key: dht_core::Key,
+    outcome: Result<Result<dht_core::PutReport, dht_core::Error>, tokio::task::JoinError>,
+) {
+    match outcome {
+        Ok(Ok(report)) => debug!(
             key = %key.short(),
             replicas = report.replicas,
             replication = report.replication,
             ttl_secs = report.ttl.as_secs(),
             "PUT stored"
         ),
-        Err(e) => warn!(key = %key.short(), error = %e, "PUT failed"),
+        Ok(Err(e)) => warn!(key = %key.short(), error = %e, "PUT failed"),
+        Err(e) => warn!(key = %key.short(), error = %e, "PUT task ended early"),
     }
 }
 

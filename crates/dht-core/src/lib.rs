@@ -136,14 +136,26 @@ impl Node {
         value: Bytes,
         options: PutOptions,
     ) -> Result<PutReport, Error> {
+        self.spawn_put(key, value, options)?
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Starts a PUT as a task of the node and returns at once: from this call on,
+    /// [`Node::shutdown`] waits for it. Await the handle for the report.
+    pub fn spawn_put(
+        &self,
+        key: Key,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<tokio::task::JoinHandle<Result<PutReport, Error>>, Error> {
         if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
             return Err(Error::ShuttingDown);
         }
         let inner = self.inner.clone();
-        let task = self.inner.puts.spawn(
+        Ok(self.inner.puts.spawn(
             async move { inner.put(key, value, options).await }.instrument(self.inner.span.clone()),
-        );
-        task.await.map_err(|_| Error::ShuttingDown)?
+        ))
     }
 
     /// The value stored under `key`: `Ok(None)` when the network does not have it,

@@ -86,17 +86,12 @@ impl Inner {
         let mut in_flight = FuturesUnordered::new();
         let mut record = None;
         loop {
-            loop {
-                match lookup.next(mono_now()) {
-                    LookupState::Query(contact) => {
-                        let inner = self.clone();
-                        in_flight.push(async move {
-                            let answer = inner.query(contact, target, want_value).await;
-                            (contact, answer)
-                        });
-                    }
-                    LookupState::Waiting | LookupState::Finished => break,
-                }
+            while let LookupState::Query(contact) = lookup.next(mono_now()) {
+                let inner = self.clone();
+                in_flight.push(async move {
+                    let answer = inner.query(contact, target, want_value).await;
+                    (contact, answer)
+                });
             }
             if lookup.is_finished() {
                 break;
