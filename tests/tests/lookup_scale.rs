@@ -59,7 +59,10 @@ async fn lookup_in_200_nodes_is_exact_and_cheap() {
         expected.sort_by_key(|id| id.distance(&target));
         expected.truncate(K);
         let found_ids: Vec<NodeId> = found.iter().map(|c| c.id).collect();
-        assert_eq!(found_ids, expected, "round {round}: lookup missed some of the true {K} closest");
+        assert_eq!(
+            found_ids, expected,
+            "round {round}: lookup missed some of the true {K} closest"
+        );
         assert!(
             stats.contacted <= 40,
             "round {round}: a lookup asked {} peers",

@@ -53,7 +53,7 @@ async fn thirty_two_nodes_put_get_churn_join_and_update() -> anyhow::Result<()> 
         .filter(|&i| nodes[i].node.holds(&key))
         .collect();
     assert!(holders.len() >= 2);
-    let mut down = vec![0, holders[0], holders[1]];
+    let mut down = [0, holders[0], holders[1]];
     down.sort_unstable();
     for &i in down.iter().rev() {
         let gone = nodes.remove(i);

@@ -18,7 +18,13 @@ fn workspace_root() -> PathBuf {
 /// dependency). Crates of one level never depend on each other.
 fn allowed_edges() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let level1 = ["dht-id"];
-    let core = ["dht-id", "dht-wire", "dht-routing", "dht-storage", "dht-security"];
+    let core = [
+        "dht-id",
+        "dht-wire",
+        "dht-routing",
+        "dht-storage",
+        "dht-security",
+    ];
     let api = ["dht-core", "dht-id", "dht-wire"];
     let bins = ["dht-api", "dht-core", "dht-id", "dht-wire"];
     BTreeMap::from([
@@ -39,11 +45,21 @@ fn allowed_edges() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
 fn crate_dependencies_point_down() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let packages = metadata["packages"].as_array().expect("packages");
     let members: BTreeSet<String> = packages
@@ -58,7 +74,9 @@ fn crate_dependencies_point_down() {
             continue;
         }
         let Some(allowed_here) = allowed.get(name) else {
-            violations.push(format!("{name}: a new crate: add it to the tidy test's allowed edges"));
+            violations.push(format!(
+                "{name}: a new crate: add it to the tidy test's allowed edges"
+            ));
             continue;
         };
         for dep in package["dependencies"].as_array().expect("dependencies") {
@@ -68,7 +86,11 @@ fn crate_dependencies_point_down() {
             }
         }
     }
-    assert!(violations.is_empty(), "forbidden crate edges:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "forbidden crate edges:\n{}",
+        violations.join("\n")
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -108,7 +130,11 @@ fn every_file_starts_with_a_module_doc() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a //! doc:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a //! doc:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -116,16 +142,32 @@ fn no_ignored_tests() {
     let marker = ["#[", "ignore"].concat();
     let offenders: Vec<String> = sources(&["crates", "bins", "xtask", "tests"])
         .into_iter()
-        .filter(|path| std::fs::read_to_string(path).unwrap_or_default().contains(&marker))
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(&marker)
+        })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "ignored tests in:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "ignored tests in:\n{}",
+        offenders.join("\n")
+    );
 }
 
 #[test]
 fn crates_below_core_never_read_the_clock() {
-    let clocks = [["Instant", "::now"].concat(), ["SystemTime", "::now"].concat()];
-    let pure = ["crates/dht-id", "crates/dht-wire", "crates/dht-routing", "crates/dht-storage"];
+    let clocks = [
+        ["Instant", "::now"].concat(),
+        ["SystemTime", "::now"].concat(),
+    ];
+    let pure = [
+        "crates/dht-id",
+        "crates/dht-wire",
+        "crates/dht-routing",
+        "crates/dht-storage",
+    ];
     let offenders: Vec<String> = sources(&pure)
         .into_iter()
         .filter(|path| path.components().all(|c| c.as_os_str() != "tests"))
@@ -136,5 +178,9 @@ fn crates_below_core_never_read_the_clock() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "clock reads below dht-core:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "clock reads below dht-core:\n{}",
+        offenders.join("\n")
+    );
 }

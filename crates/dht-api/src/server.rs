@@ -235,19 +235,15 @@ async fn serve(
     let _ = writer.await;
 }
 
-fn log_put(
-    key: dht_core::Key,
-    outcome: Result<Result<dht_core::PutReport, dht_core::Error>, tokio::task::JoinError>,
-) {
+fn log_put(key: dht_core::Key, outcome: Result<dht_core::PutReport, tokio::task::JoinError>) {
     match outcome {
-        Ok(Ok(report)) => debug!(
+        Ok(report) => debug!(
             key = %key.short(),
             replicas = report.replicas,
             replication = report.replication,
             ttl_secs = report.ttl.as_secs(),
             "PUT stored"
         ),
-        Ok(Err(e)) => warn!(key = %key.short(), error = %e, "PUT failed"),
         Err(e) => warn!(key = %key.short(), error = %e, "PUT task ended early"),
     }
 }

@@ -138,23 +138,26 @@ impl Node {
     ) -> Result<PutReport, Error> {
         self.spawn_put(key, value, options)?
             .await
-            .map_err(|_| Error::ShuttingDown)?
+            .map_err(|_| Error::ShuttingDown)
     }
 
-    /// Starts a PUT as a task of the node and returns at once: from this call on,
-    /// [`Node::shutdown`] waits for it. Await the handle for the report.
+    /// Starts a PUT and returns at once. When it returns `Ok`, the value is already in
+    /// the local store (a GET on this node sees it) and the replication to the closest
+    /// nodes runs as a task of the node, which [`Node::shutdown`] waits for. Await the
+    /// handle for the report.
     pub fn spawn_put(
         &self,
         key: Key,
         value: Bytes,
         options: PutOptions,
-    ) -> Result<tokio::task::JoinHandle<Result<PutReport, Error>>, Error> {
+    ) -> Result<tokio::task::JoinHandle<PutReport>, Error> {
         if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
             return Err(Error::ShuttingDown);
         }
+        let local = self.inner.put_locally(key, value, options)?;
         let inner = self.inner.clone();
         Ok(self.inner.puts.spawn(
-            async move { inner.put(key, value, options).await }.instrument(self.inner.span.clone()),
+            async move { inner.replicate_put(local).await }.instrument(self.inner.span.clone()),
         ))
     }
 

@@ -46,6 +46,13 @@ impl Default for PutOptions {
     }
 }
 
+/// A PUT after its local half (see [`Inner::put_locally`]).
+pub(crate) struct LocalPut {
+    record: Record,
+    ttl: Duration,
+    stored_locally: bool,
+}
+
 /// Statistics of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LookupStats {
@@ -154,13 +161,14 @@ impl Inner {
         }
     }
 
-    /// Stores `value` here at once, then on the `r` closest nodes to `key`.
-    pub(crate) async fn put(
-        self: &Arc<Self>,
+    /// The first, synchronous half of a PUT: checks the value, clamps the hints and
+    /// stores the record here, so that a GET issued after this returns sees it.
+    pub(crate) fn put_locally(
+        &self,
         key: Key,
         value: Bytes,
         options: PutOptions,
-    ) -> Result<PutReport, Error> {
+    ) -> Result<LocalPut, Error> {
         if value.is_empty() {
             return Err(Error::BadValue("empty value".into()));
         }
@@ -188,17 +196,31 @@ impl Inner {
                 false
             }
         };
-        let candidates = self.lookup(key, false).await.result.closest;
-        let replicas = self
-            .store_on(&record, &candidates, usize::from(replication))
-            .await;
-        debug!(key = %key.short(), replicas, wanted = replication, "PUT done");
-        Ok(PutReport {
-            replicas,
-            replication,
+        Ok(LocalPut {
+            record,
             ttl,
             stored_locally,
         })
+    }
+
+    /// The second half of a PUT: STORE on the `r` closest nodes to the key.
+    pub(crate) async fn replicate_put(self: &Arc<Self>, local: LocalPut) -> PutReport {
+        let LocalPut {
+            record,
+            ttl,
+            stored_locally,
+        } = local;
+        let candidates = self.lookup(record.key, false).await.result.closest;
+        let replicas = self
+            .store_on(&record, &candidates, usize::from(record.replication))
+            .await;
+        debug!(key = %record.key.short(), replicas, wanted = record.replication, "PUT done");
+        PutReport {
+            replicas,
+            replication: record.replication,
+            ttl,
+            stored_locally,
+        }
     }
 
     /// Sends STORE to the closest `wanted` candidates; a failed one is replaced by the
