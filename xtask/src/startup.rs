@@ -1,0 +1,345 @@
+//! Watching a freshly started cluster come up: every process alive, its log saying it
+//! is ready (and, for a node, that it joined), every API answering; then the probe, a
+//! value PUT through node-1 and read back through every other node.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::api_probe::{self, Answer, Key};
+use crate::cluster::{self, Cluster, Member, POLL, Role};
+use crate::deploy::Layout;
+
+/// Start-up deadline: processes ready, nodes joined, APIs answering.
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// Deadline for the probe value to be readable through every node.
+const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+/// Connect/read/write timeout of one API request; above the nodes' 5 s GET deadline,
+/// so a slow GET ends with DHT_FAILURE rather than a timeout.
+const API_TIMEOUT: Duration = Duration::from_secs(6);
+/// The value of the probe PUT.
+const PROBE_VALUE: &[u8] = b"deploy-probe";
+/// Lines of a log shown when its process fails.
+const TAIL_LINES: usize = 20;
+
+/// How far one process is in its start-up.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    ready: bool,
+    joined: bool,
+    api: bool,
+}
+
+impl Progress {
+    fn done(self) -> bool {
+        self.ready && self.joined && self.api
+    }
+
+    fn missing(self, member: &Member) -> String {
+        let ready = match member.role {
+            Role::Bootstrap => "\"dht-bootstrap ready\" in its log",
+            Role::Node => "\"dht-node ready\" in its log",
+        };
+        let mut missing = Vec::new();
+        if !self.ready {
+            missing.push(ready);
+        }
+        if !self.joined {
+            missing.push("\"joined the network\" in its log");
+        }
+        if !self.api {
+            missing.push("an answer of its API to DHT_GET");
+        }
+        missing.join(", ")
+    }
+}
+
+/// Waits until every process is alive and ready, every node has joined and answers a
+/// DHT_GET; fills in the node ids.
+pub(crate) fn wait_ready(
+    layout: &Layout,
+    cluster: &mut Cluster,
+    log_offsets: &[u64],
+    started: Instant,
+) -> anyhow::Result<()> {
+    let deadline = started + READY_DEADLINE;
+    let check_key = random_key(1);
+    let mut progress: Vec<Progress> = cluster
+        .nodes
+        .iter()
+        .map(|m| Progress {
+            joined: m.role == Role::Bootstrap,
+            api: m.api_address.is_none(),
+            ..Progress::default()
+        })
+        .collect();
+    loop {
+        for (member, &offset) in cluster.nodes.iter().zip(log_offsets) {
+            if !cluster::is_alive(member.pid) {
+                bail!(
+                    "{} ({}, pid {}) exited during start-up; the end of {}:\n{}",
+                    member.name,
+                    member.role.as_str(),
+                    member.pid,
+                    layout.show(&member.log),
+                    tail(&read_log(&member.log, offset), TAIL_LINES)
+                );
+            }
+        }
+        let members = cluster.nodes.iter_mut().zip(log_offsets);
+        for ((member, &offset), progress) in members.zip(progress.iter_mut()) {
+            if progress.done() {
+                continue;
+            }
+            let log = read_log(&member.log, offset);
+            if !progress.ready {
+                let marker = match member.role {
+                    Role::Bootstrap => "dht-bootstrap ready",
+                    Role::Node => "dht-node ready",
+                };
+                if let Some(line) = log.lines().find(|line| line.contains(marker)) {
+                    let id = parse_node_id(line).with_context(|| {
+                        format!("{}: no id=<64 hex digits> in {line:?}", member.name)
+                    })?;
+                    member.node_id = Some(id);
+                    progress.ready = true;
+                }
+            }
+            progress.joined |= log.contains("joined the network");
+            if let (true, true, false, Some(api)) = (
+                progress.ready,
+                progress.joined,
+                progress.api,
+                member.api_address,
+            ) {
+                progress.api = api_probe::get(api, &check_key, API_TIMEOUT).is_ok();
+            }
+        }
+        if progress.iter().all(|p| p.done()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut message = format!(
+                "the cluster was not up after {} s",
+                READY_DEADLINE.as_secs()
+            );
+            let pending = cluster.nodes.iter().zip(log_offsets).zip(&progress);
+            for (shown, ((member, &offset), p)) in pending.filter(|(_, p)| !p.done()).enumerate() {
+                message += &format!("\n{} is missing {}", member.name, p.missing(member));
+                // The logs of the first few tell the story; the names of all are listed.
+                if shown < 3 {
+                    message += &format!(
+                        "; the end of {}:\n{}",
+                        layout.show(&member.log),
+                        tail(&read_log(&member.log, offset), TAIL_LINES)
+                    );
+                }
+            }
+            bail!(message);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// PUTs [`PROBE_VALUE`] under a fresh key through node-1, then waits until a GET
+/// through every other node (through node-1 if it is the only one) returns it.
+pub(crate) fn probe(cluster: &Cluster) -> anyhow::Result<()> {
+    let nodes: Vec<(&str, SocketAddr)> = cluster
+        .nodes
+        .iter()
+        .filter_map(|m| Some((m.name.as_str(), m.api_address?)))
+        .collect();
+    let Some(&(first, first_api)) = nodes.first() else {
+        bail!("no node with an API to probe");
+    };
+    let key = random_key(2);
+    api_probe::put(first_api, &key, PROBE_VALUE, 600, 3, API_TIMEOUT)
+        .with_context(|| format!("probe: PUT through {first}"))?;
+    let readers = if nodes.len() > 1 {
+        &nodes[1..]
+    } else {
+        &nodes[..]
+    };
+    let deadline = Instant::now() + PROBE_DEADLINE;
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let polls: Vec<_> = readers
+            .iter()
+            .map(|&(name, api)| (name, scope.spawn(move || poll_probe(api, &key, deadline))))
+            .collect();
+        polls
+            .into_iter()
+            .filter_map(|(name, poll)| match poll.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(last)) => Some(format!("{name}: {last}")),
+                Err(_) => Some(format!("{name}: the probe thread panicked")),
+            })
+            .collect()
+    });
+    ensure!(
+        failures.is_empty(),
+        "the probe value PUT through {first} was not readable within {} s through:\n  {}",
+        PROBE_DEADLINE.as_secs(),
+        failures.join("\n  ")
+    );
+    Ok(())
+}
+
+/// GETs `key` through `api` until the answer is the probe value; the error is the last
+/// answer seen.
+fn poll_probe(api: SocketAddr, key: &Key, deadline: Instant) -> Result<(), String> {
+    loop {
+        let timeout = API_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let last = match api_probe::get(api, key, timeout.max(POLL)) {
+            Ok(Answer::Success { value, .. }) if value == PROBE_VALUE => return Ok(()),
+            Ok(Answer::Success { value, .. }) => {
+                format!("DHT_SUCCESS with another value ({} bytes)", value.len())
+            }
+            Ok(Answer::Failure { .. }) => "DHT_FAILURE".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() + POLL >= deadline {
+            return Err(format!("last answer: {last}"));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A key nobody has used: hashes of the time, the process id and `salt` with
+/// std's randomly seeded hasher.
+fn random_key(salt: u64) -> Key {
+    use std::hash::{BuildHasher, Hasher, RandomState};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut key = [0u8; 32];
+    for (i, chunk) in key.chunks_exact_mut(8).enumerate() {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u32(std::process::id());
+        hasher.write_u64(salt);
+        hasher.write_usize(i);
+        chunk.copy_from_slice(&hasher.finish().to_be_bytes());
+    }
+    key
+}
+
+/// What a log holds after byte `offset`, without ANSI colour codes; empty if it cannot
+/// be read.
+fn read_log(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => strip_ansi(&String::from_utf8_lossy(&bytes)),
+        Err(_) => String::new(),
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... final byte`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        let mut rest = chars.clone();
+        if rest.next() == Some('[') {
+            chars = rest;
+            for c in chars.by_ref() {
+                if ('\x40'..='\x7e').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The last `n` lines of `text`, indented, or a note that it is empty.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return "    (nothing logged)".to_string();
+    }
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|line| format!("    {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The node id in a log line: `id=` (not part of a longer name) and 64 hex digits.
+fn parse_node_id(line: &str) -> Option<String> {
+    let bytes = line.as_bytes();
+    line.match_indices("id=").find_map(|(at, _)| {
+        let start = at + 3;
+        let hex = line.get(start..start + 64)?;
+        let own_name = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let whole = bytes.get(start + 64).is_none_or(|b| !b.is_ascii_hexdigit());
+        (own_name && whole && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| hex.to_ascii_lowercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_from_ready_line() {
+        let id = "0123456789abcdef".repeat(4);
+        let line = format!(
+            "2025-01-01T00:00:00.000000Z  INFO dht_node: dht-node ready id={id} p2p=127.0.0.1:1 api=127.0.0.1:2"
+        );
+        assert_eq!(parse_node_id(&line), Some(id.clone()));
+        assert_eq!(parse_node_id(&format!("id={id}")), Some(id.clone()));
+        assert_eq!(
+            parse_node_id(&format!("pid={id} x")),
+            None,
+            "pid= is not id="
+        );
+        assert_eq!(parse_node_id(&format!("id={}", &id[..63])), None, "short");
+        assert_eq!(parse_node_id(&format!("id={id}0")), None, "long");
+        assert_eq!(
+            parse_node_id(&format!("peer_id=x id={}", id.to_uppercase())),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn ansi_codes_are_removed() {
+        let coloured = "\x1b[2m2025\x1b[0m \x1b[32m INFO\x1b[0m \x1b[3mid\x1b[0m\x1b[2m=\x1b[0mab";
+        assert_eq!(strip_ansi(coloured), "2025  INFO id=ab");
+        assert_eq!(strip_ansi("plain \x1b"), "plain ");
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "    b\n    c");
+        assert_eq!(tail("a", 20), "    a");
+        assert_eq!(tail("", 20), "    (nothing logged)");
+    }
+
+    #[test]
+    fn log_is_read_from_the_offset() {
+        let file = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
+        std::fs::write(&file, "old run\n\x1b[1mnew\x1b[0m run\n").unwrap();
+        assert_eq!(read_log(&file, 8), "new run\n");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read_log(&file, 0), "");
+    }
+
+    #[test]
+    fn keys_differ() {
+        assert_ne!(random_key(1), random_key(1));
+        assert_ne!(random_key(1), [0u8; 32]);
+    }
+}
