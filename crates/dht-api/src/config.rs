@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dht_core::{BootstrapPeer, NodeConfig, StoreLimits};
+use dht_core::{BootstrapPeer, MAX_LIMIT, NodeConfig, StoreLimits};
 use serde::Deserialize;
 
 use crate::server::ApiConfig;
@@ -179,14 +179,19 @@ impl Config {
         if api.get_deadline.is_zero() {
             return Err(invalid("dht.get_deadline_ms", "must be above 0".into()));
         }
-        if api.max_connections == 0 {
-            return Err(invalid("dht.max_api_connections", "must be above 0".into()));
-        }
-        if api.max_requests_per_connection == 0 {
-            return Err(invalid(
+        for (key, value) in [
+            ("dht.max_api_connections", api.max_connections),
+            (
                 "dht.max_requests_per_connection",
-                "must be above 0".into(),
-            ));
+                api.max_requests_per_connection,
+            ),
+        ] {
+            if value == 0 || value > MAX_LIMIT {
+                return Err(invalid(
+                    key,
+                    format!("must be 1..={MAX_LIMIT}, got {value}"),
+                ));
+            }
         }
         Ok(Config { node, api })
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use dht_core::{Node, PutOptions};
 use dht_wire::{ApiCodec, ApiMessage};
 use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -230,10 +231,43 @@ async fn serve(
             None => break,
         }
     }
-    // Answers of the requests read so far still go out before the connection closes.
+    // Answers of the requests read so far still go out before the connection closes
+    // (each within the GET deadline); when the server stops, after a short grace.
     drop(answers_tx);
-    let _ = writer.await;
+    let mut writer = writer;
+    let finished = tokio::select! {
+        finished = &mut writer => finished.ok(),
+        () = shutdown.cancelled() => None,
+    };
+    if finished.is_none()
+        && tokio::time::timeout(SHUTDOWN_GRACE, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+    // Closing with unread input makes the kernel reset the connection, which can
+    // destroy answers still in flight to the client: read what is left, briefly.
+    let mut rest = requests.into_inner();
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while total < DRAIN_LIMIT {
+            match rest.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
+
+/// How long a stopping server waits for a connection's last answers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// After the last answer, unread input is read and dropped for at most this long...
+const DRAIN_TIME: Duration = Duration::from_millis(200);
+/// ...or this many bytes.
+const DRAIN_LIMIT: usize = 256 * 1024;
 
 fn log_put(key: dht_core::Key, outcome: Result<dht_core::PutReport, tokio::task::JoinError>) {
     match outcome {

@@ -132,6 +132,9 @@ impl Default for NodeConfig {
     }
 }
 
+/// The largest value of a count limit (connections, requests) a configuration may set.
+pub const MAX_LIMIT: usize = 1_000_000;
+
 /// The network id nodes use unless configured otherwise ("VOIP").
 pub const DEFAULT_NETWORK_ID: u32 = 0x564f_4950;
 
@@ -177,11 +180,13 @@ impl NodeConfig {
                 return bad(key, "must be above 0".into());
             }
         }
-        if self.max_connections == 0 {
-            return bad("max_connections", "must be above 0".into());
-        }
-        if self.max_pending_requests == 0 {
-            return bad("max_pending_requests", "must be above 0".into());
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("max_pending_requests", self.max_pending_requests),
+        ] {
+            if value == 0 || value > MAX_LIMIT {
+                return bad(key, format!("must be 1..={MAX_LIMIT}, got {value}"));
+            }
         }
         if self.store_limits.max_value_len < dht_wire::MAX_VALUE_LEN {
             return bad(

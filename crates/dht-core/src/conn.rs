@@ -16,6 +16,7 @@ use dht_id::NodeId;
 use dht_routing::Contact;
 use dht_wire::{PeerFrame, PeerMessage};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RpcError;
@@ -35,14 +36,18 @@ pub(crate) struct PeerConn {
     pub(crate) dialer: NodeId,
     /// Unique per node, to tell two connections to the same peer apart.
     pub(crate) seq: u64,
+    /// When the handshake completed.
+    pub(crate) established: Instant,
     tx: mpsc::Sender<PeerFrame>,
     pending: Mutex<Pending>,
     next_request: AtomicU64,
     max_pending: usize,
+    /// Milliseconds after `established` of the last frame sent or received.
+    last_used_ms: AtomicU64,
     /// Cancelled when the connection is gone (either task ended, or node shutdown).
     pub(crate) closed: CancellationToken,
     retired: AtomicBool,
-    pub(crate) retire_notify: Notify,
+    retire_notify: Notify,
 }
 
 impl PeerConn {
@@ -58,11 +63,13 @@ impl PeerConn {
             contact,
             dialer,
             seq,
+            established: Instant::now(),
             tx,
             pending: Mutex::new(HashMap::new()),
             // Id 0 is the HELLO exchange.
             next_request: AtomicU64::new(1),
             max_pending,
+            last_used_ms: AtomicU64::new(0),
             closed,
             retired: AtomicBool::new(false),
             retire_notify: Notify::new(),
@@ -86,11 +93,33 @@ impl PeerConn {
     /// on it still arrive.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        // notify_one keeps a permit when nobody waits yet: the wakeup is never lost.
         self.retire_notify.notify_one();
+    }
+
+    /// Resolves when [`PeerConn::retire`] was called (possibly before this call).
+    pub(crate) async fn retired(&self) {
+        self.retire_notify.notified().await;
     }
 
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending().is_empty()
+    }
+
+    /// Records traffic on the connection, for the least-recently-used eviction.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.established.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_used_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection last carried a frame.
+    pub(crate) fn last_used(&self) -> Instant {
+        self.established + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// Fails every request still waiting for an answer (the connection is gone).
+    pub(crate) fn fail_pending(&self) {
+        self.pending().clear();
     }
 
     /// Sends `message` as a request and waits up to `timeout` for its answer.
@@ -99,9 +128,6 @@ impl PeerConn {
         message: PeerMessage,
         timeout: Duration,
     ) -> Result<PeerMessage, RpcError> {
-        if self.closed.is_cancelled() {
-            return Err(RpcError::Closed);
-        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, answer_rx) = oneshot::channel();
         {
@@ -113,6 +139,12 @@ impl PeerConn {
         }
         // Removes the entry whatever happens to this future (answer, timeout, drop).
         let _guard = PendingGuard { conn: self, id };
+        // Checked after registering: `fail_pending` runs after `closed` is cancelled,
+        // so either it sees this entry or this sees the cancellation.
+        if self.closed.is_cancelled() {
+            return Err(RpcError::Closed);
+        }
+        self.touch();
         let exchange = async {
             self.tx
                 .send(PeerFrame::request(id, message))
@@ -126,12 +158,24 @@ impl PeerConn {
         }
     }
 
-    /// Queues an answer to the peer's request `id`; waits while the queue is full.
-    pub(crate) async fn respond(&self, id: u64, message: PeerMessage) -> Result<(), RpcError> {
-        self.tx
-            .send(PeerFrame::response(id, message))
-            .await
-            .map_err(|_| RpcError::Closed)
+    /// Queues an answer to the peer's request `id`. While the queue is full the reader
+    /// waits (back-pressure on the peer), but at most `timeout`: a peer that sends
+    /// requests without reading the answers, or two peers whose queues fill each other
+    /// up, would otherwise block both connections for ever. Then the connection fails.
+    pub(crate) async fn respond(
+        &self,
+        id: u64,
+        message: PeerMessage,
+        timeout: Duration,
+    ) -> Result<(), RpcError> {
+        let send = self.tx.send(PeerFrame::response(id, message));
+        tokio::select! {
+            sent = tokio::time::timeout(timeout, send) => match sent {
+                Ok(sent) => sent.map_err(|_| RpcError::Closed),
+                Err(_) => Err(RpcError::Timeout),
+            },
+            () = self.closed.cancelled() => Err(RpcError::Closed),
+        }
     }
 
     /// Hands an answer to the request waiting for it; false if none waits (late or bogus).
@@ -168,6 +212,23 @@ pub(crate) fn reachable_addr(advertised: SocketAddr, seen_from: SocketAddr) -> S
 mod tests {
     use super::*;
 
+    fn conn(max_pending: usize) -> (PeerConn, mpsc::Receiver<PeerFrame>) {
+        let (tx, rx) = mpsc::channel(4);
+        let contact = Contact {
+            id: NodeId::from_bytes([1; 32]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let conn = PeerConn::new(
+            contact,
+            contact.id,
+            1,
+            tx,
+            max_pending,
+            CancellationToken::new(),
+        );
+        (conn, rx)
+    }
+
     #[test]
     fn reachable_addr_fills_unspecified_ip() {
         let seen: SocketAddr = "10.1.2.3:5555".parse().unwrap();
@@ -183,12 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_times_out_and_cleans_up() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let contact = Contact {
-            id: NodeId::from_bytes([1; 32]),
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
-        let conn = PeerConn::new(contact, contact.id, 1, tx, 1, CancellationToken::new());
+        let (conn, mut rx) = conn(1);
         let result = conn
             .request(PeerMessage::Ping, Duration::from_millis(10))
             .await;
@@ -199,5 +255,68 @@ mod tests {
         assert!(!sent.is_response);
         // A late answer finds nobody waiting.
         assert!(!conn.complete(1, PeerMessage::Pong));
+    }
+
+    #[tokio::test]
+    async fn closing_fails_waiting_requests_at_once() {
+        let (conn, _rx) = conn(4);
+        let conn = std::sync::Arc::new(conn);
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move {
+                conn.request(PeerMessage::Ping, Duration::from_secs(3600))
+                    .await
+            }
+        });
+        while !conn.has_pending() {
+            tokio::task::yield_now().await;
+        }
+        conn.closed.cancel();
+        conn.fail_pending();
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("failed at once")
+            .expect("join");
+        assert!(matches!(result, Err(RpcError::Closed)));
+        // And nothing new is accepted.
+        assert!(matches!(
+            conn.request(PeerMessage::Ping, Duration::from_secs(1))
+                .await,
+            Err(RpcError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn retire_wakeup_is_not_lost() {
+        let (conn, _rx) = conn(1);
+        conn.retire();
+        // The waiter comes after the notification and still wakes.
+        tokio::time::timeout(Duration::from_secs(5), conn.retired())
+            .await
+            .expect("woken");
+        assert!(conn.is_retired());
+        assert!(!conn.is_usable());
+    }
+
+    #[tokio::test]
+    async fn too_many_pending_requests_are_refused() {
+        let (conn, _rx) = conn(1);
+        let conn = std::sync::Arc::new(conn);
+        let first = tokio::spawn({
+            let conn = conn.clone();
+            async move {
+                conn.request(PeerMessage::Ping, Duration::from_secs(3600))
+                    .await
+            }
+        });
+        while !conn.has_pending() {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            conn.request(PeerMessage::Ping, Duration::from_secs(1))
+                .await,
+            Err(RpcError::Overloaded)
+        ));
+        first.abort();
     }
 }

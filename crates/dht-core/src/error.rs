@@ -55,6 +55,9 @@ pub enum RpcError {
     /// Too many requests to this peer are waiting already.
     #[error("too many requests in flight to this peer")]
     Overloaded,
+    /// This node is at its own connection limit (says nothing about the peer).
+    #[error("at max_connections, and no idle connection to close")]
+    LocalLimit,
     /// The peer answered with something that does not answer the request.
     #[error("unexpected answer: {0}")]
     Unexpected(&'static str),

@@ -28,18 +28,12 @@ pub(crate) enum Role {
     Acceptor,
 }
 
-/// What we check the peer's HELLO against.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LocalHello {
-    pub(crate) hello: Hello,
-}
-
 /// Runs the HELLO exchange within `timeout`. Returns the framed connection (its read
 /// buffer may already hold the peer's first requests) and the peer's contact.
 pub(crate) async fn handshake(
     conn: Connection,
     role: Role,
-    local: LocalHello,
+    local: Hello,
     timeout: Duration,
 ) -> Result<(PeerFramed, Contact), String> {
     let remote_addr = conn.remote_addr;
@@ -49,23 +43,21 @@ pub(crate) async fn handshake(
         let theirs = match role {
             Role::Dialer { .. } => {
                 framed
-                    .send(PeerFrame::request(0, PeerMessage::Hello(local.hello)))
+                    .send(PeerFrame::request(0, PeerMessage::Hello(local)))
                     .await
                     .map_err(|e| format!("sending HELLO: {e}"))?;
                 expect_hello(framed.next().await, true)?
             }
-            Role::Acceptor => {
-                let theirs = expect_hello(framed.next().await, false)?;
-                // Check before answering, so a refused peer learns nothing about us.
-                verify(&theirs, &identity, role, &local)?;
-                framed
-                    .send(PeerFrame::response(0, PeerMessage::Hello(local.hello)))
-                    .await
-                    .map_err(|e| format!("sending HELLO: {e}"))?;
-                theirs
-            }
+            Role::Acceptor => expect_hello(framed.next().await, false)?,
         };
+        // The acceptor checks before answering, so a refused peer learns nothing of us.
         verify(&theirs, &identity, role, &local)?;
+        if let Role::Acceptor = role {
+            framed
+                .send(PeerFrame::response(0, PeerMessage::Hello(local)))
+                .await
+                .map_err(|e| format!("sending HELLO: {e}"))?;
+        }
         let addr = match role {
             Role::Dialer { addr, .. } => addr,
             Role::Acceptor => reachable_addr(theirs.listen_addr, remote_addr),
@@ -106,7 +98,7 @@ fn verify(
     theirs: &Hello,
     identity: &PeerIdentity,
     role: Role,
-    local: &LocalHello,
+    local: &Hello,
 ) -> Result<(), String> {
     if theirs.version != PROTOCOL_VERSION {
         return Err(format!(
@@ -114,13 +106,13 @@ fn verify(
             theirs.version
         ));
     }
-    if theirs.network_id != local.hello.network_id {
+    if theirs.network_id != local.network_id {
         return Err(format!(
             "network id {:#x} (ours is {:#x})",
-            theirs.network_id, local.hello.network_id
+            theirs.network_id, local.network_id
         ));
     }
-    if theirs.node_id == local.hello.node_id {
+    if theirs.node_id == local.node_id {
         return Err("the peer claims our own node id".into());
     }
     if theirs.listen_addr.port() == 0 {

@@ -28,6 +28,7 @@ mod error;
 mod handshake;
 mod node;
 mod ops;
+mod peers;
 mod transport;
 
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ use bytes::Bytes;
 use dht_storage::RecordStore;
 use tracing::Instrument;
 
-pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, NodeConfig};
+pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, NodeConfig};
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};

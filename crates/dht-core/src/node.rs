@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,34 +11,34 @@ use dht_id::{Key, NodeId};
 use dht_routing::{Contact, InsertOutcome, RoutingConfig, RoutingTable};
 use dht_storage::{MemoryStore, PutOutcome, Record, RecordStore, StoreError};
 use dht_wire::{
-    ErrorCode, Hello, PROTOCOL_VERSION, PeerFrame, PeerMessage, StoreStatus, WireContact,
-    WireRecord,
+    ErrorCode, Hello, PROTOCOL_VERSION, PeerMessage, StoreStatus, WireContact, WireRecord,
 };
-use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::NodeConfig;
-use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
+use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
-use crate::handshake::{LocalHello, PeerFramed, Role, handshake};
-use crate::transport::{Connection, Listener, TcpTransport, Transport};
+use crate::transport::{Listener, TcpTransport, Transport};
 
 /// The state shared by a node's handle and all its tasks.
 pub(crate) struct Inner {
     pub(crate) id: NodeId,
     pub(crate) config: NodeConfig,
-    transport: Arc<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
     listen_addr: SocketAddr,
-    hello: Hello,
     routing: Mutex<RoutingTable>,
     store: Mutex<Box<dyn RecordStore>>,
-    peers: Mutex<HashMap<NodeId, Arc<PeerConn>>>,
-    dial_locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// The connection in use for each peer.
+    pub(crate) peers: Mutex<HashMap<NodeId, Arc<PeerConn>>>,
+    /// One dial per address at a time.
+    pub(crate) dial_locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// One permit per open connection (including handshakes): `max_connections`.
+    pub(crate) conn_slots: Arc<Semaphore>,
+    pub(crate) hello: Hello,
     pinging: Mutex<HashSet<NodeId>>,
-    open_connections: AtomicUsize,
     next_conn_seq: AtomicU64,
     last_version: AtomicU64,
     pub(crate) shutdown: CancellationToken,
@@ -49,7 +49,7 @@ pub(crate) struct Inner {
     pub(crate) span: tracing::Span,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data behind (every
     // critical section is a single map or table operation), so poisoning is ignored.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -113,7 +113,7 @@ impl Inner {
             peers: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
-            open_connections: AtomicUsize::new(0),
+            conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             next_conn_seq: AtomicU64::new(1),
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -142,7 +142,13 @@ impl Inner {
     }
 
     pub(crate) fn open_connections(&self) -> usize {
-        self.open_connections.load(Ordering::Relaxed)
+        self.config
+            .max_connections
+            .saturating_sub(self.conn_slots.available_permits())
+    }
+
+    pub(crate) fn next_conn_seq(&self) -> u64 {
+        self.next_conn_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn connected_peers(&self) -> usize {
@@ -171,215 +177,8 @@ impl Inner {
         }
     }
 
-    /// Accepts inbound connections until shutdown.
-    pub(crate) fn spawn_accept_loop(self: &Arc<Self>, mut listener: Box<dyn Listener>) {
-        let inner = self.clone();
-        self.tasks.spawn(
-            async move {
-                loop {
-                    let accepted = tokio::select! {
-                        accepted = listener.accept() => accepted,
-                        () = inner.shutdown.cancelled() => break,
-                    };
-                    match accepted {
-                        Ok(conn) => {
-                            if inner.open_connections.load(Ordering::Relaxed)
-                                >= inner.config.max_connections
-                            {
-                                debug!(remote = %conn.remote_addr, "refusing connection: at max_connections");
-                                continue;
-                            }
-                            let inner2 = inner.clone();
-                            inner.tasks.spawn(
-                                async move { inner2.accept_one(conn).await }
-                                    .instrument(inner.span.clone()),
-                            );
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "accept failed");
-                            // Usually out of file descriptors: give the node a moment.
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }
-            .instrument(self.span.clone()),
-        );
-    }
-
-    async fn accept_one(self: Arc<Self>, conn: Connection) {
-        let remote = conn.remote_addr;
-        let local = LocalHello { hello: self.hello };
-        match handshake(conn, Role::Acceptor, local, self.config.connect_timeout).await {
-            Ok((framed, contact)) => {
-                self.establish(framed, contact, contact.id);
-            }
-            Err(reason) => debug!(%remote, %reason, "inbound handshake refused"),
-        }
-    }
-
-    /// The usable connection to `contact`, dialling it when there is none.
-    pub(crate) async fn connection(
-        self: &Arc<Self>,
-        id: Option<NodeId>,
-        addr: SocketAddr,
-    ) -> Result<Arc<PeerConn>, RpcError> {
-        if let Some(conn) = id.and_then(|id| self.usable_conn(&id)) {
-            return Ok(conn);
-        }
-        if self.shutdown.is_cancelled() {
-            return Err(RpcError::Closed);
-        }
-        // One dial per address at a time; the others wait and reuse its result.
-        let dial_lock = lock(&self.dial_locks).entry(addr).or_default().clone();
-        let result = {
-            let _dialling = dial_lock.lock().await;
-            match id.and_then(|id| self.usable_conn(&id)) {
-                Some(conn) => Ok(conn),
-                None => self.dial(id, addr).await,
-            }
-        };
-        {
-            let mut locks = lock(&self.dial_locks);
-            // The map's reference and ours: nobody else waits on this lock.
-            if Arc::strong_count(&dial_lock) <= 2 {
-                locks.remove(&addr);
-            }
-        }
-        result
-    }
-
-    fn usable_conn(&self, id: &NodeId) -> Option<Arc<PeerConn>> {
-        lock(&self.peers).get(id).filter(|c| c.is_usable()).cloned()
-    }
-
-    async fn dial(
-        self: &Arc<Self>,
-        expected: Option<NodeId>,
-        addr: SocketAddr,
-    ) -> Result<Arc<PeerConn>, RpcError> {
-        if expected == Some(self.id) || addr == self.listen_addr || addr == self.advertised_addr() {
-            return Err(RpcError::Connect("that is this node".into()));
-        }
-        if self.open_connections.load(Ordering::Relaxed) >= self.config.max_connections {
-            return Err(RpcError::Connect("at max_connections".into()));
-        }
-        let timeout = self.config.connect_timeout;
-        let conn = tokio::time::timeout(timeout, self.transport.dial(addr, expected))
-            .await
-            .map_err(|_| RpcError::Connect("connect timed out".into()))?
-            .map_err(|e| RpcError::Connect(e.to_string()))?;
-        let local = LocalHello { hello: self.hello };
-        let (framed, contact) = handshake(conn, Role::Dialer { addr, expected }, local, timeout)
-            .await
-            .map_err(RpcError::Connect)?;
-        let ours = self.establish(framed, contact, self.id);
-        // When the peer's simultaneous dial won the tie-break, use that one.
-        Ok(self.usable_conn(&contact.id).unwrap_or(ours))
-    }
-
-    /// Registers an authenticated connection, starts its tasks and records the peer in
-    /// the routing table.
-    fn establish(
-        self: &Arc<Self>,
-        framed: PeerFramed,
-        contact: Contact,
-        dialer: NodeId,
-    ) -> Arc<PeerConn> {
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let closed = self.shutdown.child_token();
-        let seq = self.next_conn_seq.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(PeerConn::new(
-            contact,
-            dialer,
-            seq,
-            tx,
-            self.config.max_pending_requests,
-            closed,
-        ));
-        self.register(&conn);
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
-        let (sink, stream) = framed.split();
-        let span = tracing::debug_span!(parent: &self.span, "conn", peer = %contact.id.short(), addr = %contact.addr);
-        self.tasks
-            .spawn(write_loop(sink, rx, conn.closed.clone()).instrument(span.clone()));
-        let inner = self.clone();
-        let reader_conn = conn.clone();
-        self.tasks.spawn(
-            async move {
-                inner.read_loop(stream, &reader_conn).await;
-                reader_conn.closed.cancel();
-                inner.open_connections.fetch_sub(1, Ordering::Relaxed);
-                let mut peers = lock(&inner.peers);
-                if peers
-                    .get(&contact.id)
-                    .is_some_and(|c| c.seq == reader_conn.seq)
-                {
-                    peers.remove(&contact.id);
-                }
-            }
-            .instrument(span),
-        );
-        self.observe(contact);
-        conn
-    }
-
-    /// Keeps one connection per peer. When both peers dialled each other at once, both
-    /// keep the connection dialled by the smaller node id; a newer connection from the
-    /// same dialler replaces the older one (the peer restarted or reconnected).
-    fn register(&self, conn: &Arc<PeerConn>) {
-        let id = conn.contact.id;
-        let mut peers = lock(&self.peers);
-        if let Some(existing) = peers.get(&id).filter(|c| !c.closed.is_cancelled()) {
-            let keep_new = existing.dialer == conn.dialer || conn.dialer == self.id.min(id);
-            if keep_new {
-                existing.retire();
-            } else {
-                conn.retire();
-                return;
-            }
-        }
-        peers.insert(id, conn.clone());
-    }
-
-    async fn read_loop(
-        self: &Arc<Self>,
-        mut stream: futures::stream::SplitStream<PeerFramed>,
-        conn: &Arc<PeerConn>,
-    ) {
-        loop {
-            let idle_limit = conn.is_retired() && !conn.has_pending();
-            let next = tokio::select! {
-                next = stream.next() => next,
-                () = conn.closed.cancelled() => return,
-                () = conn.retire_notify.notified(), if !conn.is_retired() => continue,
-                () = tokio::time::sleep(RETIRE_IDLE), if idle_limit => {
-                    debug!("closing retired duplicate connection");
-                    return;
-                }
-            };
-            let frame = match next {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    warn!(error = %e, "malformed frame from peer: closing the connection");
-                    return;
-                }
-                None => return,
-            };
-            self.observe(conn.contact);
-            if frame.is_response {
-                conn.complete(frame.request_id, frame.message);
-                continue;
-            }
-            let answer = self.answer(&conn.contact, frame.message);
-            if conn.respond(frame.request_id, answer).await.is_err() {
-                return;
-            }
-        }
-    }
-
     /// The answer to one request of a peer.
-    fn answer(&self, from: &Contact, request: PeerMessage) -> PeerMessage {
+    pub(crate) fn answer(&self, from: &Contact, request: PeerMessage) -> PeerMessage {
         match request {
             PeerMessage::Ping => PeerMessage::Pong,
             PeerMessage::FindNode { target } => PeerMessage::Nodes {
@@ -429,18 +228,20 @@ impl Inner {
             .collect()
     }
 
-    /// Stores a record a peer sent. Its expiry is absolute; it is never extended past
-    /// what our own max_ttl would allow, and the replication is clamped as for PUTs.
+    /// A record that came from a peer, made safe to keep: its expiry is never later
+    /// than our own max_ttl from now, and its replication is clamped as for PUTs.
+    pub(crate) fn accept_remote(&self, record: WireRecord, now: u64) -> Record {
+        let latest = now.saturating_add(self.config.max_ttl.as_secs());
+        let mut record = from_wire(record);
+        record.expires_at = record.expires_at.min(latest);
+        record.replication = self.config.clamp_replication(record.replication);
+        record
+    }
+
+    /// Stores a record a peer sent (see [`Inner::accept_remote`]).
     fn store_from_peer(&self, record: WireRecord) -> StoreStatus {
         let now = unix_now();
-        let latest = now.saturating_add(self.config.max_ttl.as_secs());
-        let record = Record {
-            key: record.key,
-            value: record.value,
-            expires_at: record.expires_at.min(latest),
-            replication: self.config.clamp_replication(record.replication),
-            version: record.version,
-        };
+        let record = self.accept_remote(record, now);
         match self.store().put(record, now) {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
                 StoreStatus::Stored
@@ -474,12 +275,16 @@ impl Inner {
         let inner = self.clone();
         self.tasks.spawn(
             async move {
-                let alive = inner.ping(oldest).await.is_ok();
-                if alive {
-                    inner.routing().insert(oldest, mono_now());
-                } else {
-                    debug!(peer = %oldest.id.short(), "evicting contact that failed a ping");
-                    inner.routing().remove(&oldest.id);
+                match inner.ping(oldest).await {
+                    Ok(()) => {
+                        inner.routing().insert(oldest, mono_now());
+                    }
+                    // Our own limits say nothing about the peer: keep it.
+                    Err(RpcError::LocalLimit | RpcError::Closed) => {}
+                    Err(e) => {
+                        debug!(peer = %oldest.id.short(), error = %e, "evicting contact that failed a ping");
+                        inner.routing().remove(&oldest.id);
+                    }
                 }
                 lock(&inner.pinging).remove(&oldest.id);
             }
@@ -520,32 +325,14 @@ impl Inner {
     }
 }
 
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<PeerFramed, PeerFrame>,
-    mut rx: mpsc::Receiver<PeerFrame>,
-    closed: CancellationToken,
-) {
-    loop {
-        let frame = tokio::select! {
-            frame = rx.recv() => frame,
-            () = closed.cancelled() => break,
-        };
-        let Some(frame) = frame else { break };
-        // Batch whatever else is queued into one flush.
-        let mut result = sink.feed(frame).await;
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(frame) => result = sink.feed(frame).await,
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = result.and(sink.flush().await) {
-            debug!(error = %e, "write failed");
-            break;
-        }
+pub(crate) fn from_wire(record: WireRecord) -> Record {
+    Record {
+        key: record.key,
+        value: record.value,
+        expires_at: record.expires_at,
+        replication: record.replication,
+        version: record.version,
     }
-    closed.cancel();
-    let _ = sink.close().await;
 }
 
 pub(crate) fn to_wire(record: &Record) -> WireRecord {
@@ -558,20 +345,17 @@ pub(crate) fn to_wire(record: &Record) -> WireRecord {
     }
 }
 
-pub(crate) fn from_wire(record: WireRecord) -> Record {
-    Record {
-        key: record.key,
-        value: record.value,
-        expires_at: record.expires_at,
-        replication: record.replication,
-        version: record.version,
-    }
-}
-
 /// The node id: SHA-256 of the hostkey file when there is one, else random.
 fn node_id_from_hostkey(config: &NodeConfig) -> Result<NodeId, Error> {
     match &config.hostkey {
-        Some(path) if path.exists() => {
+        Some(path) if !path.exists() => {
+            warn!(
+                hostkey = %path.display(),
+                "the hostkey file does not exist: using a random node id for this run"
+            );
+            Ok(Key::random(&mut rand::thread_rng()))
+        }
+        Some(path) => {
             let pem = std::fs::read(path).map_err(|source| Error::Io {
                 what: format!("reading hostkey {}", path.display()),
                 source,

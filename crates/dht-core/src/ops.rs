@@ -6,14 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use dht_id::Key;
 use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
-use dht_storage::Record;
+use dht_storage::{PutOutcome, Record};
 use dht_wire::{PeerMessage, StoreStatus, WireContact, WireRecord};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, RpcError};
-use crate::node::{Inner, from_wire, mono_now, to_wire, unix_now};
+use crate::node::{Inner, mono_now, to_wire, unix_now};
 
 /// What a PUT achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl Inner {
                             lookup.on_success(&contact.id, learned, now);
                         }
                         Ok(Answer::Value(found)) => {
-                            let found = from_wire(found);
+                            let found = self.accept_remote(found, unix_now());
                             if found.key == target && !found.is_expired(unix_now()) {
                                 record = Some(found);
                                 lookup.on_value(&contact.id, now);
@@ -182,20 +182,29 @@ impl Inner {
         let replication = self.config.clamp_replication(options.replication);
         let ttl = self.config.clamp_ttl(options.ttl);
         let now = unix_now();
+        let mut store = self.store();
+        // A PUT replaces what this node holds even when its clock runs behind the
+        // publisher of that copy: the version is above the one held here.
+        let held = store.get(&key, now).ok().flatten().map(|r| r.version);
+        let version = self
+            .next_version()
+            .max(held.map_or(0, |v| v.saturating_add(1)));
         let record = Record {
             key,
             value,
             expires_at: now.saturating_add(ttl.as_secs()),
             replication,
-            version: self.next_version(),
+            version,
         };
-        let stored_locally = match self.store().put(record.clone(), now) {
-            Ok(_) => true,
+        let stored_locally = match store.put(record.clone(), now) {
+            Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => true,
+            Ok(PutOutcome::KeptNewer) => false,
             Err(e) => {
                 warn!(key = %key.short(), error = %e, "PUT not kept locally");
                 false
             }
         };
+        drop(store);
         Ok(LocalPut {
             record,
             ttl,

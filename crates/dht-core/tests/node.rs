@@ -384,3 +384,60 @@ async fn shutdown_finishes_puts_in_flight() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_cannot_block_shutdown() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let key = Key::sha256(b"big");
+    a.put(
+        key,
+        Bytes::from(vec![7u8; 60_000]),
+        PutOptions {
+            ttl: Duration::from_secs(600),
+            replication: 3,
+        },
+    )
+    .await
+    .expect("put");
+    let (mut peer, _) = RawPeer::connect(a.listen_addr(), DEFAULT_NETWORK_ID)
+        .await
+        .expect("handshake");
+    // 600 requests whose answers (36 MB) fill every buffer; the peer reads none.
+    for id in 1..=600 {
+        peer.framed
+            .feed(PeerFrame::request(id, PeerMessage::FindValue { key }))
+            .await
+            .expect("queue request");
+    }
+    SinkExt::<PeerFrame>::flush(&mut peer.framed)
+        .await
+        .expect("send requests");
+    tokio::time::timeout(Duration::from_secs(15), a.shutdown())
+        .await
+        .expect("shutdown finished although the peer does not read");
+    drop(peer);
+}
+
+#[tokio::test]
+async fn at_max_connections_the_least_recently_used_idle_one_makes_room() {
+    let a = Node::start(NodeConfig {
+        max_connections: 2,
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(Node::start(config(&[])).await.expect("peer"));
+    }
+    for other in &others {
+        a.ping(other.contact())
+            .await
+            .expect("a reaches every peer, closing idle connections as needed");
+        assert!(a.open_connections() <= 2, "{} open", a.open_connections());
+    }
+    a.shutdown().await;
+    for other in &others {
+        other.shutdown().await;
+    }
+}
