@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: start real nodes on 127.0.0.1, talk to their
 //! VoidPhone API, and wait for conditions by polling with a deadline.
 
+pub mod raw_peer;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,9 +27,16 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A node configuration for tests: loopback, any free port, short timeouts.
+/// The proof-of-work difficulty of test nodes: low, so that starting hundreds is quick.
+/// (One test in `dht-core` runs at the default.)
+pub const TEST_POW: u32 = 4;
+
+/// A node configuration for tests: loopback, any free port, short timeouts, a fresh
+/// identity per start and a low proof-of-work difficulty.
 pub fn test_config(bootstrap: &[SocketAddr]) -> NodeConfig {
     NodeConfig {
+        pow_difficulty: TEST_POW,
+        min_pow_difficulty: TEST_POW,
         p2p_address: "127.0.0.1:0".parse().expect("literal address"),
         bootstrap_peers: bootstrap
             .iter()

@@ -22,6 +22,8 @@ fn config(bootstrap: Option<std::net::SocketAddr>) -> NodeConfig {
             .into_iter()
             .collect(),
         k: K,
+        pow_difficulty: dht_tests::TEST_POW,
+        min_pow_difficulty: dht_tests::TEST_POW,
         rpc_timeout: Duration::from_secs(2),
         lookup_peer_timeout: Duration::from_secs(1),
         ..NodeConfig::default()

@@ -1,7 +1,7 @@
 //! The configuration file of `dht-node` and `dht-bootstrap` (TOML).
 //!
 //! ```toml
-//! hostkey = "hostkey.pem"          # optional
+//! hostkey = "hostkey.pem"          # optional: this is the default, beside the file
 //! [dht]
 //! p2p_address = "127.0.0.1:7402"
 //! api_address = "127.0.0.1:7401"
@@ -18,6 +18,9 @@ use dht_core::{BootstrapPeer, MAX_LIMIT, NodeConfig, StoreLimits};
 use serde::Deserialize;
 
 use crate::server::ApiConfig;
+
+/// The host key file used when a configuration names none, beside the file.
+pub const DEFAULT_HOSTKEY: &str = "hostkey.pem";
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,8 @@ struct DhtSection {
     max_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_pending_requests: Option<usize>,
+    pow_difficulty: Option<u32>,
+    min_pow_difficulty: Option<u32>,
     get_deadline_ms: Option<u64>,
     max_api_connections: Option<usize>,
     max_requests_per_connection: Option<usize>,
@@ -133,10 +138,14 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let default_limits = StoreLimits::default();
         let node = NodeConfig {
-            node_id: None,
-            hostkey: file
-                .hostkey
-                .map(|h| if h.is_relative() { base.join(h) } else { h }),
+            // Without a `hostkey` key, the key lives beside the file (created when missing).
+            hostkey: Some(match file.hostkey {
+                Some(h) if h.is_relative() => base.join(h),
+                Some(h) => h,
+                None => base.join(DEFAULT_HOSTKEY),
+            }),
+            pow_difficulty: d.pow_difficulty.unwrap_or(defaults.pow_difficulty),
+            min_pow_difficulty: d.min_pow_difficulty.unwrap_or(defaults.min_pow_difficulty),
             p2p_address: d.p2p_address,
             advertise_address: d.advertise_address,
             bootstrap_peers,
@@ -211,6 +220,7 @@ mod tests {
         assert_eq!(c.node.k, 20);
         assert_eq!(c.api.address, "127.0.0.1:7401".parse().unwrap());
         assert!(c.node.bootstrap_peers.is_empty());
+        assert_eq!(c.node.hostkey, Some(PathBuf::from("/etc/dht/hostkey.pem")));
     }
 
     #[test]

@@ -11,5 +11,5 @@ mod config;
 pub mod process;
 mod server;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, DEFAULT_HOSTKEY};
 pub use server::{ApiConfig, ApiServer};

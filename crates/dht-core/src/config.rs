@@ -60,12 +60,15 @@ impl std::fmt::Display for BootstrapPeer {
 /// defaults; see README.md for the matching configuration keys.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The node's id. `None`: derived from the hostkey file when there is one, else
-    /// random.
-    pub node_id: Option<NodeId>,
-    /// The long-term identity key (PEM). Its SHA-256 is the node id until proof-of-work
-    /// ids arrive.
+    /// The long-term identity key, PKCS#8 PEM (`hostkey`): Ed25519, ECDSA P-256 or RSA
+    /// 2048..=4096 bits. Created (Ed25519, owner-only) when missing; its proof of work
+    /// is saved beside it as `<hostkey>.pow`. `None`: a fresh key for every start.
     pub hostkey: Option<PathBuf>,
+    /// Leading zero bits this node's id must have (`pow_difficulty`, 16): choosing
+    /// an id in a given region costs 2^(prefix + difficulty) hashes.
+    pub pow_difficulty: u32,
+    /// The least difficulty accepted from other nodes (`min_pow_difficulty`, 16).
+    pub min_pow_difficulty: u32,
     /// Where peers connect (`p2p_address`).
     pub p2p_address: SocketAddr,
     /// The address announced to peers (`advertise_address`). Default: the listening
@@ -109,8 +112,9 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            node_id: None,
             hostkey: None,
+            pow_difficulty: dht_security::pow::DEFAULT_POW_DIFFICULTY,
+            min_pow_difficulty: dht_security::pow::DEFAULT_POW_DIFFICULTY,
             p2p_address: SocketAddr::from(([0, 0, 0, 0], 7402)),
             advertise_address: None,
             bootstrap_peers: Vec::new(),
@@ -131,6 +135,9 @@ impl Default for NodeConfig {
         }
     }
 }
+
+/// The largest proof-of-work difficulty a configuration may ask for (2^32 hashes).
+pub const MAX_POW_DIFFICULTY: u32 = 32;
 
 /// The largest value of a count limit (connections, requests) a configuration may set.
 pub const MAX_LIMIT: usize = 1_000_000;
@@ -159,6 +166,17 @@ impl NodeConfig {
                 "min_replication",
                 format!("must be 1..=k ({}), got {}", self.k, self.min_replication),
             );
+        }
+        for (key, value) in [
+            ("pow_difficulty", self.pow_difficulty),
+            ("min_pow_difficulty", self.min_pow_difficulty),
+        ] {
+            if value > MAX_POW_DIFFICULTY {
+                return bad(
+                    key,
+                    format!("must be 0..={MAX_POW_DIFFICULTY}, got {value}"),
+                );
+            }
         }
         if self.min_ttl.is_zero() || self.min_ttl > self.max_ttl {
             return bad(

@@ -22,6 +22,12 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// The host key or the proof of work of the node id cannot be used.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The TLS configuration cannot be built.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The value is empty or longer than the API allows.
     #[error("bad value: {0}")]
     BadValue(String),

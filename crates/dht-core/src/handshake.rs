@@ -34,6 +34,7 @@ pub(crate) async fn handshake(
     conn: Connection,
     role: Role,
     local: Hello,
+    min_pow_difficulty: u32,
     timeout: Duration,
 ) -> Result<(PeerFramed, Contact), String> {
     let remote_addr = conn.remote_addr;
@@ -51,7 +52,7 @@ pub(crate) async fn handshake(
             Role::Acceptor => expect_hello(framed.next().await, false)?,
         };
         // The acceptor checks before answering, so a refused peer learns nothing of us.
-        verify(&theirs, &identity, role, &local)?;
+        verify(&theirs, &identity, role, &local, min_pow_difficulty)?;
         if let Role::Acceptor = role {
             framed
                 .send(PeerFrame::response(0, PeerMessage::Hello(local)))
@@ -99,6 +100,7 @@ fn verify(
     identity: &PeerIdentity,
     role: Role,
     local: &Hello,
+    min_pow_difficulty: u32,
 ) -> Result<(), String> {
     if theirs.version != PROTOCOL_VERSION {
         return Err(format!(
@@ -131,11 +133,14 @@ fn verify(
         }
     }
     match identity {
-        // Plain transports prove nothing: the claimed id is taken as it is.
-        PeerIdentity::Unverified => Ok(()),
-        // No transport produces keys yet; refuse rather than trust an unchecked key.
-        PeerIdentity::PublicKey(_) => {
-            Err("public-key identities are not verified by this version".into())
-        }
+        PeerIdentity::PublicKey(spki) => dht_security::pow::verify_identity(
+            spki,
+            theirs.pow_nonce,
+            &theirs.node_id,
+            min_pow_difficulty,
+        )
+        .map_err(|e| format!("the peer's key does not prove its id: {e}")),
+        // A node never lets in a peer that did not prove a key.
+        _ => Err("the transport did not authenticate the peer".into()),
     }
 }

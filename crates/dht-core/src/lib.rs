@@ -26,9 +26,11 @@ mod config;
 mod conn;
 mod error;
 mod handshake;
+mod identity;
 mod node;
 mod ops;
 mod peers;
+mod tls;
 mod transport;
 
 use std::net::SocketAddr;
@@ -39,15 +41,16 @@ use bytes::Bytes;
 use dht_storage::RecordStore;
 use tracing::Instrument;
 
-pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, NodeConfig};
+pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, MAX_POW_DIFFICULTY, NodeConfig};
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
 pub use error::{Error, RpcError};
 pub use ops::{LookupStats, PutOptions, PutReport};
+pub use tls::TlsTransport;
 pub use transport::{
-    Connection, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo, TcpTransport,
-    Transport,
+    Connection, Incoming, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo,
+    TcpTransport, Transport,
 };
 
 use node::Inner;
@@ -79,7 +82,8 @@ impl Node {
         Self::start_with(config, transport, store).await
     }
 
-    /// Starts a node over the given transport and record store.
+    /// Starts a node over the given transport and record store. The node runs mutual
+    /// TLS over `transport` (plain TCP, or the in-memory transport in tests).
     pub async fn start_with(
         config: NodeConfig,
         transport: Arc<dyn Transport>,

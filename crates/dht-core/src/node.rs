@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::NodeConfig;
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
+use crate::tls::TlsTransport;
 use crate::transport::{Listener, TcpTransport, Transport};
 
 /// The state shared by a node's handle and all its tasks.
@@ -75,10 +76,10 @@ impl Inner {
         store: Box<dyn RecordStore>,
     ) -> Result<(Arc<Inner>, Box<dyn Listener>), Error> {
         config.validate()?;
-        let id = match config.node_id {
-            Some(id) => id,
-            None => node_id_from_hostkey(&config)?,
-        };
+        let identity = crate::identity::load(&config).await?;
+        let id = identity.id;
+        // Every peer connection is mutual TLS, whatever carries the bytes.
+        let transport: Arc<dyn Transport> = Arc::new(TlsTransport::new(transport, &identity.host)?);
         let listener = transport
             .listen(config.p2p_address)
             .await
@@ -93,7 +94,7 @@ impl Inner {
             network_id: config.network_id,
             node_id: id,
             listen_addr: advertise,
-            pow_nonce: 0,
+            pow_nonce: identity.nonce,
         };
         let routing = RoutingTable::new(
             id,
@@ -292,6 +293,16 @@ impl Inner {
         );
     }
 
+    /// A peer broke the protocol's rules: it leaves the routing table and its
+    /// connection is closed. (It may come back later by proving itself again.)
+    pub(crate) fn penalise(&self, peer: &Contact, reason: &'static str) {
+        warn!(peer = %peer.id.short(), addr = %peer.addr, reason, "penalising peer");
+        self.routing().remove(&peer.id);
+        if let Some(conn) = lock(&self.peers).get(&peer.id) {
+            conn.closed.cancel();
+        }
+    }
+
     /// Sends one request to `contact`, connecting first when needed.
     pub(crate) async fn rpc(
         self: &Arc<Self>,
@@ -342,27 +353,6 @@ pub(crate) fn to_wire(record: &Record) -> WireRecord {
         expires_at: record.expires_at,
         version: record.version,
         replication: record.replication,
-    }
-}
-
-/// The node id: SHA-256 of the hostkey file when there is one, else random.
-fn node_id_from_hostkey(config: &NodeConfig) -> Result<NodeId, Error> {
-    match &config.hostkey {
-        Some(path) if !path.exists() => {
-            warn!(
-                hostkey = %path.display(),
-                "the hostkey file does not exist: using a random node id for this run"
-            );
-            Ok(Key::random(&mut rand::thread_rng()))
-        }
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| Error::Io {
-                what: format!("reading hostkey {}", path.display()),
-                source,
-            })?;
-            Ok(Key::sha256(&pem))
-        }
-        _ => Ok(Key::random(&mut rand::thread_rng())),
     }
 }
 

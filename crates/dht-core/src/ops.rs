@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dht_id::Key;
 use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
+use dht_security::pow;
 use dht_storage::{PutOutcome, Record};
 use dht_wire::{PeerMessage, StoreStatus, WireContact, WireRecord};
 use futures::StreamExt;
@@ -112,8 +113,16 @@ impl Inner {
                     let now = mono_now();
                     match answer {
                         Ok(Answer::Nodes(contacts)) => {
-                            let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
-                            lookup.on_success(&contact.id, learned, now);
+                            let min_pow = self.config.min_pow_difficulty;
+                            if contacts.iter().all(|c| pow::has_pow(&c.id, min_pow)) {
+                                let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
+                                lookup.on_success(&contact.id, learned, now);
+                            } else {
+                                // Ids without the work behind them: the whole answer is
+                                // discarded and its sender demoted.
+                                self.penalise(&contact, "answered with contacts lacking proof of work");
+                                lookup.on_failure(&contact.id, now);
+                            }
                         }
                         Ok(Answer::Value(found)) => {
                             let found = self.accept_remote(found, unix_now());

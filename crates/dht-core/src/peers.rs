@@ -18,7 +18,7 @@ use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
 use crate::error::RpcError;
 use crate::handshake::{PeerFramed, Role, handshake};
 use crate::node::{Inner, lock};
-use crate::transport::{Connection, Listener};
+use crate::transport::{Incoming, Listener};
 
 /// How long a writer may take to close its stream gracefully.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -59,17 +59,34 @@ impl Inner {
         );
     }
 
-    async fn accept_one(self: Arc<Self>, conn: Connection, slot: OwnedSemaphorePermit) {
-        let remote = conn.remote_addr;
+    async fn accept_one(self: Arc<Self>, incoming: Incoming, slot: OwnedSemaphorePermit) {
+        let remote = incoming.remote_addr;
+        let timeout = self.config.connect_timeout;
+        let work = async {
+            let conn = incoming
+                .upgrade
+                .await
+                .map_err(|e| format!("transport handshake: {e}"))?;
+            handshake(
+                conn,
+                Role::Acceptor,
+                self.hello,
+                self.config.min_pow_difficulty,
+                timeout,
+            )
+            .await
+        };
         let shaken = tokio::select! {
-            shaken = handshake(conn, Role::Acceptor, self.hello, self.config.connect_timeout) => shaken,
+            shaken = tokio::time::timeout(timeout, work) => {
+                shaken.unwrap_or_else(|_| Err("handshake timed out".into()))
+            }
             () = self.shutdown.cancelled() => return,
         };
         match shaken {
             Ok((framed, contact)) => {
                 self.establish(framed, contact, contact.id, slot);
             }
-            Err(reason) => debug!(%remote, %reason, "inbound handshake refused"),
+            Err(reason) => debug!(%remote, %reason, "inbound connection refused"),
         }
     }
 
@@ -116,10 +133,15 @@ impl Inner {
             .await
             .map_err(|_| RpcError::Connect("connect timed out".into()))?
             .map_err(|e| RpcError::Connect(e.to_string()))?;
-        let (framed, contact) =
-            handshake(conn, Role::Dialer { addr, expected }, self.hello, timeout)
-                .await
-                .map_err(RpcError::Connect)?;
+        let (framed, contact) = handshake(
+            conn,
+            Role::Dialer { addr, expected },
+            self.hello,
+            self.config.min_pow_difficulty,
+            timeout,
+        )
+        .await
+        .map_err(RpcError::Connect)?;
         let ours = self.establish(framed, contact, self.id, slot);
         // When the peer's simultaneous dial won the tie-break, use that one.
         Ok(self.usable_conn(&contact.id).unwrap_or(ours))

@@ -51,12 +51,39 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// An inbound connection just accepted, before its transport handshake.
+pub struct Incoming {
+    /// The remote socket address.
+    pub remote_addr: SocketAddr,
+    /// Completes the connection (for TLS, the handshake). The node runs it in a task of
+    /// its own, within its connect timeout, so a slow peer never stalls the accept loop.
+    pub upgrade: BoxFuture<'static, io::Result<Connection>>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// An inbound connection that needs no further handshake.
+    pub fn ready(conn: Connection) -> Self {
+        Incoming {
+            remote_addr: conn.remote_addr,
+            upgrade: Box::pin(std::future::ready(Ok(conn))),
+        }
+    }
+}
+
 /// Accepts inbound connections.
 pub trait Listener: Send + 'static {
     /// The address actually bound (with the port chosen when 0 was asked for).
     fn local_addr(&self) -> SocketAddr;
     /// Waits for the next inbound connection.
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>>;
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Incoming>>;
 }
 
 /// Dials and listens. `expected` is the node id the dialler expects at `addr`, when
@@ -86,15 +113,15 @@ impl Listener for TcpListenerBox {
         self.local
     }
 
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Incoming>> {
         Box::pin(async move {
             let (stream, remote_addr) = self.listener.accept().await?;
             stream.set_nodelay(true)?;
-            Ok(Connection {
+            Ok(Incoming::ready(Connection {
                 io: Box::new(stream),
                 remote_addr,
                 identity: PeerIdentity::Unverified,
-            })
+            }))
         })
     }
 }
@@ -193,11 +220,12 @@ impl Listener for MemoryListener {
         self.local
     }
 
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Incoming>> {
         Box::pin(async move {
             self.rx
                 .recv()
                 .await
+                .map(Incoming::ready)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "network gone"))
         })
     }
@@ -287,7 +315,13 @@ mod tests {
             let t = t.clone();
             async move { t.dial(addr, None).await }
         });
-        let mut inbound = listener.accept().await.expect("accept");
+        let mut inbound = listener
+            .accept()
+            .await
+            .expect("accept")
+            .upgrade
+            .await
+            .expect("upgrade");
         let mut outbound = dial.await.expect("join").expect("dial");
         outbound.io.write_all(b"ping").await.expect("write");
         let mut buf = [0u8; 4];

@@ -15,15 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use dht_api::{ApiConfig, ApiServer};
-use dht_core::{Key, Node, NodeId};
+use dht_core::{Key, Node};
+use dht_tests::raw_peer::RawPeer;
 use dht_tests::{ApiClient, TestNode, api_get, init_tracing, start_network, test_config, wait_for};
-use dht_wire::{
-    ApiMessage, DHT_FAILURE, DHT_GET, DHT_PUT, Hello, PeerCodec, PeerFrame, PeerMessage,
-};
-use futures::{SinkExt, StreamExt};
+use dht_wire::{ApiMessage, DHT_FAILURE, DHT_GET, DHT_PUT};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
 mod raw;
 use raw::*;
@@ -498,26 +496,8 @@ async fn get_deadline_with_a_silent_peer() -> anyhow::Result<()> {
     let node = Arc::new(Node::start(config).await?);
 
     // The silent peer dials the node, says HELLO, and then only reads.
-    let silent_id = NodeId::random(&mut rand::thread_rng());
-    let hello = Hello::new(node.config().network_id, silent_id, "127.0.0.1:9".parse()?);
-    let mut peer = Framed::new(TcpStream::connect(node.listen_addr()).await?, PeerCodec);
-    peer.send(PeerFrame::request(0, PeerMessage::Hello(hello)))
-        .await?;
-    let answer = tokio::time::timeout(WAIT, peer.next())
-        .await
-        .context("no HELLO answer")?;
-    ensure!(
-        matches!(
-            answer,
-            Some(Ok(PeerFrame {
-                is_response: true,
-                message: PeerMessage::Hello(_),
-                ..
-            }))
-        ),
-        "unexpected HELLO answer {answer:?}"
-    );
-    let silent = tokio::spawn(async move { while peer.next().await.is_some() {} });
+    let (mut peer, _) = RawPeer::connect(node.listen_addr()).await?;
+    let silent = tokio::spawn(async move { while peer.framed.next().await.is_some() {} });
     assert!(
         wait_for(WAIT, || async { node.routing_table_len() == 1 }).await,
         "the silent peer did not enter the routing table"
