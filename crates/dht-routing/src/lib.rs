@@ -4,6 +4,10 @@
 //!   a contact's id shares with the local id ([`dht_id::Key::bucket_index`]), each with a
 //!   bounded replacement cache. The table never evicts a live contact by itself: a full
 //!   bucket answers [`InsertOutcome::Pending`] and the caller pings the oldest entry.
+//!   Optional [`Diversity`] limits (module `diversity`, set in [`RoutingConfig::diversity`])
+//!   cap the contacts of one network group (e.g. an IPv4 /24) per bucket and per table, as
+//!   go-libp2p-kad-dht and geth do against one operator filling the table: a contact over
+//!   the limit is [`InsertOutcome::Rejected`].
 //! - [`Lookup`] (module `lookup`): the iterative node lookup in the style of rust-libp2p's
 //!   `ClosestPeersIter`. [`Lookup::next`] says whom to ask, [`Lookup::on_success`] /
 //!   [`Lookup::on_failure`] / [`Lookup::on_value`] feed answers back and
@@ -17,9 +21,12 @@ use std::net::SocketAddr;
 
 use dht_id::NodeId;
 
+mod bucket;
+mod diversity;
 mod lookup;
 mod table;
 
+pub use diversity::{Diversity, GroupFn};
 pub use lookup::{Lookup, LookupConfig, LookupResult, LookupState};
 pub use table::{InsertOutcome, RoutingConfig, RoutingTable};
 

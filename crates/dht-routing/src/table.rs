@@ -4,12 +4,18 @@
 //! so bucket 0 covers the farthest half of the id space and bucket 255 the single closest id.
 //! Each bucket keeps at most `k` entries in least-recently-seen order (front = oldest) and a
 //! bounded replacement cache of contacts that were seen while the bucket was full.
+//!
+//! With [`RoutingConfig::diversity`] set, the table also keeps per-group counts of its bucket
+//! entries, per bucket and for the whole table, so that the [`Diversity`] limits are checked
+//! in O(1) on every insert, address change and promotion.
 
-use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use dht_id::{Distance, KEY_BITS, Key, NodeId};
 
+use crate::bucket::{Bucket, Entry};
+use crate::diversity::{Diversity, GroupCounts, admits};
 use crate::{Contact, DEFAULT_K};
 
 /// Parameters of a [`RoutingTable`].
@@ -19,6 +25,10 @@ pub struct RoutingConfig {
     pub k: usize,
     /// Capacity of each bucket's replacement cache (default 20). 0 disables the cache.
     pub replacement_cache: usize,
+    /// Limits on contacts of one network group per bucket and per table, against one operator
+    /// filling a bucket or the table with many ids from one network. None (the default) = no
+    /// limits; the caller supplies the group function (e.g. dht-security's IP groups).
+    pub diversity: Option<Diversity>,
 }
 
 impl Default for RoutingConfig {
@@ -26,6 +36,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             k: DEFAULT_K,
             replacement_cache: DEFAULT_K,
+            diversity: None,
         }
     }
 }
@@ -50,41 +61,12 @@ pub enum InsertOutcome {
     },
     /// The contact is the local node; ignored.
     SelfId,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    contact: Contact,
-    last_seen: Instant,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Bucket {
-    /// Least-recently-seen first.
-    entries: VecDeque<Entry>,
-    /// Least-recently-seen first.
-    replacements: VecDeque<Entry>,
-}
-
-impl Bucket {
-    fn position(&self, id: &NodeId) -> Option<usize> {
-        self.entries.iter().position(|e| e.contact.id == *id)
-    }
-
-    fn replacement_position(&self, id: &NodeId) -> Option<usize> {
-        self.replacements.iter().position(|e| e.contact.id == *id)
-    }
-
-    /// Inserts keeping the entries ordered by `last_seen` (a promoted replacement may have
-    /// been seen before some of the current entries).
-    fn insert_ordered(&mut self, entry: Entry) {
-        let at = self
-            .entries
-            .iter()
-            .rposition(|e| e.last_seen <= entry.last_seen)
-            .map_or(0, |i| i + 1);
-        self.entries.insert(at, entry);
-    }
+    /// The contact's group already has its share of this bucket or of the table
+    /// ([`RoutingConfig::diversity`]); nothing changed. For a contact already present this
+    /// means its new address is in such a group: the old entry (address, `last_seen` and
+    /// position) is left untouched. Checked before [`InsertOutcome::Pending`]: a contact of
+    /// a full group is not cached and causes no ping.
+    Rejected,
 }
 
 /// The Kademlia routing table of one node: 256 k-buckets indexed by shared prefix length.
@@ -94,6 +76,8 @@ pub struct RoutingTable {
     config: RoutingConfig,
     buckets: Vec<Bucket>,
     len: usize,
+    /// Group counts of all bucket entries.
+    groups: GroupCounts,
 }
 
 impl RoutingTable {
@@ -108,6 +92,7 @@ impl RoutingTable {
             config,
             buckets: vec![Bucket::default(); KEY_BITS],
             len: 0,
+            groups: GroupCounts::default(),
         }
     }
 
@@ -132,10 +117,33 @@ impl RoutingTable {
             .and_then(|index| self.buckets.get(index))
     }
 
+    /// The diversity group the table assigns to `ip`: None without diversity limits or when
+    /// the address is exempt.
+    pub fn group_of(&self, ip: IpAddr) -> Option<u64> {
+        self.config.diversity.and_then(|d| (d.group)(ip))
+    }
+
+    /// How many contacts in the buckets (not counting replacement caches) belong to `group`.
+    /// Always 0 without diversity limits.
+    pub fn group_count(&self, group: u64) -> usize {
+        self.groups.get(group)
+    }
+
+    /// How many contacts of bucket `index` belong to `group` (0 for an index of 256 or more).
+    pub fn bucket_group_count(&self, index: usize, group: u64) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.groups.get(group))
+    }
+
     /// Records that `contact` was seen alive at `now`.
+    ///
+    /// With diversity limits, a contact whose group already has its share of the bucket or
+    /// the table is [`InsertOutcome::Rejected`], and so is an address change of a present
+    /// contact into such a group.
     pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertOutcome {
         let k = self.config.k;
         let cache = self.config.replacement_cache;
+        let diversity = self.config.diversity;
+        let group = self.group_of(contact.addr.ip());
         let Some(bucket) = self
             .local_id
             .bucket_index(&contact.id)
@@ -146,33 +154,47 @@ impl RoutingTable {
         let fresh = Entry {
             contact,
             last_seen: now,
+            group,
         };
         if let Some(pos) = bucket.position(&contact.id) {
+            let old_group = bucket.entries.get(pos).and_then(|e| e.group);
+            if group != old_group {
+                // The old entry is of another group, so it frees no slot of the new one.
+                if !admits(diversity.as_ref(), group, &bucket.groups, &self.groups) {
+                    return InsertOutcome::Rejected;
+                }
+                bucket.groups.sub(old_group);
+                self.groups.sub(old_group);
+                bucket.groups.add(group);
+                self.groups.add(group);
+            }
             bucket.entries.remove(pos);
             bucket.entries.push_back(fresh);
             return InsertOutcome::Updated;
         }
+        if !admits(diversity.as_ref(), group, &bucket.groups, &self.groups) {
+            return InsertOutcome::Rejected;
+        }
         if let Some(pos) = bucket.replacement_position(&contact.id) {
             bucket.replacements.remove(pos);
         }
-        if bucket.entries.len() < k {
-            bucket.entries.push_back(fresh);
-            self.len += 1;
-            return InsertOutcome::Inserted;
-        }
-        if cache > 0 {
-            while bucket.replacements.len() >= cache {
-                bucket.replacements.pop_front();
+        // Unreachable fallback when the bucket is full: as k >= 1 it has an oldest entry;
+        // otherwise keep the contact rather than panic.
+        let oldest = bucket.entries.front().map(|e| e.contact);
+        match oldest {
+            Some(oldest) if bucket.entries.len() >= k => {
+                if cache > 0 {
+                    while bucket.replacements.len() >= cache {
+                        bucket.replacements.pop_front();
+                    }
+                    bucket.replacements.push_back(fresh);
+                }
+                InsertOutcome::Pending { oldest }
             }
-            bucket.replacements.push_back(fresh);
-        }
-        match bucket.entries.front() {
-            Some(oldest) => InsertOutcome::Pending {
-                oldest: oldest.contact,
-            },
-            // Unreachable as k >= 1 and the bucket is full; keep the contact rather than panic.
-            None => {
+            _ => {
                 bucket.entries.push_back(fresh);
+                bucket.groups.add(group);
+                self.groups.add(group);
                 self.len += 1;
                 InsertOutcome::Inserted
             }
@@ -180,9 +202,12 @@ impl RoutingTable {
     }
 
     /// Removes a contact (e.g. it failed to answer); the most recently seen entry of that
-    /// bucket's replacement cache takes its place. Also removes it from the replacement cache
-    /// if it is there. Returns the removed contact if it was in the bucket.
+    /// bucket's replacement cache takes its place. With diversity limits, cached candidates
+    /// whose group is full at that moment are dropped from the cache and the next newest is
+    /// tried. Also removes the contact from the replacement cache if it is there. Returns the
+    /// removed contact if it was in the bucket.
     pub fn remove(&mut self, id: &NodeId) -> Option<Contact> {
+        let diversity = self.config.diversity;
         let bucket = self
             .local_id
             .bucket_index(id)
@@ -191,10 +216,22 @@ impl RoutingTable {
             bucket.replacements.remove(pos);
         }
         let removed = bucket.entries.remove(bucket.position(id)?)?;
+        bucket.groups.sub(removed.group);
+        self.groups.sub(removed.group);
         self.len -= 1;
-        if let Some(promoted) = bucket.replacements.pop_back() {
-            bucket.insert_ordered(promoted);
-            self.len += 1;
+        while let Some(candidate) = bucket.replacements.pop_back() {
+            if admits(
+                diversity.as_ref(),
+                candidate.group,
+                &bucket.groups,
+                &self.groups,
+            ) {
+                bucket.groups.add(candidate.group);
+                self.groups.add(candidate.group);
+                bucket.insert_ordered(candidate);
+                self.len += 1;
+                break;
+            }
         }
         Some(removed.contact)
     }
@@ -346,6 +383,7 @@ mod tests {
             RoutingConfig {
                 k,
                 replacement_cache: cache,
+                diversity: None,
             },
         )
     }
