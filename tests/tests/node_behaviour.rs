@@ -397,3 +397,99 @@ async fn at_max_connections_the_least_recently_used_idle_one_makes_room() {
         other.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn one_peer_cannot_fill_a_nearly_full_store() {
+    let a = Node::start(NodeConfig {
+        store_limits: dht_core::StoreLimits {
+            max_records: 200,
+            ..dht_core::StoreLimits::default()
+        },
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    let expires = unix_now() + 600;
+    let (mut flooder, _) = RawPeer::connect(a.listen_addr()).await.expect("flooder");
+    let mut stored = 0;
+    let mut refused = 0;
+    for i in 0u32..300 {
+        let key = Key::sha256(format!("flood/{i}").as_bytes());
+        match flooder
+            .request(PeerMessage::Store {
+                record: record(key, b"x", expires, 1),
+            })
+            .await
+            .expect("answer")
+        {
+            PeerMessage::StoreResult {
+                status: StoreStatus::Stored,
+            } => stored += 1,
+            PeerMessage::StoreResult {
+                status: StoreStatus::Refused,
+            } => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The flooder fills the store up to the pressure point (80 %), then is capped.
+    assert!(stored <= 160, "the flooder stored {stored}");
+    assert!(refused >= 140, "only {refused} refused");
+    assert!(a.stats().stores_refused_quota >= 140);
+    // An honest peer still stores, and so does a PUT through this node.
+    let (mut honest, _) = RawPeer::connect(a.listen_addr()).await.expect("honest");
+    for i in 0u32..20 {
+        let key = Key::sha256(format!("honest/{i}").as_bytes());
+        assert_eq!(
+            honest
+                .request(PeerMessage::Store {
+                    record: record(key, b"y", expires, 1),
+                })
+                .await
+                .expect("answer"),
+            PeerMessage::StoreResult {
+                status: StoreStatus::Stored
+            }
+        );
+    }
+    let report = a
+        .put(
+            Key::sha256(b"local"),
+            Bytes::from_static(b"z"),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put");
+    assert!(report.stored_locally);
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_network_group_gets_a_limited_share_of_the_routing_table() {
+    // With the local exemption off, 127.0.0.0/24 is one group like any public /24.
+    let a = Node::start(NodeConfig {
+        limit_local_addresses: true,
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    let mut peers = Vec::new();
+    for _ in 0..14 {
+        peers.push(RawPeer::connect(a.listen_addr()).await.expect("peer").0);
+    }
+    let (per_bucket, per_table) = a.config().diversity;
+    let contacts = a.routing_contacts();
+    assert!(
+        contacts.len() <= per_table,
+        "{} contacts of one /24",
+        contacts.len()
+    );
+    assert!(contacts.len() >= per_bucket.min(14));
+    // With the exemption (the default), local peers are not limited.
+    let b = Node::start(config(&[])).await.expect("b");
+    for _ in 0..14 {
+        peers.push(RawPeer::connect(b.listen_addr()).await.expect("peer").0);
+    }
+    assert_eq!(b.routing_table_len(), 14);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -98,6 +98,17 @@ struct DhtSection {
     pow_difficulty: Option<u32>,
     min_pow_difficulty: Option<u32>,
     get_deadline_ms: Option<u64>,
+    message_deadline_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    frame_deadline_ms: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    limit_local_addresses: Option<bool>,
+    peer_requests_per_sec: Option<f64>,
+    peer_request_burst: Option<f64>,
+    ip_requests_per_sec: Option<f64>,
+    ip_request_burst: Option<f64>,
+    diversity_per_bucket: Option<usize>,
+    diversity_per_table: Option<usize>,
     max_api_connections: Option<usize>,
     max_requests_per_connection: Option<usize>,
 }
@@ -169,6 +180,26 @@ impl Config {
             max_pending_requests: d
                 .max_pending_requests
                 .unwrap_or(defaults.max_pending_requests),
+            idle_timeout: secs(d.idle_timeout_secs, defaults.idle_timeout),
+            frame_deadline: ms(d.frame_deadline_ms, defaults.frame_deadline),
+            max_connections_per_ip: d
+                .max_connections_per_ip
+                .unwrap_or(defaults.max_connections_per_ip),
+            limit_local_addresses: d
+                .limit_local_addresses
+                .unwrap_or(defaults.limit_local_addresses),
+            peer_rate: (
+                d.peer_requests_per_sec.unwrap_or(defaults.peer_rate.0),
+                d.peer_request_burst.unwrap_or(defaults.peer_rate.1),
+            ),
+            ip_rate: (
+                d.ip_requests_per_sec.unwrap_or(defaults.ip_rate.0),
+                d.ip_request_burst.unwrap_or(defaults.ip_rate.1),
+            ),
+            diversity: (
+                d.diversity_per_bucket.unwrap_or(defaults.diversity.0),
+                d.diversity_per_table.unwrap_or(defaults.diversity.1),
+            ),
         };
         node.validate().map_err(|e| match e {
             dht_core::Error::Config { key, reason } => invalid(&format!("dht.{key}"), reason),
@@ -178,6 +209,7 @@ impl Config {
         let api = ApiConfig {
             address: d.api_address.unwrap_or(api_defaults.address),
             get_deadline: ms(d.get_deadline_ms, api_defaults.get_deadline),
+            message_deadline: ms(d.message_deadline_ms, api_defaults.message_deadline),
             max_connections: d
                 .max_api_connections
                 .unwrap_or(api_defaults.max_connections),
@@ -187,6 +219,9 @@ impl Config {
         };
         if api.get_deadline.is_zero() {
             return Err(invalid("dht.get_deadline_ms", "must be above 0".into()));
+        }
+        if api.message_deadline.is_zero() {
+            return Err(invalid("dht.message_deadline_ms", "must be above 0".into()));
         }
         for (key, value) in [
             ("dht.max_api_connections", api.max_connections),

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use dht_core::deadline::{DeadlineCodec, check_interval};
 use dht_core::{Node, PutOptions};
 use dht_wire::{ApiCodec, ApiMessage};
 use futures::{SinkExt, StreamExt};
@@ -27,6 +30,10 @@ pub struct ApiConfig {
     /// Client connections open at once (`max_api_connections`, 1024); more are closed
     /// at once.
     pub max_connections: usize,
+    /// A request must arrive whole within this from its first byte
+    /// (`message_deadline_ms`, 10000 ms): byte-at-a-time and stalled clients are cut.
+    /// There is no idle timeout: modules keep one connection open for as long as they run.
+    pub message_deadline: Duration,
     /// Requests of one connection being worked on at once
     /// (`max_requests_per_connection`, 64). When reached, the server stops reading that
     /// connection until one finishes: nothing is dropped.
@@ -39,6 +46,7 @@ impl Default for ApiConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 7401)),
             get_deadline: Duration::from_millis(5000),
             max_connections: 1024,
+            message_deadline: Duration::from_millis(10_000),
             max_requests_per_connection: 64,
         }
     }
@@ -138,7 +146,10 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let (read, write) = stream.into_split();
-    let mut requests = FramedRead::new(read, ApiCodec);
+    let (codec, partial) = DeadlineCodec::new(ApiCodec);
+    let mut requests = FramedRead::new(read, codec);
+    let mut check = tokio::time::interval(check_interval(&[config.message_deadline]));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
     let writer = tokio::spawn(async move {
@@ -162,15 +173,27 @@ async fn serve(
     loop {
         // Back-pressure: no new request is read while the connection has its maximum
         // in flight.
+        let waiting = Instant::now();
         let permit = tokio::select! {
             permit = in_flight.clone().acquire_owned() => permit,
             () = shutdown.cancelled() => break,
         };
         let Ok(permit) = permit else { break };
-        let request = tokio::select! {
-            request = requests.next() => request,
-            () = shutdown.cancelled() => break,
+        // Time spent not reading (back-pressure) does not count against the client.
+        let deadline = config.message_deadline + waiting.elapsed();
+        let request = loop {
+            tokio::select! {
+                request = requests.next() => break Some(request),
+                () = shutdown.cancelled() => break None,
+                _ = check.tick() => {
+                    if partial.overdue(deadline) {
+                        warn!("a request took longer than message_deadline_ms to arrive: closing");
+                        break None;
+                    }
+                }
+            }
         };
+        let Some(request) = request else { break };
         match request {
             Some(Ok(ApiMessage::Get { key })) => {
                 let (node, answers, deadline) =

@@ -107,6 +107,27 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Requests to one peer waiting for their answers (`max_pending_requests`, 256).
     pub max_pending_requests: usize,
+    /// A peer connection without traffic for this long is closed (`idle_timeout_secs`,
+    /// 300 s); the next request opens a new one.
+    pub idle_timeout: Duration,
+    /// A peer frame must arrive whole within this from its first byte
+    /// (`frame_deadline_ms`, 10000 ms): byte-at-a-time and stalled peers are cut.
+    pub frame_deadline: Duration,
+    /// Peer connections from one IP (`max_connections_per_ip`, 32).
+    pub max_connections_per_ip: usize,
+    /// Whether loopback and private addresses are subject to the per-IP limits and the
+    /// routing-table diversity limits (`limit_local_addresses`, false: local networks
+    /// of many nodes work).
+    pub limit_local_addresses: bool,
+    /// Requests one peer may make per second, and in a burst (`peer_requests_per_sec`
+    /// 1000, `peer_request_burst` 2000); more are answered "overloaded".
+    pub peer_rate: (f64, f64),
+    /// Requests all peers of one IP may make per second, and in a burst
+    /// (`ip_requests_per_sec` 5000, `ip_request_burst` 10000).
+    pub ip_rate: (f64, f64),
+    /// Contacts of one network group (IPv4 /24, IPv6 /48) per bucket and per routing
+    /// table (`diversity_per_bucket` 2, `diversity_per_table` 10).
+    pub diversity: (usize, usize),
 }
 
 impl Default for NodeConfig {
@@ -132,6 +153,13 @@ impl Default for NodeConfig {
             store_limits: StoreLimits::default(),
             max_connections: 1024,
             max_pending_requests: 256,
+            idle_timeout: Duration::from_secs(300),
+            frame_deadline: Duration::from_millis(10_000),
+            max_connections_per_ip: 32,
+            limit_local_addresses: false,
+            peer_rate: (1000.0, 2000.0),
+            ip_rate: (5000.0, 10_000.0),
+            diversity: (2, 10),
         }
     }
 }
@@ -193,6 +221,8 @@ impl NodeConfig {
             ("lookup_peer_timeout_ms", self.lookup_peer_timeout),
             ("lookup_deadline_ms", self.lookup_deadline),
             ("connect_timeout_ms", self.connect_timeout),
+            ("idle_timeout_secs", self.idle_timeout),
+            ("frame_deadline_ms", self.frame_deadline),
         ] {
             if value.is_zero() {
                 return bad(key, "must be above 0".into());
@@ -201,9 +231,22 @@ impl NodeConfig {
         for (key, value) in [
             ("max_connections", self.max_connections),
             ("max_pending_requests", self.max_pending_requests),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("diversity_per_bucket", self.diversity.0),
+            ("diversity_per_table", self.diversity.1),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return bad(key, format!("must be 1..={MAX_LIMIT}, got {value}"));
+            }
+        }
+        for (key, value) in [
+            ("peer_requests_per_sec", self.peer_rate.0),
+            ("peer_request_burst", self.peer_rate.1),
+            ("ip_requests_per_sec", self.ip_rate.0),
+            ("ip_request_burst", self.ip_rate.1),
+        ] {
+            if !value.is_finite() || value <= 0.0 {
+                return bad(key, format!("must be a number above 0, got {value}"));
             }
         }
         if self.store_limits.max_value_len < dht_wire::MAX_VALUE_LEN {

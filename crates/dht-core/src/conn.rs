@@ -7,7 +7,7 @@
 //! from an answer to ours, so ids never collide.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub(crate) struct PeerConn {
     pub(crate) contact: Contact,
     /// Who dialled: used by the tie-break between two connections of one pair.
     pub(crate) dialer: NodeId,
+    /// The IP the connection comes from (for per-IP limits).
+    pub(crate) remote_ip: IpAddr,
     /// Unique per node, to tell two connections to the same peer apart.
     pub(crate) seq: u64,
     /// When the handshake completed.
@@ -54,6 +56,7 @@ impl PeerConn {
     pub(crate) fn new(
         contact: Contact,
         dialer: NodeId,
+        remote_ip: IpAddr,
         seq: u64,
         tx: mpsc::Sender<PeerFrame>,
         max_pending: usize,
@@ -62,6 +65,7 @@ impl PeerConn {
         PeerConn {
             contact,
             dialer,
+            remote_ip,
             seq,
             established: Instant::now(),
             tx,
@@ -115,6 +119,12 @@ impl PeerConn {
     /// When the connection last carried a frame.
     pub(crate) fn last_used(&self) -> Instant {
         self.established + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether we ever sent a request with this id (an answer to any other id is a
+    /// protocol violation; an answer to an old id is merely late).
+    pub(crate) fn issued(&self, id: u64) -> bool {
+        id > 0 && id < self.next_request.load(Ordering::Relaxed)
     }
 
     /// Fails every request still waiting for an answer (the connection is gone).
@@ -221,6 +231,7 @@ mod tests {
         let conn = PeerConn::new(
             contact,
             contact.id,
+            contact.addr.ip(),
             1,
             tx,
             max_pending,

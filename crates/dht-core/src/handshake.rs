@@ -2,6 +2,7 @@
 //! connection. No DHT frame is processed before it completes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dht_id::NodeId;
@@ -11,10 +12,23 @@ use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
 use crate::conn::reachable_addr;
+use crate::deadline::{DeadlineCodec, PartialSince};
 use crate::transport::{Connection, PeerIdentity, PeerIo};
 
-/// A connection after the handshake, framed, with the peer it belongs to.
-pub(crate) type PeerFramed = Framed<Box<dyn PeerIo>, PeerCodec>;
+/// A connection after the handshake, framed.
+pub(crate) type PeerFramed = Framed<Box<dyn PeerIo>, DeadlineCodec<PeerCodec>>;
+
+/// What a completed handshake yields.
+pub(crate) struct Shaken {
+    /// The framed connection; its read buffer may already hold the peer's first frames.
+    pub(crate) framed: PeerFramed,
+    /// The peer, with the address it can be reached at.
+    pub(crate) contact: Contact,
+    /// The socket address the connection comes from (for per-IP limits).
+    pub(crate) remote_addr: SocketAddr,
+    /// Since when a frame has been partly received (for the frame deadline).
+    pub(crate) partial: Arc<PartialSince>,
+}
 
 /// Which side of the connection we are.
 #[derive(Debug, Clone, Copy)]
@@ -28,18 +42,18 @@ pub(crate) enum Role {
     Acceptor,
 }
 
-/// Runs the HELLO exchange within `timeout`. Returns the framed connection (its read
-/// buffer may already hold the peer's first requests) and the peer's contact.
+/// Runs the HELLO exchange within `timeout`.
 pub(crate) async fn handshake(
     conn: Connection,
     role: Role,
     local: Hello,
     min_pow_difficulty: u32,
     timeout: Duration,
-) -> Result<(PeerFramed, Contact), String> {
+) -> Result<Shaken, String> {
     let remote_addr = conn.remote_addr;
     let identity = conn.identity;
-    let mut framed = Framed::new(conn.io, PeerCodec);
+    let (codec, partial) = DeadlineCodec::new(PeerCodec);
+    let mut framed = Framed::new(conn.io, codec);
     let exchange = async {
         let theirs = match role {
             Role::Dialer { .. } => {
@@ -71,7 +85,12 @@ pub(crate) async fn handshake(
     let contact = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| "handshake timed out".to_string())??;
-    Ok((framed, contact))
+    Ok(Shaken {
+        framed,
+        contact,
+        remote_addr,
+        partial,
+    })
 }
 
 fn expect_hello(

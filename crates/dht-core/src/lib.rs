@@ -24,12 +24,14 @@
 
 mod config;
 mod conn;
+pub mod deadline;
 mod error;
 mod handshake;
 mod identity;
 mod node;
 mod ops;
 mod peers;
+mod stats;
 mod tls;
 mod transport;
 
@@ -47,6 +49,7 @@ pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
 pub use error::{Error, RpcError};
 pub use ops::{LookupStats, PutOptions, PutReport};
+pub use stats::NodeStats;
 pub use tls::TlsTransport;
 pub use transport::{
     Connection, Incoming, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo,
@@ -219,6 +222,11 @@ impl Node {
     /// Peer connections open, counting duplicates that are closing.
     pub fn open_connections(&self) -> usize {
         self.inner.open_connections()
+    }
+
+    /// The node's counters and the sizes of its bounded structures.
+    pub fn stats(&self) -> NodeStats {
+        self.inner.stats()
     }
 
     /// Records in the local store.

@@ -2,14 +2,15 @@
 //! peers' requests. Lookups, PUT and GET live in [`crate::ops`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dht_id::{Key, NodeId};
-use dht_routing::{Contact, InsertOutcome, RoutingConfig, RoutingTable};
-use dht_storage::{MemoryStore, PutOutcome, Record, RecordStore, StoreError};
+use dht_routing::{Contact, Diversity, InsertOutcome, RoutingConfig, RoutingTable};
+use dht_security::limits::{self, IpGroup};
+use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError};
 use dht_wire::{
     ErrorCode, Hello, PROTOCOL_VERSION, PeerMessage, StoreStatus, WireContact, WireRecord,
 };
@@ -21,6 +22,8 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::NodeConfig;
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
+use crate::peers::Limiters;
+use crate::stats::{Counters, NodeStats};
 use crate::tls::TlsTransport;
 use crate::transport::{Listener, TcpTransport, Transport};
 
@@ -39,6 +42,12 @@ pub(crate) struct Inner {
     /// One permit per open connection (including handshakes): `max_connections`.
     pub(crate) conn_slots: Arc<Semaphore>,
     pub(crate) hello: Hello,
+    /// Inbound connections per source IP (for `max_connections_per_ip`).
+    pub(crate) ip_conns: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Request rates per peer and per IP.
+    pub(crate) limiters: Mutex<Limiters>,
+    /// How often each defence acted.
+    pub(crate) counters: Counters,
     pinging: Mutex<HashSet<NodeId>>,
     next_conn_seq: AtomicU64,
     last_version: AtomicU64,
@@ -101,6 +110,15 @@ impl Inner {
             RoutingConfig {
                 k: config.k,
                 replacement_cache: config.k,
+                diversity: Some(Diversity {
+                    per_bucket: config.diversity.0,
+                    per_table: config.diversity.1,
+                    group: if config.limit_local_addresses {
+                        group_of_any
+                    } else {
+                        group_of_public
+                    },
+                }),
             },
         );
         let span = tracing::info_span!("node", node = %id.short());
@@ -115,6 +133,9 @@ impl Inner {
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
+            ip_conns: Arc::new(Mutex::new(HashMap::new())),
+            limiters: Mutex::new(Limiters::new(config.peer_rate, config.ip_rate)),
+            counters: Counters::default(),
             next_conn_seq: AtomicU64::new(1),
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -154,6 +175,21 @@ impl Inner {
 
     pub(crate) fn connected_peers(&self) -> usize {
         lock(&self.peers).len()
+    }
+
+    pub(crate) fn stats(&self) -> NodeStats {
+        let (stored_records, stored_bytes) = {
+            let store = self.store();
+            (store.len(), store.bytes())
+        };
+        NodeStats {
+            open_connections: self.open_connections(),
+            connected_peers: self.connected_peers(),
+            routing_table_len: self.routing().len(),
+            stored_records,
+            stored_bytes,
+            ..NodeStats::from_counters(&self.counters)
+        }
     }
 
     /// A version for a new record: the publisher's clock in microseconds, strictly
@@ -203,7 +239,7 @@ impl Inner {
                 }
             }
             PeerMessage::Store { record } => PeerMessage::StoreResult {
-                status: self.store_from_peer(record),
+                status: self.store_from_peer(from, record),
             },
             other => {
                 debug!(message = other.name(), "unexpected request");
@@ -239,11 +275,12 @@ impl Inner {
         record
     }
 
-    /// Stores a record a peer sent (see [`Inner::accept_remote`]).
-    fn store_from_peer(&self, record: WireRecord) -> StoreStatus {
+    /// Stores a record a peer sent (see [`Inner::accept_remote`]), charged to that
+    /// peer's storage quota.
+    fn store_from_peer(&self, from: &Contact, record: WireRecord) -> StoreStatus {
         let now = unix_now();
         let record = self.accept_remote(record, now);
-        match self.store().put(record, now) {
+        match self.store().put_from(record, now, Origin::Peer(from.id)) {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
                 StoreStatus::Stored
             }
@@ -251,6 +288,10 @@ impl Inner {
             Err(StoreError::Full { .. }) => StoreStatus::Full,
             Err(StoreError::ValueTooLarge { .. }) => StoreStatus::TooLarge,
             Err(StoreError::Expired) => StoreStatus::Expired,
+            Err(StoreError::QuotaExceeded { .. }) => {
+                Counters::bump(&self.counters.stores_refused_quota);
+                StoreStatus::Refused
+            }
             Err(e) => {
                 warn!(error = %e, "refusing STORE");
                 StoreStatus::Refused
@@ -297,6 +338,7 @@ impl Inner {
     /// connection is closed. (It may come back later by proving itself again.)
     pub(crate) fn penalise(&self, peer: &Contact, reason: &'static str) {
         warn!(peer = %peer.id.short(), addr = %peer.addr, reason, "penalising peer");
+        Counters::bump(&self.counters.peers_penalised);
         self.routing().remove(&peer.id);
         if let Some(conn) = lock(&self.peers).get(&peer.id) {
             conn.closed.cancel();
@@ -353,6 +395,28 @@ pub(crate) fn to_wire(record: &Record) -> WireRecord {
         expires_at: record.expires_at,
         version: record.version,
         replication: record.replication,
+    }
+}
+
+/// The diversity group of any address: its IPv4 /24 or IPv6 /48.
+fn group_of_any(ip: IpAddr) -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    match limits::ip_group(ip) {
+        IpGroup::V4(prefix) => bytes[1..4].copy_from_slice(&prefix),
+        IpGroup::V6(prefix) => {
+            bytes[0] = 6;
+            bytes[2..8].copy_from_slice(&prefix);
+        }
+    }
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// As [`group_of_any`], with loopback and private addresses exempt.
+fn group_of_public(ip: IpAddr) -> Option<u64> {
+    if limits::is_local(ip) {
+        None
+    } else {
+        group_of_any(ip)
     }
 }
 

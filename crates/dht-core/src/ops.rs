@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, RpcError};
 use crate::node::{Inner, mono_now, to_wire, unix_now};
+use crate::stats::Counters;
 
 /// What a PUT achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,7 @@ impl Inner {
                             } else {
                                 // Ids without the work behind them: the whole answer is
                                 // discarded and its sender demoted.
+                                Counters::bump(&self.counters.contacts_rejected_pow);
                                 self.penalise(&contact, "answered with contacts lacking proof of work");
                                 lookup.on_failure(&contact.id, now);
                             }

@@ -2,22 +2,25 @@
 //! connection per peer, the connection slots that bound them, and each connection's
 //! reader and writer tasks.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dht_id::NodeId;
-use dht_routing::Contact;
-use dht_wire::PeerFrame;
+use dht_security::limits::{self, KeyedLimiter};
+use dht_wire::{ErrorCode, PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
 use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
+use crate::deadline::{PartialSince, check_interval};
 use crate::error::RpcError;
-use crate::handshake::{PeerFramed, Role, handshake};
+use crate::handshake::{PeerFramed, Role, Shaken, handshake};
 use crate::node::{Inner, lock};
+use crate::stats::Counters;
 use crate::transport::{Incoming, Listener};
 
 /// How long a writer may take to close its stream gracefully.
@@ -36,17 +39,7 @@ impl Inner {
                         () = inner.shutdown.cancelled() => break,
                     };
                     match accepted {
-                        Ok(conn) => {
-                            let Ok(slot) = inner.conn_slots.clone().try_acquire_owned() else {
-                                debug!(remote = %conn.remote_addr, "refusing connection: at max_connections");
-                                continue;
-                            };
-                            let inner2 = inner.clone();
-                            inner.tasks.spawn(
-                                async move { inner2.accept_one(conn, slot).await }
-                                    .instrument(inner.span.clone()),
-                            );
-                        }
+                        Ok(incoming) => inner.admit_inbound(incoming),
                         Err(e) => {
                             warn!(error = %e, "accept failed");
                             // Usually out of file descriptors: give the node a moment.
@@ -59,7 +52,50 @@ impl Inner {
         );
     }
 
-    async fn accept_one(self: Arc<Self>, incoming: Incoming, slot: OwnedSemaphorePermit) {
+    /// Takes a connection slot for an inbound connection, or refuses it: its IP is at
+    /// `max_connections_per_ip`, or every slot is taken and no idle connection can be
+    /// closed to make room (closing the least recently used idle one keeps a bootstrap
+    /// node accepting newcomers under a mass join).
+    fn admit_inbound(self: &Arc<Self>, incoming: Incoming) {
+        let remote = incoming.remote_addr;
+        let Some(ip_slot) = self.ip_slot(remote.ip()) else {
+            Counters::bump(&self.counters.connections_refused_ip);
+            debug!(%remote, "refusing connection: its IP is at max_connections_per_ip");
+            return;
+        };
+        let inner = self.clone();
+        match self.conn_slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let slot = Slot::new(permit, Some(ip_slot));
+                self.tasks.spawn(
+                    async move { inner.accept_one(incoming, slot).await }
+                        .instrument(self.span.clone()),
+                );
+            }
+            Err(_) if self.evict_idle() => {
+                let wait = self.config.connect_timeout;
+                self.tasks.spawn(
+                    async move {
+                        let slots = inner.conn_slots.clone();
+                        if let Ok(Ok(permit)) =
+                            tokio::time::timeout(wait, slots.acquire_owned()).await
+                        {
+                            inner
+                                .accept_one(incoming, Slot::new(permit, Some(ip_slot)))
+                                .await;
+                        }
+                    }
+                    .instrument(self.span.clone()),
+                );
+            }
+            Err(_) => {
+                Counters::bump(&self.counters.connections_refused_full);
+                debug!(%remote, "refusing connection: at max_connections, none idle");
+            }
+        }
+    }
+
+    async fn accept_one(self: Arc<Self>, incoming: Incoming, slot: Slot) {
         let remote = incoming.remote_addr;
         let timeout = self.config.connect_timeout;
         let work = async {
@@ -83,10 +119,49 @@ impl Inner {
             () = self.shutdown.cancelled() => return,
         };
         match shaken {
-            Ok((framed, contact)) => {
-                self.establish(framed, contact, contact.id, slot);
+            Ok(shaken) => {
+                let dialer = shaken.contact.id;
+                self.establish(shaken, dialer, slot);
             }
-            Err(reason) => debug!(%remote, %reason, "inbound connection refused"),
+            Err(reason) => {
+                Counters::bump(&self.counters.handshakes_refused);
+                debug!(%remote, %reason, "inbound connection refused");
+            }
+        }
+    }
+
+    /// A per-IP connection slot, or `None` when the IP has its maximum.
+    fn ip_slot(&self, ip: IpAddr) -> Option<IpSlot> {
+        if !self.config.limit_local_addresses && limits::is_local(ip) {
+            return Some(IpSlot { counts: None, ip });
+        }
+        let mut counts = lock(&self.ip_conns);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.config.max_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            counts: Some(self.ip_conns.clone()),
+            ip,
+        })
+    }
+
+    /// Closes the least recently used connection that has no request in flight.
+    fn evict_idle(&self) -> bool {
+        let idle = lock(&self.peers)
+            .values()
+            .filter(|c| !c.has_pending())
+            .min_by_key(|c| c.last_used())
+            .cloned();
+        match idle {
+            Some(idle) => {
+                debug!(peer = %idle.contact.id.short(), "closing the least recently used connection to make room");
+                Counters::bump(&self.counters.connections_evicted);
+                idle.closed.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -133,7 +208,7 @@ impl Inner {
             .await
             .map_err(|_| RpcError::Connect("connect timed out".into()))?
             .map_err(|e| RpcError::Connect(e.to_string()))?;
-        let (framed, contact) = handshake(
+        let shaken = handshake(
             conn,
             Role::Dialer { addr, expected },
             self.hello,
@@ -142,47 +217,42 @@ impl Inner {
         )
         .await
         .map_err(RpcError::Connect)?;
-        let ours = self.establish(framed, contact, self.id, slot);
+        let peer = shaken.contact.id;
+        let ours = self.establish(shaken, self.id, slot);
         // When the peer's simultaneous dial won the tie-break, use that one.
-        Ok(self.usable_conn(&contact.id).unwrap_or(ours))
+        Ok(self.usable_conn(&peer).unwrap_or(ours))
     }
 
     /// A connection slot for a dial. When every slot is taken, the least recently used
     /// connection without requests in flight is closed to make room.
-    async fn dial_slot(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, RpcError> {
-        if let Ok(slot) = self.conn_slots.clone().try_acquire_owned() {
-            return Ok(slot);
+    async fn dial_slot(&self, timeout: Duration) -> Result<Slot, RpcError> {
+        if let Ok(permit) = self.conn_slots.clone().try_acquire_owned() {
+            return Ok(Slot::new(permit, None));
         }
-        let idle = lock(&self.peers)
-            .values()
-            .filter(|c| !c.has_pending())
-            .min_by_key(|c| c.last_used())
-            .cloned();
-        let Some(idle) = idle else {
+        if !self.evict_idle() {
             return Err(RpcError::LocalLimit);
-        };
-        debug!(peer = %idle.contact.id.short(), "closing the least recently used connection to make room");
-        idle.closed.cancel();
+        }
         match tokio::time::timeout(timeout, self.conn_slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
+            Ok(Ok(permit)) => Ok(Slot::new(permit, None)),
             _ => Err(RpcError::LocalLimit),
         }
     }
 
     /// Registers an authenticated connection, starts its tasks and records the peer in
     /// the routing table. The slot is held until the connection ends.
-    fn establish(
-        self: &Arc<Self>,
-        framed: PeerFramed,
-        contact: Contact,
-        dialer: NodeId,
-        slot: OwnedSemaphorePermit,
-    ) -> Arc<PeerConn> {
+    fn establish(self: &Arc<Self>, shaken: Shaken, dialer: NodeId, slot: Slot) -> Arc<PeerConn> {
+        let Shaken {
+            framed,
+            contact,
+            remote_addr,
+            partial,
+        } = shaken;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let seq = self.next_conn_seq();
         let conn = Arc::new(PeerConn::new(
             contact,
             dialer,
+            remote_addr.ip(),
             seq,
             tx,
             self.config.max_pending_requests,
@@ -197,7 +267,7 @@ impl Inner {
         let reader_conn = conn.clone();
         self.tasks.spawn(
             async move {
-                inner.read_loop(stream, &reader_conn).await;
+                inner.read_loop(stream, &reader_conn, &partial).await;
                 reader_conn.closed.cancel();
                 reader_conn.fail_pending();
                 {
@@ -242,49 +312,135 @@ impl Inner {
         self: &Arc<Self>,
         mut stream: futures::stream::SplitStream<PeerFramed>,
         conn: &Arc<PeerConn>,
+        partial: &PartialSince,
     ) {
+        let (idle, frame_deadline) = (self.config.idle_timeout, self.config.frame_deadline);
+        let mut check = tokio::time::interval(check_interval(&[idle, frame_deadline]));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next = if conn.is_retired() {
-                // A retired duplicate lives until it has been idle for a while.
-                tokio::select! {
-                    next = stream.next() => next,
-                    () = conn.closed.cancelled() => return,
-                    () = tokio::time::sleep(RETIRE_IDLE) => {
-                        if conn.has_pending() {
-                            continue;
-                        }
-                        debug!("closing retired duplicate connection");
+            let retired = conn.is_retired();
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = conn.closed.cancelled() => return,
+                () = conn.retired(), if !retired => continue,
+                _ = check.tick() => {
+                    if partial.overdue(frame_deadline) {
+                        Counters::bump(&self.counters.message_deadline_cuts);
+                        debug!("a frame took longer than frame_deadline_ms: closing");
                         return;
                     }
-                }
-            } else {
-                tokio::select! {
-                    next = stream.next() => next,
-                    () = conn.closed.cancelled() => return,
-                    () = conn.retired() => continue,
+                    let quiet = conn.last_used().elapsed();
+                    // A retired duplicate lives only until it has been idle briefly.
+                    let limit = if retired { RETIRE_IDLE } else { idle };
+                    if quiet > limit && !conn.has_pending() {
+                        if !retired {
+                            Counters::bump(&self.counters.connections_idle_closed);
+                        }
+                        debug!(idle = ?quiet, retired, "closing idle connection");
+                        return;
+                    }
+                    continue;
                 }
             };
             let frame = match next {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
+                    Counters::bump(&self.counters.frames_malformed);
                     warn!(error = %e, "malformed frame from peer: closing the connection");
+                    self.penalise(&conn.contact, "sent a malformed frame");
                     return;
                 }
                 None => return,
             };
             conn.touch();
-            self.observe(conn.contact);
             if frame.is_response {
-                conn.complete(frame.request_id, frame.message);
+                if !conn.complete(frame.request_id, frame.message) && !conn.issued(frame.request_id)
+                {
+                    Counters::bump(&self.counters.frames_unsolicited);
+                    self.penalise(&conn.contact, "answered a request never sent");
+                    return;
+                }
+                self.observe(conn.contact);
                 continue;
             }
-            let answer = self.answer(&conn.contact, frame.message);
+            self.observe(conn.contact);
+            let answer = if self.admit_request(conn) {
+                self.answer(&conn.contact, frame.message)
+            } else {
+                Counters::bump(&self.counters.requests_rate_limited);
+                PeerMessage::Error {
+                    code: ErrorCode::Overloaded,
+                }
+            };
             if let Err(e) = conn
                 .respond(frame.request_id, answer, self.config.rpc_timeout)
                 .await
             {
                 debug!(error = %e, "cannot answer the peer: closing the connection");
                 return;
+            }
+        }
+    }
+
+    /// Whether a request of `conn`'s peer is within its per-peer and per-IP rates.
+    fn admit_request(&self, conn: &PeerConn) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let exempt = !self.config.limit_local_addresses && limits::is_local(conn.remote_ip);
+        let mut limiters = lock(&self.limiters);
+        let peer_ok = limiters.peers.try_take(&conn.contact.id, 1.0, now);
+        peer_ok && (exempt || limiters.ips.try_take(&conn.remote_ip, 1.0, now))
+    }
+}
+
+/// Request rates per peer id and per source IP.
+pub(crate) struct Limiters {
+    peers: KeyedLimiter<NodeId>,
+    ips: KeyedLimiter<IpAddr>,
+}
+
+/// Peers and IPs whose rates are tracked at once; beyond, the longest idle are dropped.
+const TRACKED_RATES: usize = 4096;
+
+impl Limiters {
+    pub(crate) fn new(peer_rate: (f64, f64), ip_rate: (f64, f64)) -> Self {
+        Limiters {
+            peers: KeyedLimiter::new(peer_rate.0, peer_rate.1, TRACKED_RATES),
+            ips: KeyedLimiter::new(ip_rate.0, ip_rate.1, TRACKED_RATES),
+        }
+    }
+}
+
+/// A connection's share of the limits: one of `max_connections`, and one of its IP's
+/// `max_connections_per_ip` (inbound only). Released when dropped.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _ip: Option<IpSlot>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, ip: Option<IpSlot>) -> Self {
+        Slot {
+            _permit: permit,
+            _ip: ip,
+        }
+    }
+}
+
+/// One connection counted against its IP (`counts` is None for exempt addresses).
+struct IpSlot {
+    counts: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some(counts) = &self.counts {
+            let mut counts = lock(counts);
+            if let Some(count) = counts.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&self.ip);
+                }
             }
         }
     }

@@ -10,14 +10,24 @@
 //! [`StoreError::Backend`]. [`MemoryStore`] is the bounded in-memory implementation: it
 //! enforces [`StoreLimits`] on value length, record count and bytes held.
 //!
+//! Every put says who asked for it ([`RecordStore::put_from`] with an [`Origin`]: this
+//! node's API, a peer's STORE, or a peer's replication and hand-off), and each held record
+//! remembers the origin that wrote it. When the store is nearly full, [`QuotaLimits`] cap
+//! the share one peer's STOREs may hold ([`StoreError::QuotaExceeded`]), so that a flood
+//! from one peer cannot fill the store and lock out honest peers' records. Local puts and
+//! replication are never refused by the quota, only by the hard limits
+//! ([`StoreError::Full`]). [`RecordStore::put`] is a local put.
+//!
 //! This crate owns no runtime and reads no clock: every time-dependent method takes `now`,
 //! wall-clock UNIX seconds, from the caller. It never logs or prints a stored value.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 mod memory;
+mod quota;
 mod record;
 mod store;
 
 pub use memory::MemoryStore;
+pub use quota::{Origin, QuotaLimits};
 pub use record::{RECORD_OVERHEAD, Record};
 pub use store::{PutOutcome, RecordStore, StoreError, StoreLimits};

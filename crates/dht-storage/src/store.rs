@@ -2,6 +2,7 @@
 
 use dht_id::Key;
 
+use crate::quota::{Origin, QuotaLimits};
 use crate::record::Record;
 
 /// Bounds a store enforces.
@@ -13,6 +14,8 @@ pub struct StoreLimits {
     pub max_records: usize,
     /// Most bytes held at once, as the sum of [`Record::footprint`]s (default 256 MiB).
     pub max_bytes: usize,
+    /// Per-peer quotas that apply when the store is nearly full (see [`QuotaLimits`]).
+    pub quota: QuotaLimits,
 }
 
 impl Default for StoreLimits {
@@ -21,6 +24,7 @@ impl Default for StoreLimits {
             max_value_len: 65_495,
             max_records: 100_000,
             max_bytes: 256 * 1024 * 1024,
+            quota: QuotaLimits::default(),
         }
     }
 }
@@ -53,7 +57,7 @@ impl StoreLimits {
     }
 }
 
-/// What [`RecordStore::put`] did with an accepted record.
+/// What [`RecordStore::put_from`] (or [`RecordStore::put`]) did with an accepted record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     /// A new key.
@@ -92,6 +96,15 @@ pub enum StoreError {
         /// Bytes the store holds (unchanged by the refused put).
         bytes: usize,
     },
+    /// The store is under pressure and the peer that sent the record already holds its
+    /// share (see [`QuotaLimits`]); only [`Origin::Peer`] puts are refused this way.
+    #[error("peer quota exceeded: the peer holds {records} records of {bytes} bytes")]
+    QuotaExceeded {
+        /// Records charged to the peer (unchanged by the refused put).
+        records: usize,
+        /// Bytes charged to the peer (unchanged by the refused put).
+        bytes: usize,
+    },
     /// A backend (database, IO) failure, for persistent stores.
     #[error("storage backend failure: {0}")]
     Backend(String),
@@ -104,14 +117,39 @@ pub enum StoreError {
 /// reads the clock. A record is expired when `now >= expires_at`; expired records are never
 /// returned but are held (and counted) until purged or replaced.
 pub trait RecordStore: Send {
-    /// Offers a record. Checks, in order: [`StoreLimits::validate`] (empty, too large,
-    /// expired); an unexpired record of the key that equals it ([`PutOutcome::Unchanged`])
-    /// or [supersedes](Record::supersedes) it ([`PutOutcome::KeptNewer`]); otherwise
-    /// inserts it ([`PutOutcome::Inserted`]) or replaces the held one, expired or older
-    /// ([`PutOutcome::Replaced`]), if the store stays within its limits, purging expired
-    /// records if that is needed and enough. Otherwise [`StoreError::Full`], and the store
-    /// is unchanged.
-    fn put(&mut self, record: Record, now: u64) -> Result<PutOutcome, StoreError>;
+    /// Offers a record on behalf of `origin`. Checks, in order:
+    /// [`StoreLimits::validate`] (empty, too large, expired); an unexpired record of the key
+    /// that equals it ([`PutOutcome::Unchanged`], the held record keeps its origin) or
+    /// [supersedes](Record::supersedes) it ([`PutOutcome::KeptNewer`]); otherwise it
+    /// inserts the record ([`PutOutcome::Inserted`]) or replaces the held one, expired or
+    /// older ([`PutOutcome::Replaced`]), and charges it to `origin`, if
+    ///
+    /// 1. the store stays within `max_records` and `max_bytes`, otherwise
+    ///    [`StoreError::Full`], whatever the origin;
+    /// 2. for an [`Origin::Peer`], the peer stays within its quota
+    ///    (see [`QuotaLimits`]), otherwise [`StoreError::QuotaExceeded`].
+    ///    [`Origin::Local`] and [`Origin::Replication`] are never refused by the quota.
+    ///
+    /// Expired records are purged if that is needed and enough to pass both checks. A
+    /// refused put leaves the store unchanged.
+    fn put_from(
+        &mut self,
+        record: Record,
+        now: u64,
+        origin: Origin,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// [`put_from`](Self::put_from) on behalf of [`Origin::Local`]: never refused by the
+    /// quota, only by the hard limits.
+    fn put(&mut self, record: Record, now: u64) -> Result<PutOutcome, StoreError> {
+        self.put_from(record, now, Origin::Local)
+    }
+
+    /// Records and bytes currently charged to `peer`: the records held whose last
+    /// [`Inserted`](PutOutcome::Inserted) or [`Replaced`](PutOutcome::Replaced) put came
+    /// from [`Origin::Peer`]`(peer)` (its STOREs; replication is not counted), expired ones
+    /// not yet purged included.
+    fn usage_of(&self, peer: &Key) -> (usize, usize);
 
     /// The unexpired record of `key`, if any.
     fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError>;
@@ -159,6 +197,9 @@ mod tests {
         assert_eq!(limits.max_value_len, 65_495);
         assert_eq!(limits.max_records, 100_000);
         assert_eq!(limits.max_bytes, 268_435_456);
+        assert_eq!(limits.quota.pressure, 0.8);
+        assert_eq!(limits.quota.peer_share, 0.05);
+        assert_eq!(limits.quota.floor_records, 100);
     }
 
     #[test]
@@ -193,6 +234,7 @@ mod tests {
             max_value_len: 10,
             max_records: 2,
             max_bytes: 100,
+            ..StoreLimits::default()
         };
         assert!(limits.allows(2, 100));
         assert!(!limits.allows(3, 100));
@@ -204,6 +246,14 @@ mod tests {
         assert_eq!(
             StoreError::ValueTooLarge { len: 5, max: 4 }.to_string(),
             "value of 5 bytes exceeds the maximum of 4"
+        );
+        assert_eq!(
+            StoreError::QuotaExceeded {
+                records: 3,
+                bytes: 300
+            }
+            .to_string(),
+            "peer quota exceeded: the peer holds 3 records of 300 bytes"
         );
         assert_eq!(
             StoreError::Backend("disk".into()).to_string(),

@@ -1,0 +1,91 @@
+//! What the node counts: how often each defence acted, and the sizes of its bounded
+//! structures, for tests, logs and (later) metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Event counters, incremented where the event happens.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) connections_refused_ip: AtomicU64,
+    pub(crate) connections_refused_full: AtomicU64,
+    pub(crate) connections_evicted: AtomicU64,
+    pub(crate) connections_idle_closed: AtomicU64,
+    pub(crate) message_deadline_cuts: AtomicU64,
+    pub(crate) frames_malformed: AtomicU64,
+    pub(crate) frames_unsolicited: AtomicU64,
+    pub(crate) requests_rate_limited: AtomicU64,
+    pub(crate) contacts_rejected_pow: AtomicU64,
+    pub(crate) peers_penalised: AtomicU64,
+    pub(crate) stores_refused_quota: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot of a node's counters and of the sizes of its bounded structures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Peer connections open, including handshakes in progress.
+    pub open_connections: usize,
+    /// Peers with a connection in use.
+    pub connected_peers: usize,
+    /// Contacts in the routing table.
+    pub routing_table_len: usize,
+    /// Records in the local store.
+    pub stored_records: usize,
+    /// Bytes of records in the local store.
+    pub stored_bytes: usize,
+    /// Inbound connections whose TLS or HELLO exchange failed or timed out.
+    pub handshakes_refused: u64,
+    /// Inbound connections refused because their IP had `max_connections_per_ip`.
+    pub connections_refused_ip: u64,
+    /// Inbound connections refused at `max_connections` with no idle connection to close.
+    pub connections_refused_full: u64,
+    /// Idle connections closed to make room at `max_connections`.
+    pub connections_evicted: u64,
+    /// Connections closed after `idle_timeout_secs` without traffic.
+    pub connections_idle_closed: u64,
+    /// Connections cut because a frame took longer than `frame_deadline_ms` to arrive.
+    pub message_deadline_cuts: u64,
+    /// Connections closed for a malformed frame.
+    pub frames_malformed: u64,
+    /// Connections closed for an answer to a request never sent.
+    pub frames_unsolicited: u64,
+    /// Requests answered with "overloaded" by the per-peer or per-IP rate limits.
+    pub requests_rate_limited: u64,
+    /// Contacts refused for lacking proof of work.
+    pub contacts_rejected_pow: u64,
+    /// Peers removed from the routing table for breaking the protocol.
+    pub peers_penalised: u64,
+    /// STOREs refused by the per-peer storage quota.
+    pub stores_refused_quota: u64,
+}
+
+impl NodeStats {
+    pub(crate) fn from_counters(c: &Counters) -> Self {
+        NodeStats {
+            handshakes_refused: Counters::get(&c.handshakes_refused),
+            connections_refused_ip: Counters::get(&c.connections_refused_ip),
+            connections_refused_full: Counters::get(&c.connections_refused_full),
+            connections_evicted: Counters::get(&c.connections_evicted),
+            connections_idle_closed: Counters::get(&c.connections_idle_closed),
+            message_deadline_cuts: Counters::get(&c.message_deadline_cuts),
+            frames_malformed: Counters::get(&c.frames_malformed),
+            frames_unsolicited: Counters::get(&c.frames_unsolicited),
+            requests_rate_limited: Counters::get(&c.requests_rate_limited),
+            contacts_rejected_pow: Counters::get(&c.contacts_rejected_pow),
+            peers_penalised: Counters::get(&c.peers_penalised),
+            stores_refused_quota: Counters::get(&c.stores_refused_quota),
+            ..NodeStats::default()
+        }
+    }
+}
