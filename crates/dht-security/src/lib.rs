@@ -16,7 +16,6 @@
 //! during handshakes; our verifiers ignore it.)
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
-mod der;
 pub mod identity;
 mod key_format;
 pub mod limits;
