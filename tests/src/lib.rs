@@ -77,6 +77,21 @@ impl TestNode {
         Ok(TestNode { node, api })
     }
 
+    /// Starts a node and an API server with the settings of `api` (its address is
+    /// replaced by any free port on 127.0.0.1).
+    pub async fn start_with_api(config: NodeConfig, api: ApiConfig) -> anyhow::Result<TestNode> {
+        let node = Arc::new(Node::start(config).await.context("starting node")?);
+        let api = ApiConfig {
+            address: "127.0.0.1:0".parse().expect("literal address"),
+            ..api
+        };
+        let api = ApiServer::bind(api, node.clone()).await?;
+        Ok(TestNode {
+            node,
+            api: Some(api),
+        })
+    }
+
     /// The API address; panics for a node without API (a test bug).
     pub fn api_addr(&self) -> SocketAddr {
         self.api.as_ref().expect("node has an API").local_addr()

@@ -1,7 +1,7 @@
 //! A hand-driven peer that speaks the peer protocol to a node, frame by frame: the
 //! tests use it to send what a real node never would.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use dht_security::{HostKey, pow};
 use dht_wire::{Hello, PROTOCOL_VERSION, PeerCodec, PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
@@ -66,6 +67,25 @@ impl PeerIdentity {
         config: Arc<rustls::ClientConfig>,
     ) -> anyhow::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(addr).await?;
+        Self::tls_over(tcp, config).await
+    }
+
+    /// Opens a mutual-TLS connection to a node's peer port from the local address
+    /// `local_ip` (on loopback, 127.0.0.2 stands for "another host").
+    pub async fn tls_from(
+        &self,
+        local_ip: IpAddr,
+        addr: SocketAddr,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
+        let tcp = tcp_from(local_ip, addr).await?;
+        Self::tls_over(tcp, dht_security::tls::client_config(&self.host)?).await
+    }
+
+    async fn tls_over(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
+        tcp.set_nodelay(true)?;
         let name = ServerName::try_from(dht_security::tls::SERVER_NAME)?;
         let stream = tokio::time::timeout(
             Duration::from_secs(5),
@@ -102,10 +122,57 @@ impl RawPeer {
         hello: Hello,
     ) -> anyhow::Result<(RawPeer, Hello)> {
         let stream = identity.tls(addr).await?;
+        Self::hello_over(stream, identity, hello).await
+    }
+
+    /// Connects from the local address `local_ip` with a fresh identity and exchanges
+    /// HELLOs. Fails when the node closes the connection instead (for instance when
+    /// `local_ip` has its `max_connections_per_ip`).
+    pub async fn connect_from(
+        local_ip: IpAddr,
+        addr: SocketAddr,
+    ) -> anyhow::Result<(RawPeer, Hello)> {
+        let identity = PeerIdentity::new()?;
+        let hello = identity.hello();
+        let stream = identity.tls_from(local_ip, addr).await?;
+        Self::hello_over(stream, identity, hello).await
+    }
+
+    /// Connects with a fresh identity and sends its HELLO and `first` (any bytes) in
+    /// one write, before the node's HELLO arrives; then waits for the node's HELLO.
+    pub async fn connect_pipelined(
+        addr: SocketAddr,
+        first: &[u8],
+    ) -> anyhow::Result<(RawPeer, Hello)> {
+        let identity = PeerIdentity::new()?;
+        let hello = identity.hello();
+        let stream = identity.tls(addr).await?;
+        Self::hello_then(stream, identity, hello, first).await
+    }
+
+    async fn hello_over(
+        stream: TlsStream<TcpStream>,
+        identity: PeerIdentity,
+        hello: Hello,
+    ) -> anyhow::Result<(RawPeer, Hello)> {
+        Self::hello_then(stream, identity, hello, &[]).await
+    }
+
+    async fn hello_then(
+        mut stream: TlsStream<TcpStream>,
+        identity: PeerIdentity,
+        hello: Hello,
+        first: &[u8],
+    ) -> anyhow::Result<(RawPeer, Hello)> {
+        let mut bytes = bytes::BytesMut::new();
+        dht_wire::encode_frame(
+            &PeerFrame::request(0, PeerMessage::Hello(hello)),
+            &mut bytes,
+        )?;
+        bytes.extend_from_slice(first);
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
         let mut framed = Framed::new(stream, PeerCodec);
-        framed
-            .send(PeerFrame::request(0, PeerMessage::Hello(hello)))
-            .await?;
         match tokio::time::timeout(Duration::from_secs(5), framed.next()).await? {
             Some(Ok(PeerFrame {
                 message: PeerMessage::Hello(theirs),
@@ -141,4 +208,47 @@ impl RawPeer {
             Ok(None | Some(Err(_)))
         )
     }
+
+    /// Writes `bytes` as they are (not through the codec) and flushes them.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        // Anything the codec still buffers goes first.
+        SinkExt::<PeerFrame>::flush(&mut self.framed).await?;
+        let stream = self.framed.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        Ok(())
+    }
+
+    /// Closes our sending side (TLS close_notify, then TCP FIN); the node's frames can
+    /// still be read.
+    pub async fn close_write(&mut self) -> anyhow::Result<()> {
+        SinkExt::<PeerFrame>::flush(&mut self.framed).await?;
+        self.framed.get_mut().shutdown().await?;
+        Ok(())
+    }
+
+    /// True when the node closes the connection within `timeout` (EOF or an error),
+    /// reading and dropping any frames it sends before.
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(end, self.framed.next()).await {
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A TCP connection to `addr` from the local address `local_ip` (any free port).
+pub async fn tcp_from(local_ip: IpAddr, addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = match local_ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket
+        .bind(SocketAddr::new(local_ip, 0))
+        .with_context(|| format!("binding {local_ip}"))?;
+    Ok(socket.connect(addr).await?)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dht_id::NodeId;
 use dht_security::limits::{self, KeyedLimiter};
-use dht_wire::{ErrorCode, PeerFrame, PeerMessage};
+use dht_wire::{ErrorCode, PeerCodecError, PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -259,6 +259,9 @@ impl Inner {
             self.shutdown.child_token(),
         ));
         self.register(&conn);
+        // Into the routing table before the reader runs: a reader that penalises the
+        // peer at once must find it there to remove it.
+        self.observe(contact);
         let (sink, stream) = framed.split();
         let span = tracing::debug_span!(parent: &self.span, "conn", peer = %contact.id.short(), addr = %contact.addr);
         self.tasks
@@ -283,7 +286,6 @@ impl Inner {
             }
             .instrument(span),
         );
-        self.observe(contact);
         conn
     }
 
@@ -344,6 +346,11 @@ impl Inner {
             };
             let frame = match next {
                 Some(Ok(frame)) => frame,
+                // A peer that crashed or lost its network is not a protocol breaker.
+                Some(Err(PeerCodecError::Io(e))) if is_disconnect(&e) => {
+                    debug!(error = %e, "peer disconnected");
+                    return;
+                }
                 Some(Err(e)) => {
                     Counters::bump(&self.counters.frames_malformed);
                     warn!(error = %e, "malformed frame from peer: closing the connection");
@@ -390,6 +397,16 @@ impl Inner {
         let peer_ok = limiters.peers.try_take(&conn.contact.id, 1.0, now);
         peer_ok && (exempt || limiters.ips.try_take(&conn.remote_ip, 1.0, now))
     }
+}
+
+/// IO errors that mean the connection ended, as opposed to bytes that make no frame
+/// (a frame cut off by a clean close is an error of kind `Other`: malformed).
+fn is_disconnect(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Request rates per peer id and per source IP.
