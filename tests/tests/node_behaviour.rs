@@ -493,3 +493,91 @@ async fn one_network_group_gets_a_limited_share_of_the_routing_table() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_version_from_the_future_is_refused() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("peer");
+    let key = Key::sha256(b"pinned");
+    let answer = peer
+        .request(PeerMessage::Store {
+            record: record(key, b"forever", unix_now() + 600, u64::MAX),
+        })
+        .await
+        .expect("answer");
+    assert_eq!(
+        answer,
+        PeerMessage::StoreResult {
+            status: StoreStatus::Refused
+        }
+    );
+    assert!(!a.holds(&key));
+    // A PUT of the key is then stored normally.
+    let report = a
+        .put(key, Bytes::from_static(b"mine"), PutOptions::default())
+        .await
+        .expect("put");
+    assert!(report.stored_locally);
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_advertised_ip_is_not_believed() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let identity = dht_tests::raw_peer::PeerIdentity::new().expect("identity");
+    let mut hello = identity.hello();
+    hello.listen_addr = "10.9.8.7:4567".parse().expect("literal");
+    let id = identity.id;
+    let (_peer, _) = RawPeer::connect_as(a.listen_addr(), identity, hello)
+        .await
+        .expect("handshake");
+    let contact = a
+        .routing_contacts()
+        .into_iter()
+        .find(|c| c.id == id)
+        .expect("in the table");
+    assert_eq!(
+        contact.addr,
+        "127.0.0.1:4567".parse().expect("literal"),
+        "the seen IP with the advertised port"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
+    let a = Node::start(NodeConfig {
+        max_connections: 4,
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        peers.push(RawPeer::connect(a.listen_addr()).await.expect("peer").0);
+    }
+    assert_eq!(a.stats().open_connections, 4);
+    // Connections that never start TLS take places of the handshake reserve only.
+    let mut bare = Vec::new();
+    for _ in 0..20 {
+        bare.push(TcpStream::connect(a.listen_addr()).await.expect("connect"));
+    }
+    for peer in &mut peers {
+        assert_eq!(
+            peer.request(PeerMessage::Ping)
+                .await
+                .expect("still connected"),
+            PeerMessage::Pong
+        );
+    }
+    assert_eq!(a.stats().connections_evicted, 0);
+    // A newcomer that proves itself does get a place, closing the idlest peer.
+    let (mut newcomer, _) = RawPeer::connect(a.listen_addr()).await.expect("newcomer");
+    assert_eq!(
+        newcomer.request(PeerMessage::Ping).await.expect("served"),
+        PeerMessage::Pong
+    );
+    assert_eq!(a.stats().connections_evicted, 1);
+    drop(bare);
+    a.shutdown().await;
+}

@@ -49,6 +49,8 @@ pub(crate) struct PeerConn {
     /// Cancelled when the connection is gone (either task ended, or node shutdown).
     pub(crate) closed: CancellationToken,
     retired: AtomicBool,
+    /// Milliseconds after `established` when the connection was retired.
+    retired_at_ms: AtomicU64,
     retire_notify: Notify,
 }
 
@@ -76,6 +78,7 @@ impl PeerConn {
             last_used_ms: AtomicU64::new(0),
             closed,
             retired: AtomicBool::new(false),
+            retired_at_ms: AtomicU64::new(0),
             retire_notify: Notify::new(),
         }
     }
@@ -96,9 +99,20 @@ impl PeerConn {
     /// Takes the connection out of use: it lives on until idle, so answers in flight
     /// on it still arrive.
     pub(crate) fn retire(&self) {
+        let ms = u64::try_from(self.established.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.retired_at_ms.store(ms, Ordering::Relaxed);
         self.retired.store(true, Ordering::Release);
         // notify_one keeps a permit when nobody waits yet: the wakeup is never lost.
         self.retire_notify.notify_one();
+    }
+
+    /// How long ago the connection was retired; `None` while in use.
+    pub(crate) fn retired_for(&self) -> Option<Duration> {
+        self.is_retired().then(|| {
+            let at = self.established
+                + Duration::from_millis(self.retired_at_ms.load(Ordering::Relaxed));
+            at.elapsed()
+        })
     }
 
     /// Resolves when [`PeerConn::retire`] was called (possibly before this call).
@@ -208,14 +222,12 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Where a peer that connected to us can be reached: its advertised address, with
-/// the IP we see it from when it advertised an unspecified IP.
+/// Where a peer that connected to us can be reached: the port it advertises, at the
+/// IP its connection comes from. An advertised IP is not believed: it cannot be checked
+/// without dialling back, and trusting it would let one host pose as many networks
+/// (defeating the diversity limits) or point others at a victim.
 pub(crate) fn reachable_addr(advertised: SocketAddr, seen_from: SocketAddr) -> SocketAddr {
-    if advertised.ip().is_unspecified() {
-        SocketAddr::new(seen_from.ip(), advertised.port())
-    } else {
-        advertised
-    }
+    SocketAddr::new(seen_from.ip(), advertised.port())
 }
 
 #[cfg(test)]
@@ -241,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn reachable_addr_fills_unspecified_ip() {
+    fn reachable_addr_is_the_seen_ip_with_the_advertised_port() {
         let seen: SocketAddr = "10.1.2.3:5555".parse().unwrap();
         assert_eq!(
             reachable_addr("0.0.0.0:7000".parse().unwrap(), seen),
@@ -249,7 +261,7 @@ mod tests {
         );
         assert_eq!(
             reachable_addr("192.0.2.1:7000".parse().unwrap(), seen),
-            "192.0.2.1:7000".parse().unwrap()
+            "10.1.2.3:7000".parse().unwrap()
         );
     }
 

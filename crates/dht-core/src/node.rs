@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) dial_locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     /// One permit per open connection (including handshakes): `max_connections`.
     pub(crate) conn_slots: Arc<Semaphore>,
+    /// Handshakes admitted while every slot is taken (see `admit_inbound`).
+    pub(crate) handshake_reserve: Arc<Semaphore>,
     pub(crate) hello: Hello,
     /// Inbound connections per source IP (for `max_connections_per_ip`).
     pub(crate) ip_conns: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -59,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) span: tracing::Span,
 }
 
+/// Handshakes that may run while every connection slot is taken.
+pub(crate) const HANDSHAKE_RESERVE: usize = 64;
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data behind (every
     // critical section is a single map or table operation), so poisoning is ignored.
@@ -72,6 +77,17 @@ pub(crate) fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Wall-clock UNIX time in microseconds, for record versions.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How far ahead of our clock a record's version may be (nodes' clocks differ).
+pub(crate) const MAX_VERSION_SKEW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The monotonic clock the lookups run on (tokio's, so paused time drives it).
 pub(crate) fn mono_now() -> std::time::Instant {
@@ -133,6 +149,7 @@ impl Inner {
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
+            handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
             ip_conns: Arc::new(Mutex::new(HashMap::new())),
             limiters: Mutex::new(Limiters::new(config.peer_rate, config.ip_rate)),
             counters: Counters::default(),
@@ -195,10 +212,7 @@ impl Inner {
     /// A version for a new record: the publisher's clock in microseconds, strictly
     /// increasing on this node.
     pub(crate) fn next_version(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let now = unix_micros();
         let mut last = self.last_version.load(Ordering::Relaxed);
         loop {
             let next = now.max(last.saturating_add(1));
@@ -267,19 +281,30 @@ impl Inner {
 
     /// A record that came from a peer, made safe to keep: its expiry is never later
     /// than our own max_ttl from now, and its replication is clamped as for PUTs.
-    pub(crate) fn accept_remote(&self, record: WireRecord, now: u64) -> Record {
+    ///
+    /// A version (its publisher's clock in microseconds) more than
+    /// [`MAX_VERSION_SKEW`] ahead of our clock is refused: a peer could otherwise pin a
+    /// key for ever with a version no later PUT can beat.
+    pub(crate) fn accept_remote(&self, record: WireRecord, now: u64) -> Option<Record> {
+        let latest_version = unix_micros().saturating_add(MAX_VERSION_SKEW.as_micros() as u64);
+        if record.version > latest_version {
+            return None;
+        }
         let latest = now.saturating_add(self.config.max_ttl.as_secs());
         let mut record = from_wire(record);
         record.expires_at = record.expires_at.min(latest);
         record.replication = self.config.clamp_replication(record.replication);
-        record
+        Some(record)
     }
 
     /// Stores a record a peer sent (see [`Inner::accept_remote`]), charged to that
     /// peer's storage quota.
     fn store_from_peer(&self, from: &Contact, record: WireRecord) -> StoreStatus {
         let now = unix_now();
-        let record = self.accept_remote(record, now);
+        let Some(record) = self.accept_remote(record, now) else {
+            debug!(peer = %from.id.short(), "refusing STORE with a version from the future");
+            return StoreStatus::Refused;
+        };
         match self.store().put_from(record, now, Origin::Peer(from.id)) {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
                 StoreStatus::Stored

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use dht_id::Key;
 use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
 use dht_security::pow;
-use dht_storage::{PutOutcome, Record};
+use dht_storage::{Origin, PutOutcome, Record};
 use dht_wire::{PeerMessage, StoreStatus, WireContact, WireRecord};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -128,12 +128,15 @@ impl Inner {
                         }
                         Ok(Answer::Value(found)) => {
                             let found = self.accept_remote(found, unix_now());
-                            if found.key == target && !found.is_expired(unix_now()) {
-                                record = Some(found);
-                                lookup.on_value(&contact.id, now);
-                            } else {
-                                debug!(peer = %contact.id.short(), "peer returned a wrong or expired record");
-                                lookup.on_failure(&contact.id, now);
+                            match found {
+                                Some(found) if found.key == target && !found.is_expired(unix_now()) => {
+                                    record = Some(found);
+                                    lookup.on_value(&contact.id, now);
+                                }
+                                _ => {
+                                    debug!(peer = %contact.id.short(), "peer returned a wrong, expired or future record");
+                                    lookup.on_failure(&contact.id, now);
+                                }
                             }
                         }
                         Err(e) => {
@@ -299,8 +302,13 @@ impl Inner {
         match (local, found.record) {
             (Some(local), Some(remote)) => {
                 if remote.supersedes(&local) {
-                    // Our copy is stale: keep the newer one instead.
-                    let _ = self.store().put(remote.clone(), unix_now());
+                    // Our copy is stale: keep the newer one instead, charged to the
+                    // peer that gave it (it is not this node's own PUT).
+                    let origin = found
+                        .result
+                        .value_from
+                        .map_or(Origin::Local, |peer| Origin::Peer(peer.id));
+                    let _ = self.store().put_from(remote.clone(), unix_now(), origin);
                     Ok(Some(remote.value))
                 } else {
                     Ok(Some(local.value))

@@ -42,8 +42,11 @@ impl Inner {
                         Ok(incoming) => inner.admit_inbound(incoming),
                         Err(e) => {
                             warn!(error = %e, "accept failed");
-                            // Usually out of file descriptors: give the node a moment.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            // Out of file descriptors (EMFILE, ENFILE): give the node a
+                            // moment. Other errors concern one connection only.
+                            if matches!(e.raw_os_error(), Some(23 | 24)) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
                         }
                     }
                 }
@@ -52,10 +55,12 @@ impl Inner {
         );
     }
 
-    /// Takes a connection slot for an inbound connection, or refuses it: its IP is at
-    /// `max_connections_per_ip`, or every slot is taken and no idle connection can be
-    /// closed to make room (closing the least recently used idle one keeps a bootstrap
-    /// node accepting newcomers under a mass join).
+    /// Admits an inbound connection to its handshake, or refuses it: its IP is at
+    /// `max_connections_per_ip`, or every connection slot and every place of the
+    /// handshake reserve is taken. A newcomer admitted from the reserve gets a slot only
+    /// once it has proven its identity, by closing the least recently used idle
+    /// connection (which keeps a bootstrap node accepting newcomers under a mass join,
+    /// without letting bare TCP connects evict authenticated peers).
     fn admit_inbound(self: &Arc<Self>, incoming: Incoming) {
         let remote = incoming.remote_addr;
         let Some(ip_slot) = self.ip_slot(remote.ip()) else {
@@ -63,39 +68,30 @@ impl Inner {
             debug!(%remote, "refusing connection: its IP is at max_connections_per_ip");
             return;
         };
+        let admission = match self.conn_slots.clone().try_acquire_owned() {
+            Ok(permit) => Admission::Slot(permit),
+            Err(_) => match self.handshake_reserve.clone().try_acquire_owned() {
+                Ok(reserve) => Admission::Reserve(reserve),
+                Err(_) => {
+                    Counters::bump(&self.counters.connections_refused_full);
+                    debug!(%remote, "refusing connection: at max_connections");
+                    return;
+                }
+            },
+        };
         let inner = self.clone();
-        match self.conn_slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let slot = Slot::new(permit, Some(ip_slot));
-                self.tasks.spawn(
-                    async move { inner.accept_one(incoming, slot).await }
-                        .instrument(self.span.clone()),
-                );
-            }
-            Err(_) if self.evict_idle() => {
-                let wait = self.config.connect_timeout;
-                self.tasks.spawn(
-                    async move {
-                        let slots = inner.conn_slots.clone();
-                        if let Ok(Ok(permit)) =
-                            tokio::time::timeout(wait, slots.acquire_owned()).await
-                        {
-                            inner
-                                .accept_one(incoming, Slot::new(permit, Some(ip_slot)))
-                                .await;
-                        }
-                    }
-                    .instrument(self.span.clone()),
-                );
-            }
-            Err(_) => {
-                Counters::bump(&self.counters.connections_refused_full);
-                debug!(%remote, "refusing connection: at max_connections, none idle");
-            }
-        }
+        self.tasks.spawn(
+            async move { inner.accept_one(incoming, admission, ip_slot).await }
+                .instrument(self.span.clone()),
+        );
     }
 
-    async fn accept_one(self: Arc<Self>, incoming: Incoming, slot: Slot) {
+    async fn accept_one(
+        self: Arc<Self>,
+        incoming: Incoming,
+        admission: Admission,
+        ip_slot: IpSlot,
+    ) {
         let remote = incoming.remote_addr;
         let timeout = self.config.connect_timeout;
         let work = async {
@@ -118,23 +114,51 @@ impl Inner {
             }
             () = self.shutdown.cancelled() => return,
         };
-        match shaken {
-            Ok(shaken) => {
-                let dialer = shaken.contact.id;
-                self.establish(shaken, dialer, slot);
-            }
+        let shaken = match shaken {
+            Ok(shaken) => shaken,
             Err(reason) => {
                 Counters::bump(&self.counters.handshakes_refused);
                 debug!(%remote, %reason, "inbound connection refused");
+                return;
             }
+        };
+        let permit = match admission {
+            Admission::Slot(permit) => permit,
+            Admission::Reserve(_reserve) => match self.make_room(timeout).await {
+                Some(permit) => permit,
+                None => {
+                    Counters::bump(&self.counters.connections_refused_full);
+                    debug!(%remote, "refusing connection: at max_connections, none idle");
+                    return;
+                }
+            },
+        };
+        let dialer = shaken.contact.id;
+        self.establish(shaken, dialer, Slot::new(permit, Some(ip_slot)));
+    }
+
+    /// A connection slot, closing the least recently used idle connection when none is
+    /// free; `None` when nothing can be closed or the slot does not come in time.
+    async fn make_room(&self, timeout: Duration) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.conn_slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if !self.evict_idle() {
+            return None;
+        }
+        match tokio::time::timeout(timeout, self.conn_slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => None,
         }
     }
 
-    /// A per-IP connection slot, or `None` when the IP has its maximum.
+    /// A per-IP connection slot, or `None` when the IP has its maximum. IPv6 addresses
+    /// count by /64, since one host usually holds a whole /64.
     fn ip_slot(&self, ip: IpAddr) -> Option<IpSlot> {
         if !self.config.limit_local_addresses && limits::is_local(ip) {
             return Some(IpSlot { counts: None, ip });
         }
+        let ip = ip_key(ip);
         let mut counts = lock(&self.ip_conns);
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.config.max_connections_per_ip {
@@ -147,17 +171,20 @@ impl Inner {
         })
     }
 
-    /// Closes the least recently used connection that has no request in flight.
+    /// Closes the least recently used connection in use that has no request in flight,
+    /// and takes it out of the registry at once (so that it is not picked twice).
     fn evict_idle(&self) -> bool {
-        let idle = lock(&self.peers)
+        let mut peers = lock(&self.peers);
+        let idle = peers
             .values()
-            .filter(|c| !c.has_pending())
+            .filter(|c| c.is_usable() && !c.has_pending())
             .min_by_key(|c| c.last_used())
             .cloned();
         match idle {
             Some(idle) => {
                 debug!(peer = %idle.contact.id.short(), "closing the least recently used connection to make room");
                 Counters::bump(&self.counters.connections_evicted);
+                peers.remove(&idle.contact.id);
                 idle.closed.cancel();
                 true
             }
@@ -203,7 +230,7 @@ impl Inner {
             return Err(RpcError::Connect("that is this node".into()));
         }
         let timeout = self.config.connect_timeout;
-        let slot = self.dial_slot(timeout).await?;
+        let slot = self.dial_slot(addr, timeout).await?;
         let conn = tokio::time::timeout(timeout, self.transport.dial(addr, expected))
             .await
             .map_err(|_| RpcError::Connect("connect timed out".into()))?
@@ -223,19 +250,13 @@ impl Inner {
         Ok(self.usable_conn(&peer).unwrap_or(ours))
     }
 
-    /// A connection slot for a dial. When every slot is taken, the least recently used
-    /// connection without requests in flight is closed to make room.
-    async fn dial_slot(&self, timeout: Duration) -> Result<Slot, RpcError> {
-        if let Ok(permit) = self.conn_slots.clone().try_acquire_owned() {
-            return Ok(Slot::new(permit, None));
-        }
-        if !self.evict_idle() {
-            return Err(RpcError::LocalLimit);
-        }
-        match tokio::time::timeout(timeout, self.conn_slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot::new(permit, None)),
-            _ => Err(RpcError::LocalLimit),
-        }
+    /// A connection slot for a dial (counted against the IP too: a peer cannot make us
+    /// open many connections to one host by answering with many ids there). When every
+    /// slot is taken, the least recently used idle connection is closed to make room.
+    async fn dial_slot(&self, addr: SocketAddr, timeout: Duration) -> Result<Slot, RpcError> {
+        let ip_slot = self.ip_slot(addr.ip()).ok_or(RpcError::LocalLimit)?;
+        let permit = self.make_room(timeout).await.ok_or(RpcError::LocalLimit)?;
+        Ok(Slot::new(permit, Some(ip_slot)))
     }
 
     /// Registers an authenticated connection, starts its tasks and records the peer in
@@ -331,14 +352,20 @@ impl Inner {
                         debug!("a frame took longer than frame_deadline_ms: closing");
                         return;
                     }
-                    let quiet = conn.last_used().elapsed();
-                    // A retired duplicate lives only until it has been idle briefly.
-                    let limit = if retired { RETIRE_IDLE } else { idle };
-                    if quiet > limit && !conn.has_pending() {
-                        if !retired {
-                            Counters::bump(&self.counters.connections_idle_closed);
+                    if let Some(since) = conn.retired_for() {
+                        // A retired duplicate lives until our requests on it are answered,
+                        // briefly, whatever the peer keeps sending on it.
+                        let answered = since > RETIRE_IDLE && !conn.has_pending();
+                        if answered || since > RETIRE_IDLE + self.config.rpc_timeout {
+                            debug!("closing retired duplicate connection");
+                            return;
                         }
-                        debug!(idle = ?quiet, retired, "closing idle connection");
+                        continue;
+                    }
+                    let quiet = conn.last_used().elapsed();
+                    if quiet > idle && !conn.has_pending() {
+                        Counters::bump(&self.counters.connections_idle_closed);
+                        debug!(idle = ?quiet, "closing idle connection");
                         return;
                     }
                     continue;
@@ -370,8 +397,8 @@ impl Inner {
                 self.observe(conn.contact);
                 continue;
             }
-            self.observe(conn.contact);
             let answer = if self.admit_request(conn) {
+                self.observe(conn.contact);
                 self.answer(&conn.contact, frame.message)
             } else {
                 Counters::bump(&self.counters.requests_rate_limited);
@@ -395,8 +422,28 @@ impl Inner {
         let exempt = !self.config.limit_local_addresses && limits::is_local(conn.remote_ip);
         let mut limiters = lock(&self.limiters);
         let peer_ok = limiters.peers.try_take(&conn.contact.id, 1.0, now);
-        peer_ok && (exempt || limiters.ips.try_take(&conn.remote_ip, 1.0, now))
+        peer_ok && (exempt || limiters.ips.try_take(&ip_key(conn.remote_ip), 1.0, now))
     }
+}
+
+/// The key of an IP for the per-IP limits: the address itself for IPv4, its /64 for
+/// IPv6.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
+/// How an inbound connection was admitted to its handshake.
+enum Admission {
+    /// With a connection slot of its own.
+    Slot(OwnedSemaphorePermit),
+    /// With a place in the handshake reserve: it needs a slot once proven.
+    Reserve(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
 /// IO errors that mean the connection ended, as opposed to bytes that make no frame

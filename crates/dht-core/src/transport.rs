@@ -116,7 +116,8 @@ impl Listener for TcpListenerBox {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Incoming>> {
         Box::pin(async move {
             let (stream, remote_addr) = self.listener.accept().await?;
-            stream.set_nodelay(true)?;
+            // Only a latency tweak: a failure must not look like an accept error.
+            let _ = stream.set_nodelay(true);
             Ok(Incoming::ready(Connection {
                 io: Box::new(stream),
                 remote_addr,
@@ -247,7 +248,7 @@ impl Transport for MemoryTransport {
             let source = {
                 let mut state = network.state();
                 state.next_port = state.next_port.wrapping_add(1).max(1);
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1)), state.next_port)
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), state.next_port)
             };
             inbound
                 .send(Connection {
