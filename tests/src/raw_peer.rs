@@ -97,6 +97,22 @@ impl PeerIdentity {
     }
 }
 
+/// What an honest but empty peer answers to a node's request.
+pub fn honest_answer(request: &PeerMessage) -> PeerMessage {
+    match request {
+        PeerMessage::Ping => PeerMessage::Pong,
+        PeerMessage::Store { .. } => PeerMessage::StoreResult {
+            status: dht_wire::StoreStatus::Stored,
+        },
+        PeerMessage::FindNode { .. } | PeerMessage::FindValue { .. } => PeerMessage::Nodes {
+            contacts: Vec::new(),
+        },
+        _ => PeerMessage::Error {
+            code: dht_wire::ErrorCode::UnexpectedMessage,
+        },
+    }
+}
+
 /// A connection to a node after TLS, speaking frames.
 pub struct RawPeer {
     /// The framed stream.
@@ -191,13 +207,25 @@ impl RawPeer {
     }
 
     /// Sends a request and waits for its answer.
+    /// Requests the node makes meanwhile (a hand-off of records, a ping) get the plain
+    /// answers an honest peer would give.
     pub async fn request(&mut self, message: PeerMessage) -> anyhow::Result<PeerMessage> {
         let id = self.next_id;
         self.next_id += 1;
         self.framed.send(PeerFrame::request(id, message)).await?;
-        match tokio::time::timeout(Duration::from_secs(5), self.framed.next()).await? {
-            Some(Ok(frame)) if frame.is_response && frame.request_id == id => Ok(frame.message),
-            other => bail!("unexpected: {other:?}"),
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.framed.next()).await? {
+                Some(Ok(frame)) if frame.is_response && frame.request_id == id => {
+                    return Ok(frame.message);
+                }
+                Some(Ok(frame)) if !frame.is_response => {
+                    let answer = honest_answer(&frame.message);
+                    self.framed
+                        .send(PeerFrame::response(frame.request_id, answer))
+                        .await?;
+                }
+                other => bail!("unexpected: {other:?}"),
+            }
         }
     }
 

@@ -91,9 +91,20 @@ pub struct NodeConfig {
     pub lookup_deadline: Duration,
     /// Time to open a connection and exchange HELLOs (`connect_timeout_ms`, 3000 ms).
     pub connect_timeout: Duration,
-    /// A contact heard from within this interval is taken as alive without a ping when a
-    /// newcomer competes for its bucket (`liveness_interval_secs`, 60 s).
+    /// A contact not heard from for this long is pinged in the background; and one heard
+    /// from within it is taken as alive without a ping when a newcomer competes for its
+    /// full bucket (`liveness_interval_secs`, 60 s).
     pub liveness_interval: Duration,
+    /// A contact that fails this many pings in a row is removed from the routing table,
+    /// and the newest contact of its bucket's replacement cache takes its place
+    /// (`ping_failures`, 3).
+    pub ping_failures: u32,
+    /// A bucket without a lookup in its range for this long is refreshed with a lookup
+    /// of a random id in it, with up to 25 % jitter (`refresh_interval_secs`, 3600 s).
+    pub refresh_interval: Duration,
+    /// Every record held is stored again on the `r` closest live nodes to its key this
+    /// often, with up to 25 % jitter (`replicate_interval_secs`, 3600 s).
+    pub replicate_interval: Duration,
     /// Lower bound of a PUT's TTL (`min_ttl_secs`, 60 s): shorter TTLs are raised.
     pub min_ttl: Duration,
     /// Upper bound of a PUT's TTL (`max_ttl_secs`, 86400 s): longer TTLs are lowered.
@@ -147,6 +158,9 @@ impl Default for NodeConfig {
             lookup_deadline: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(3000),
             liveness_interval: Duration::from_secs(60),
+            ping_failures: 3,
+            refresh_interval: Duration::from_secs(3600),
+            replicate_interval: Duration::from_secs(3600),
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(86_400),
             min_replication: 3,
@@ -195,6 +209,9 @@ impl NodeConfig {
                 format!("must be 1..=k ({}), got {}", self.k, self.min_replication),
             );
         }
+        if self.ping_failures == 0 {
+            return bad("ping_failures", "must be at least 1".into());
+        }
         for (key, value) in [
             ("pow_difficulty", self.pow_difficulty),
             ("min_pow_difficulty", self.min_pow_difficulty),
@@ -222,6 +239,9 @@ impl NodeConfig {
             ("lookup_deadline_ms", self.lookup_deadline),
             ("connect_timeout_ms", self.connect_timeout),
             ("idle_timeout_secs", self.idle_timeout),
+            ("liveness_interval_secs", self.liveness_interval),
+            ("refresh_interval_secs", self.refresh_interval),
+            ("replicate_interval_secs", self.replicate_interval),
             ("frame_deadline_ms", self.frame_deadline),
         ] {
             if value.is_zero() {

@@ -28,6 +28,7 @@ pub mod deadline;
 mod error;
 mod handshake;
 mod identity;
+mod maintenance;
 mod node;
 mod ops;
 mod peers;
@@ -94,6 +95,7 @@ impl Node {
     ) -> Result<Node, Error> {
         let (inner, listener) = Inner::start(config, transport, store).await?;
         inner.spawn_accept_loop(listener);
+        inner.spawn_maintenance();
         tracing::info!(
             parent: &inner.span,
             id = %inner.id,

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// How often each defence acted.
     pub(crate) counters: Counters,
     pinging: Mutex<HashSet<NodeId>>,
+    /// Failed pings in a row of routing-table contacts (see `record_ping`).
+    pub(crate) ping_failures: Mutex<HashMap<NodeId, u32>>,
     next_conn_seq: AtomicU64,
     last_version: AtomicU64,
     pub(crate) shutdown: CancellationToken,
@@ -148,6 +150,7 @@ impl Inner {
             peers: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
+            ping_failures: Mutex::new(HashMap::new()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
             ip_conns: Arc::new(Mutex::new(HashMap::new())),
@@ -330,6 +333,9 @@ impl Inner {
     pub(crate) fn observe(self: &Arc<Self>, contact: Contact) {
         let now = mono_now();
         let outcome = self.routing().insert(contact, now);
+        if outcome == InsertOutcome::Inserted && !self.store().is_empty() {
+            self.spawn_handoff(contact);
+        }
         let InsertOutcome::Pending { oldest } = outcome else {
             return;
         };

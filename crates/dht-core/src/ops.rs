@@ -90,7 +90,11 @@ impl Inner {
     /// An iterative lookup of `target`: FIND_NODE, or FIND_VALUE when `want_value`
     /// (which stops at the first valid value).
     pub(crate) async fn lookup(self: &Arc<Self>, target: Key, want_value: bool) -> Found {
-        let seeds = self.routing().closest(&target, self.config.k);
+        let seeds = {
+            let mut routing = self.routing();
+            routing.note_lookup(&target, mono_now());
+            routing.closest(&target, self.config.k)
+        };
         let mut lookup = Lookup::new(target, self.id, seeds, self.lookup_config(), mono_now());
         let mut in_flight = FuturesUnordered::new();
         let mut record = None;
@@ -142,6 +146,7 @@ impl Inner {
                         Err(e) => {
                             debug!(peer = %contact.id.short(), error = %e, "lookup request failed");
                             lookup.on_failure(&contact.id, now);
+                            self.record_ping(contact, Err(e));
                         }
                     }
                 }
@@ -248,7 +253,7 @@ impl Inner {
 
     /// Sends STORE to the closest `wanted` candidates; a failed one is replaced by the
     /// next candidate. Returns how many acknowledged.
-    async fn store_on(
+    pub(crate) async fn store_on(
         self: &Arc<Self>,
         record: &Record,
         candidates: &[Contact],

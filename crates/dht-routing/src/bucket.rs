@@ -25,6 +25,9 @@ pub(crate) struct Bucket {
     pub(crate) replacements: VecDeque<Entry>,
     /// Group counts of `entries` (replacements count toward nothing).
     pub(crate) groups: GroupCounts,
+    /// When a lookup last ran in this bucket's range (`None`: not since the table began
+    /// to be refreshed).
+    pub(crate) last_lookup: Option<Instant>,
 }
 
 impl Bucket {

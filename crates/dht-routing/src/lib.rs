@@ -24,6 +24,7 @@ use dht_id::NodeId;
 mod bucket;
 mod diversity;
 mod lookup;
+mod maintenance;
 mod table;
 
 pub use diversity::{Diversity, GroupFn};

@@ -72,9 +72,9 @@ pub enum InsertOutcome {
 /// The Kademlia routing table of one node: 256 k-buckets indexed by shared prefix length.
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
-    local_id: NodeId,
+    pub(crate) local_id: NodeId,
     config: RoutingConfig,
-    buckets: Vec<Bucket>,
+    pub(crate) buckets: Vec<Bucket>,
     len: usize,
     /// Group counts of all bucket entries.
     groups: GroupCounts,

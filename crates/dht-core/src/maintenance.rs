@@ -1,0 +1,196 @@
+//! Kademlia upkeep, on timers: liveness pings of quiet contacts (removed after
+//! `ping_failures` failures in a row), refresh of buckets without a recent lookup,
+//! periodic replication of every record held to its `r` closest live nodes, and the
+//! hand-off of records to a newly seen node that is among their closest. The decisions
+//! about the routing table are made by `dht-routing`; this module runs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dht_routing::Contact;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rand::Rng;
+use tracing::{Instrument, debug};
+
+use crate::error::RpcError;
+use crate::node::{Inner, lock, mono_now, unix_now};
+
+/// Contacts pinged at once by one liveness round.
+const PINGS_PER_ROUND: usize = 16;
+/// Buckets refreshed by one round.
+const REFRESHES_PER_ROUND: usize = 4;
+/// Records replicated at once.
+const REPLICATION_PARALLELISM: usize = 8;
+/// Records handed to one newly seen node at most.
+const HANDOFF_LIMIT: usize = 1000;
+
+impl Inner {
+    /// Starts the upkeep task; it ends with the node.
+    pub(crate) fn spawn_maintenance(self: &Arc<Self>) {
+        let inner = self.clone();
+        self.tasks
+            .spawn(async move { inner.maintain().await }.instrument(self.span.clone()));
+    }
+
+    async fn maintain(self: Arc<Self>) {
+        let shortest = [
+            self.config.liveness_interval,
+            self.config.refresh_interval,
+            self.config.replicate_interval,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(60));
+        let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let mut next_replication =
+            tokio::time::Instant::now() + jittered(self.config.replicate_interval);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            self.liveness_round().await;
+            self.refresh_round().await;
+            if tokio::time::Instant::now() >= next_replication {
+                self.replicate_round().await;
+                next_replication =
+                    tokio::time::Instant::now() + jittered(self.config.replicate_interval);
+            }
+        }
+    }
+
+    /// Pings contacts that have been quiet for the liveness interval.
+    async fn liveness_round(self: &Arc<Self>) {
+        let stale = self.routing().stale_contacts(
+            mono_now(),
+            self.config.liveness_interval,
+            PINGS_PER_ROUND,
+        );
+        let mut pings: FuturesUnordered<_> = stale
+            .into_iter()
+            .map(|contact| async move { (contact, self.ping(contact).await) })
+            .collect();
+        while let Some((contact, outcome)) = pings.next().await {
+            self.record_ping(contact, outcome);
+        }
+    }
+
+    /// Updates the table after a ping: an answer refreshes the contact; the
+    /// `ping_failures`-th failure in a row removes it (its bucket's newest replacement
+    /// takes its place). Our own limits or shutdown say nothing about the peer.
+    pub(crate) fn record_ping(&self, contact: Contact, outcome: Result<(), RpcError>) {
+        match outcome {
+            Ok(()) => {
+                lock(&self.ping_failures).remove(&contact.id);
+                self.routing().insert(contact, mono_now());
+            }
+            Err(RpcError::LocalLimit | RpcError::Closed) if self.shutdown.is_cancelled() => {}
+            Err(RpcError::LocalLimit) => {}
+            Err(e) => {
+                // Only contacts of the table are counted: the map stays bounded by it.
+                if !self.routing().contains(&contact.id) {
+                    return;
+                }
+                let failures = {
+                    let mut map = lock(&self.ping_failures);
+                    let count = map.entry(contact.id).or_insert(0);
+                    *count += 1;
+                    *count
+                };
+                if failures >= self.config.ping_failures {
+                    debug!(peer = %contact.id.short(), error = %e, failures, "removing a contact that stopped answering");
+                    self.routing().remove(&contact.id);
+                    lock(&self.ping_failures).remove(&contact.id);
+                }
+            }
+        }
+    }
+
+    /// Looks up a random id in each bucket that went without a lookup for the refresh
+    /// interval (with jitter, so that many nodes with one interval do not refresh at once).
+    async fn refresh_round(self: &Arc<Self>) {
+        let due = self
+            .routing()
+            .buckets_to_refresh(mono_now(), jittered(self.config.refresh_interval));
+        let targets: Vec<_> = {
+            let mut rng = rand::thread_rng();
+            due.into_iter()
+                .take(REFRESHES_PER_ROUND)
+                .map(|bucket| self.id.random_in_bucket(bucket, &mut rng))
+                .collect()
+        };
+        let mut lookups: FuturesUnordered<_> =
+            targets.into_iter().map(|t| self.lookup(t, false)).collect();
+        while lookups.next().await.is_some() {}
+    }
+
+    /// Stores every record held again on the `r` closest live nodes to its key. The
+    /// record travels as it is: its expiry and version never change on the way.
+    async fn replicate_round(self: &Arc<Self>) {
+        let records = match self.store().records(unix_now()) {
+            Ok(records) => records,
+            Err(e) => {
+                debug!(error = %e, "cannot list records to replicate");
+                return;
+            }
+        };
+        let _ = self.store().purge_expired(unix_now());
+        debug!(records = records.len(), "replicating");
+        let mut work = futures::stream::iter(records.into_iter().map(|record| {
+            let inner = self.clone();
+            async move {
+                let closest = inner.lookup(record.key, false).await.result.closest;
+                inner
+                    .store_on(&record, &closest, usize::from(record.replication))
+                    .await
+            }
+        }))
+        .buffer_unordered(REPLICATION_PARALLELISM);
+        while work.next().await.is_some() {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Hands a newly seen node the records it is now among the `r` closest nodes for
+    /// (as far as our routing table knows), so that a node joining close to a key holds
+    /// it without waiting for the next replication.
+    pub(crate) fn spawn_handoff(self: &Arc<Self>, newcomer: Contact) {
+        let inner = self.clone();
+        self.tasks.spawn(
+            async move {
+                let records = inner.store().records(unix_now()).unwrap_or_default();
+                let due: Vec<_> = {
+                    let routing = inner.routing();
+                    records
+                        .into_iter()
+                        .filter(|record| {
+                            routing
+                                .closest(&record.key, usize::from(record.replication))
+                                .iter()
+                                .any(|c| c.id == newcomer.id)
+                        })
+                        .take(HANDOFF_LIMIT)
+                        .collect()
+                };
+                if !due.is_empty() {
+                    debug!(peer = %newcomer.id.short(), records = due.len(), "handing records to a new neighbour");
+                }
+                for record in due {
+                    if inner.store_on(&record, &[newcomer], 1).await == 0 {
+                        break;
+                    }
+                }
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+}
+
+/// `interval` plus up to a quarter of it, at random.
+fn jittered(interval: Duration) -> Duration {
+    let jitter = rand::thread_rng().gen_range(0.0..0.25);
+    interval + interval.mul_f64(jitter)
+}

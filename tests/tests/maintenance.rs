@@ -1,0 +1,232 @@
+//! Kademlia upkeep with intervals of a few seconds: a node that disappears leaves
+//! every table, records come back to their closest live nodes after churn, and a node
+//! that joins close to a key receives it. Every wait polls with a deadline computed
+//! from the configured intervals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_core::{Key, Node, NodeConfig, NodeId, PutOptions};
+use dht_security::{HostKey, pow};
+use dht_tests::{TEST_POW, init_tracing, test_config, wait_for};
+
+const LIVENESS: Duration = Duration::from_secs(1);
+const REPLICATE: Duration = Duration::from_secs(2);
+const PING_FAILURES: u32 = 2;
+
+fn config(bootstrap: &[SocketAddr]) -> NodeConfig {
+    NodeConfig {
+        liveness_interval: LIVENESS,
+        replicate_interval: REPLICATE,
+        refresh_interval: Duration::from_secs(5),
+        ping_failures: PING_FAILURES,
+        rpc_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        ..test_config(bootstrap)
+    }
+}
+
+/// How long removing a dead contact may take: its liveness interval, the failed pings
+/// (each bounded by connect and RPC timeouts), the upkeep tick, and slack for a loaded
+/// machine.
+fn removal_deadline(c: &NodeConfig) -> Duration {
+    c.liveness_interval
+        + (c.connect_timeout + c.rpc_timeout) * (c.ping_failures + 1)
+        + Duration::from_secs(5)
+}
+
+/// Two replication rounds (with their jitter) plus the lookups they make, and slack.
+fn replication_deadline(c: &NodeConfig) -> Duration {
+    c.replicate_interval.mul_f64(2.5) + removal_deadline(c)
+}
+
+async fn network(n: usize) -> (Arc<Node>, Vec<Arc<Node>>) {
+    let bootstrap = Arc::new(Node::start(config(&[])).await.expect("bootstrap"));
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Arc::new(
+            Node::start(config(&[bootstrap.listen_addr()]))
+                .await
+                .expect("node"),
+        ));
+    }
+    (bootstrap, nodes)
+}
+
+fn closest(live: &[Arc<Node>], key: &Key, r: usize) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
+    ids.sort_by_key(|id| id.distance(key));
+    ids.truncate(r);
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_disappears_leaves_every_table() {
+    init_tracing();
+    let (bootstrap, mut nodes) = network(6).await;
+    let gone = nodes.remove(2);
+    let gone_id = gone.id();
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n.routing_contacts().iter().any(|c| c.id == gone_id)),
+        "nobody knew the node"
+    );
+    gone.shutdown().await;
+    let deadline = removal_deadline(bootstrap.config());
+    let removed = wait_for(deadline, || async {
+        nodes
+            .iter()
+            .chain(std::iter::once(&bootstrap))
+            .all(|n| n.routing_contacts().iter().all(|c| c.id != gone_id))
+    })
+    .await;
+    assert!(
+        removed,
+        "the dead node is still in a table after {deadline:?}"
+    );
+    for n in nodes.iter().chain(std::iter::once(&bootstrap)) {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_return_to_their_closest_live_nodes_after_churn() {
+    init_tracing();
+    let (bootstrap, mut nodes) = network(11).await;
+    let keys: Vec<Key> = (0..20)
+        .map(|i| Key::sha256(format!("churn/{i}").as_bytes()))
+        .collect();
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 3,
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let report = nodes[i % nodes.len()]
+            .put(*key, Bytes::from(format!("value {i}")), options)
+            .await
+            .expect("put");
+        assert_eq!(report.replicas, 3);
+    }
+    let holders_before: Vec<Vec<NodeId>> = keys
+        .iter()
+        .map(|key| {
+            nodes
+                .iter()
+                .chain(std::iter::once(&bootstrap))
+                .filter(|n| n.holds(key))
+                .map(|n| n.id())
+                .collect()
+        })
+        .collect();
+    // A third of the nodes go, among them holders of the first keys.
+    let mut going: Vec<usize> = Vec::new();
+    for key in &keys {
+        for (i, n) in nodes.iter().enumerate() {
+            if going.len() < 4 && n.holds(key) && !going.contains(&i) {
+                going.push(i);
+                break;
+            }
+        }
+    }
+    going.sort_unstable();
+    for &i in going.iter().rev() {
+        nodes.remove(i).shutdown().await;
+    }
+    let mut live = nodes.clone();
+    live.push(bootstrap.clone());
+    let all_restored = || {
+        keys.iter().all(|key| {
+            closest(&live, key, 3).iter().all(|id| {
+                live.iter()
+                    .find(|n| n.id() == *id)
+                    .is_some_and(|n| n.holds(key))
+            })
+        })
+    };
+    // Losing holders left some key short of its 3 closest live nodes: the copies that
+    // replication must make.
+    let new_copies_needed = keys
+        .iter()
+        .zip(&holders_before)
+        .any(|(key, before)| closest(&live, key, 3).iter().any(|id| !before.contains(id)));
+    assert!(new_copies_needed, "the churn removed no needed copy");
+    let deadline = replication_deadline(bootstrap.config());
+    let restored = wait_for(deadline, || async { all_restored() }).await;
+    assert!(
+        restored,
+        "some key is not held by its 3 closest live nodes after {deadline:?}"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        for n in &live {
+            assert_eq!(
+                n.get(*key).await.expect("get").as_deref(),
+                Some(format!("value {i}").as_bytes()),
+                "key {i} from {}",
+                n.id()
+            );
+        }
+    }
+    for n in &live {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_close_to_a_key_receives_it() {
+    init_tracing();
+    let (bootstrap, nodes) = network(7).await;
+    let key = Key::sha256(b"handoff");
+    nodes[0]
+        .put(
+            key,
+            Bytes::from_static(b"handed"),
+            PutOptions {
+                ttl: Duration::from_secs(600),
+                replication: 3,
+            },
+        )
+        .await
+        .expect("put");
+    let mut live = nodes.clone();
+    live.push(bootstrap.clone());
+    let third = closest(&live, &key, 3)[2];
+    // An identity closer to the key than the third closest node.
+    let dir = std::env::temp_dir().join(format!("dht-handoff-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let hostkey = dir.join("hostkey.pem");
+    loop {
+        let host = HostKey::generate().expect("key");
+        let (nonce, node_id) = pow::mint(host.spki_der(), TEST_POW, 0, u64::MAX).expect("mint");
+        if node_id.distance(&key) < third.distance(&key) {
+            std::fs::write(&hostkey, host.to_pem()).expect("write key");
+            // The node reuses a saved proof of work: it keeps this id.
+            let minted = pow::MintedId {
+                nonce,
+                node_id,
+                difficulty: TEST_POW,
+            };
+            std::fs::write(dir.join("hostkey.pem.pow"), minted.to_text()).expect("write pow");
+            break;
+        }
+    }
+    let newcomer = Node::start(NodeConfig {
+        hostkey: Some(hostkey),
+        ..config(&[bootstrap.listen_addr()])
+    })
+    .await
+    .expect("newcomer");
+    assert!(newcomer.id().distance(&key) < third.distance(&key));
+    let deadline = replication_deadline(bootstrap.config());
+    assert!(
+        wait_for(deadline, || async { newcomer.holds(&key) }).await,
+        "the newcomer did not receive the key within {deadline:?}"
+    );
+    newcomer.shutdown().await;
+    for n in &live {
+        n.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
