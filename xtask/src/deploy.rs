@@ -16,15 +16,17 @@ use std::time::Instant;
 use anyhow::{Context, bail, ensure};
 
 use crate::cluster::{self, Cluster, Member, Role};
+use crate::overrides::{self, Override};
 use crate::startup;
 
 /// Usage of the `deploy` command.
-pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release]
+pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release] [--set section.key=value]...
       Build dht-node and dht-bootstrap, start one bootstrap node and N nodes (default 5)
       on 127.0.0.1 in the background, wait until every node has joined and a value PUT
       through node-1 can be read through every other node, then print the cluster.
       Stops an earlier deployment first. Files: target/deploy/ (cluster.json, and per
-      process <name>/config.toml and <name>/node.log).
+      process <name>/config.toml and <name>/node.log). Each --set overrides a
+      configuration key in every node's file, e.g. --set dht.replicate_interval_secs=10.
   deploy stop
       Stop the processes listed in target/deploy/cluster.json (SIGTERM, SIGKILL after
       10 s; only processes whose command line still names their config) and remove it.";
@@ -40,6 +42,8 @@ pub(crate) struct Options {
     pub(crate) nodes: usize,
     /// Build and run the release profile.
     pub(crate) release: bool,
+    /// `--set section.key=value` overrides for every configuration file.
+    pub(crate) overrides: Vec<Override>,
 }
 
 impl Options {
@@ -48,6 +52,7 @@ impl Options {
         let mut options = Options {
             nodes: DEFAULT_NODES,
             release: false,
+            overrides: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(&arg) = args.next() {
@@ -56,13 +61,24 @@ impl Options {
                     options.release = true;
                     continue;
                 }
+                "--set" => {
+                    let value = args.next().context("--set needs section.key=value")?;
+                    options.overrides.push(Override::parse(value)?);
+                    continue;
+                }
                 "--nodes" | "-n" => *args
                     .next()
                     .with_context(|| format!("{arg} needs a number"))?,
-                _ => match arg.strip_prefix("--nodes=") {
-                    Some(count) => count,
-                    None => bail!("deploy: unexpected argument {arg:?}"),
-                },
+                _ => {
+                    if let Some(value) = arg.strip_prefix("--set=") {
+                        options.overrides.push(Override::parse(value)?);
+                        continue;
+                    }
+                    match arg.strip_prefix("--nodes=") {
+                        Some(count) => count,
+                        None => bail!("deploy: unexpected argument {arg:?}"),
+                    }
+                }
             };
             options.nodes = count
                 .parse()
@@ -181,7 +197,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         Role::Bootstrap,
         boot_addr,
         None,
-        &bootstrap_config(boot_addr),
+        &overrides::apply(&bootstrap_config(boot_addr), &options.overrides),
     )?;
     if let Err(e) = launch(
         &layout,
@@ -206,7 +222,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     for (i, pair) in ports[1..].chunks_exact(2).enumerate() {
         let name = format!("node-{}", i + 1);
         let (p2p, api) = (local(pair[0]), local(pair[1]));
-        let text = node_config(&name, p2p, api, &peer);
+        let text = overrides::apply(&node_config(&name, p2p, api, &peer), &options.overrides);
         let plan = write_plan(&layout, &name, Role::Node, p2p, Some(api), &text);
         let launched =
             plan.and_then(|plan| launch(&layout, &mut cluster, &mut log_offsets, &node_bin, &plan));
@@ -451,17 +467,23 @@ mod tests {
             parse(&[]).unwrap(),
             Options {
                 nodes: 5,
-                release: false
+                release: false,
+                overrides: Vec::new(),
             }
         );
         assert_eq!(
             parse(&["--nodes", "20", "--release"]).unwrap(),
             Options {
                 nodes: 20,
-                release: true
+                release: true,
+                overrides: Vec::new(),
             }
         );
         assert_eq!(parse(&["--nodes=3"]).unwrap().nodes, 3);
+        let set = parse(&["--set", "dht.k=8", "--set=dht.alpha=2"]).unwrap();
+        assert_eq!(set.overrides.len(), 2);
+        assert!(parse(&["--set"]).is_err());
+        assert!(parse(&["--set", "nonsense"]).is_err());
         assert_eq!(parse(&["-n", "1"]).unwrap().nodes, 1);
         assert!(parse(&["--nodes"]).is_err());
         assert!(parse(&["--nodes", "0"]).is_err());

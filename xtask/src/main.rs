@@ -4,6 +4,7 @@
 mod api_probe;
 mod cluster;
 mod deploy;
+mod overrides;
 mod startup;
 
 use std::process::ExitCode;
