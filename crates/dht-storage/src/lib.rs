@@ -18,15 +18,22 @@
 //! replication are never refused by the quota, only by the hard limits
 //! ([`StoreError::Full`]). [`RecordStore::put`] is a local put.
 //!
+//! [`DurableStore`] keeps the same records, with the same semantics, in an encrypted
+//! embedded database (redb, entries sealed with AES-256-GCM under a [`StorageKey`]), so
+//! that they survive restarts; see the [`durable`] module for its format and durability.
+//!
 //! This crate owns no runtime and reads no clock: every time-dependent method takes `now`,
-//! wall-clock UNIX seconds, from the caller. It never logs or prints a stored value.
+//! wall-clock UNIX seconds, from the caller. It never logs or prints a stored value. The
+//! durable store's file IO is blocking: the caller runs it off its async workers.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
+pub mod durable;
 mod memory;
 mod quota;
 mod record;
 mod store;
 
+pub use durable::{DurableStore, OpenReport, StorageKey};
 pub use memory::MemoryStore;
 pub use quota::{Origin, QuotaLimits};
 pub use record::{RECORD_OVERHEAD, Record};

@@ -5,9 +5,13 @@ use std::fmt;
 
 use dht_id::Key;
 
-use crate::quota::{Ledger, Origin, Put, Refusal, Tally};
+use crate::quota::{Ledger, Origin, Refusal, Tally};
+
+mod trace;
+
 use crate::record::Record;
 use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits};
+pub(crate) use trace::Change;
 
 /// A held record and the origin whose put wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,40 +117,8 @@ impl RecordStore for MemoryStore {
         now: u64,
         origin: Origin,
     ) -> Result<PutOutcome, StoreError> {
-        self.limits.validate(&record, now)?;
-        let (outcome, held) = match self.records.get(&record.key) {
-            None => (PutOutcome::Inserted, None),
-            Some(held) if held.record.is_expired(now) => (PutOutcome::Replaced, Some(held)),
-            Some(held) if held.record == record => return Ok(PutOutcome::Unchanged),
-            Some(held) if held.record.supersedes(&record) => return Ok(PutOutcome::KeptNewer),
-            Some(held) => (PutOutcome::Replaced, Some(held)),
-        };
-        let put = Put {
-            origin,
-            footprint: record.footprint(),
-            replaces: held.map(|e| (e.origin, e.record.footprint())),
-        };
-        let totals = Tally {
-            records: self.records.len(),
-            bytes: self.bytes,
-        };
-        let usage = self.ledger.usage(&origin);
-        if self.limits.admit(totals, usage, &put).is_err() {
-            // Purge only if that is enough, so that a refused put changes nothing.
-            let (expired, expired_mine) = self.expired_totals(now, &record.key, &origin);
-            self.limits
-                .admit(totals.without(expired), usage.without(expired_mine), &put)
-                .map_err(|refusal| self.refused(refusal, &origin))?;
-            self.purge_expired(now)?;
-        }
-        self.bytes = self.bytes.saturating_add(put.footprint);
-        self.ledger.charge(origin, put.footprint);
-        if let Some(old) = self.records.insert(record.key, Entry { record, origin }) {
-            let old_bytes = old.record.footprint();
-            self.bytes = self.bytes.saturating_sub(old_bytes);
-            self.ledger.refund(old.origin, old_bytes);
-        }
-        Ok(outcome)
+        self.put_traced(record, now, origin)
+            .map(|change| change.outcome)
     }
 
     fn usage_of(&self, peer: &Key) -> (usize, usize) {
@@ -163,30 +135,11 @@ impl RecordStore for MemoryStore {
     }
 
     fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
-        let removed = self.records.remove(key);
-        Ok(removed.map(|e| {
-            let bytes = e.record.footprint();
-            self.bytes = self.bytes.saturating_sub(bytes);
-            self.ledger.refund(e.origin, bytes);
-            e.record
-        }))
+        Ok(self.take(key).map(|(record, _)| record))
     }
 
     fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
-        let before = self.records.len();
-        let mut freed = 0usize;
-        let ledger = &mut self.ledger;
-        self.records.retain(|_, e| {
-            let keep = !e.record.is_expired(now);
-            if !keep {
-                let bytes = e.record.footprint();
-                freed = freed.saturating_add(bytes);
-                ledger.refund(e.origin, bytes);
-            }
-            keep
-        });
-        self.bytes = self.bytes.saturating_sub(freed);
-        Ok(before - self.records.len())
+        Ok(self.purge_traced(now).len())
     }
 
     /// All unexpired records, sorted by key.

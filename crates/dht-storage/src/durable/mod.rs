@@ -1,0 +1,485 @@
+//! [`DurableStore`]: a [`RecordStore`] that survives restarts, on a [redb] database whose
+//! entries are sealed with AES-256-GCM (see also `docs/STORAGE.md`).
+//!
+//! # Design
+//!
+//! The store is a [`MemoryStore`] (all records decrypted, in memory) plus the database as
+//! its durable copy. Every mutating call runs `MemoryStore`'s own logic (version order,
+//! expiry, limits, quotas, `Unchanged` / `KeptNewer`, purges to make room), writes exactly
+//! what it changed to the database in one write transaction, and commits before it
+//! returns. If the database write or the commit fails, the in-memory changes are undone
+//! and the call returns [`StoreError::Backend`]: memory and disk never disagree. Reads
+//! (`get`, `records`, `len`, `bytes`, `usage_of`) never touch the disk. The memory cost is
+//! the `MemoryStore`'s, bounded by [`StoreLimits::max_bytes`]; the database holds the
+//! same records, so the limits hold on disk too.
+//!
+//! Why a full in-memory copy rather than an index of the database: the semantics are
+//! `MemoryStore`'s by construction (one implementation, and `tests/durable.rs` checks the
+//! two against each other), reads cannot fail or block on IO, and the memory is what the
+//! node already budgets for its in-memory store. The price is the memory, and a scan of
+//! the whole file at open.
+//!
+//! # Format (format version 1)
+//!
+//! One file, `dir/records.redb`, with two tables:
+//!
+//! - `records`: slot -> sealed entry. The slot is HMAC-SHA256 of the record key under the
+//!   slot subkey (32 bytes), so that lookups need no plaintext key. The sealed entry is
+//!   `nonce (12) || AES-256-GCM ciphertext || tag (16)` of the plaintext
+//!   `key (32) || expires_at (u64 BE) || version (u64 BE) || replication (u8) ||
+//!   origin tag (u8: 0 local, 1 peer, 2 replication) || peer id (32, tags 1 and 2) ||
+//!   value`, with associated data `slot || format version (1)`: an entry moved or copied
+//!   to another slot fails authentication, and a record must also hash to its slot.
+//! - `meta`: `"format"` -> the format version byte in the clear; `"check"` -> a known
+//!   plaintext sealed with associated data `"check" || 1` (tells a wrong storage key from
+//!   damaged entries); `"contacts"` -> the saved contacts blob sealed with associated data
+//!   `"contacts" || 1`.
+//!
+//! Keys: the [`StorageKey`] (HKDF-SHA256 of the host key, or given) is the pseudorandom
+//! key of two HKDF-SHA256 expansions, `"voidphone-dht storage v1 seal"` (AEAD key) and
+//! `"voidphone-dht storage v1 slot"` (HMAC key).
+//!
+//! Nonces are 96 random bits from ring's `SystemRandom`, fresh for every seal. Random
+//! nonces are safe for up to 2^32 seals per key (the NIST SP 800-38D bound: collision
+//! chance below 2^-32); one seal is one written record, so a node would have to store over
+//! four billion records under one key (100 per second for more than a year without pause)
+//! before reaching it; a new storage key (a new host key, or another configured key) starts
+//! the count afresh.
+//!
+//! The file holds no key, value or peer id in the clear: only slots, sealed entries, the
+//! format byte and redb's own structure. It does show how many entries there are and, by
+//! each entry's length, the length of each value (plus a fixed overhead).
+//!
+//! # Open
+//!
+//! [`DurableStore::open_at`] (and [`DurableStore::open`], which purges nothing) scans the
+//! file once and
+//!
+//! - moves a file that is not a usable database (not redb, corrupt, another schema or
+//!   format) aside to `records.redb.broken-<n>` and starts a new, empty one;
+//! - moves a file sealed under another storage key (the key check fails) aside the same
+//!   way, counting all its entries as [`corrupt_skipped`](OpenReport::corrupt_skipped):
+//!   nothing is served, and the file is kept intact for recovery with the right key;
+//! - **removes** single entries that fail authentication (damaged or tampered with) and
+//!   counts them: they are never served, and removing them keeps the file within bounds;
+//! - removes records expired at `now` (with `open_at`) and records the (lowered) limits no
+//!   longer admit.
+//!
+//! # Durability
+//!
+//! Every commit uses [`redb::Durability::Immediate`]: a call that returned `Ok` has been
+//! `fsync`ed, so its changes survive the process being killed (`kill -9`) at any point
+//! (tested: `tests/crash.rs`), and a batch is all or nothing. They also survive power
+//! loss as far as the disk honours `fsync`: that is redb's documented assumption (writes
+//! are durable once `fsync` returns, single-byte writes are atomic); a disk that
+//! acknowledges writes from a volatile cache may lose the last commits, and redb's
+//! checksums and commit slots then bring the file back to the last complete commit. A crash
+//! mid-commit rolls back that commit only. Commits are redb's default one-phase commit with
+//! checksums (one `fsync` each; see `file::begin` for why two-phase commit is not needed
+//! here). After an unclean shutdown, redb repairs the file at the next open (a walk of the
+//! whole file, bounded by the store's limits).
+//!
+//! [redb]: https://docs.rs/redb
+
+mod file;
+mod load;
+mod seal;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use dht_id::Key;
+use redb::{Database, Table};
+
+pub use file::FILE_NAME;
+pub use seal::{STORAGE_KEY_INFO, STORAGE_KEY_SALT, StorageKey};
+
+use self::file::{Fault, META, META_CONTACTS, RECORDS, backend, begin, move_aside, open_db};
+use self::seal::Sealer;
+use crate::memory::{Change, MemoryStore};
+use crate::quota::Origin;
+use crate::record::Record;
+use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits};
+
+/// Largest contacts blob [`DurableStore::save_contacts`] accepts (4 MiB).
+pub const MAX_CONTACTS_LEN: usize = 4 * 1024 * 1024;
+
+/// What [`DurableStore::open`] found. The caller logs it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Records loaded and held.
+    pub records: usize,
+    /// Expired records removed at open ([`DurableStore::open_at`] only).
+    pub expired_purged: usize,
+    /// Entries (records and saved contacts) that failed authentication: removed from the
+    /// file and never served; or, if the whole file was sealed under another key, all its
+    /// entries (then the file was moved aside, see `moved_aside`).
+    pub corrupt_skipped: usize,
+    /// Where an unusable file (or one sealed under another key) was moved; a new, empty
+    /// database was created in its place.
+    pub moved_aside: Option<PathBuf>,
+    /// Why the file was moved aside.
+    pub moved_aside_reason: Option<String>,
+    /// Records removed because the limits no longer admit them (lowered since they were
+    /// stored): values that are too long, and the records that expire first while the store
+    /// was over `max_records` or `max_bytes`.
+    pub dropped_over_limits: usize,
+}
+
+/// A [`RecordStore`] that keeps its records in an encrypted redb database in a directory,
+/// and all of them decrypted in memory. See the [module doc](self) for the design, the file
+/// format and the durability promise.
+///
+/// The database IO is blocking: run the store off the async workers.
+pub struct DurableStore {
+    db: Database,
+    sealer: Sealer,
+    cache: MemoryStore,
+    path: PathBuf,
+}
+
+impl DurableStore {
+    /// Opens (or creates) the database `dir/records.redb` (creating `dir` if needed) and
+    /// loads its records. Purges nothing: expired records are held, never served, until
+    /// [`purge_expired`](RecordStore::purge_expired) or a put that needs room removes them
+    /// (use [`open_at`](Self::open_at) to purge at open).
+    ///
+    /// A file that cannot be opened as a store (not a redb file, corrupt header, another
+    /// schema) or that was sealed under another key is moved aside to
+    /// `dir/records.redb.broken-<n>` and a new empty database is created; the report says
+    /// so. Entries that fail authentication are counted, removed from the file and never
+    /// served. Errors: [`StoreError::Backend`] for IO failures, and if the database is
+    /// already open (in this process or another).
+    pub fn open(
+        dir: &Path,
+        key: StorageKey,
+        limits: StoreLimits,
+    ) -> Result<(DurableStore, OpenReport), StoreError> {
+        Self::open_inner(dir, &key, limits, None)
+    }
+
+    /// [`open`](Self::open), and removes the records expired at `now` (wall-clock UNIX
+    /// seconds), counted in [`OpenReport::expired_purged`].
+    pub fn open_at(
+        dir: &Path,
+        key: StorageKey,
+        limits: StoreLimits,
+        now: u64,
+    ) -> Result<(DurableStore, OpenReport), StoreError> {
+        Self::open_inner(dir, &key, limits, Some(now))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        key: &StorageKey,
+        limits: StoreLimits,
+        now: Option<u64>,
+    ) -> Result<(DurableStore, OpenReport), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| backend("creating the directory", e))?;
+        let sealer = Sealer::new(key)?;
+        let path = dir.join(FILE_NAME);
+        let mut report = OpenReport::default();
+        // The second attempt runs on a new, empty file.
+        for _ in 0..2 {
+            let fault = match open_db(&path) {
+                Ok(db) => match load::load(&db, &sealer, &limits, now, &mut report) {
+                    Ok(cache) => {
+                        report.records = cache.len();
+                        let store = DurableStore {
+                            db,
+                            sealer,
+                            cache,
+                            path,
+                        };
+                        return Ok((store, report));
+                    }
+                    Err(fault) => fault,
+                },
+                Err(fault) => fault,
+            };
+            if report.moved_aside.is_some() {
+                return Err(fault_error(fault, "the new database"));
+            }
+            let (reason, corrupt) = match fault {
+                Fault::Backend(e) => return Err(e),
+                Fault::Unusable(reason) => (reason, 0),
+                Fault::WrongKey { entries } => (
+                    format!("sealed under another storage key ({entries} entries)"),
+                    entries,
+                ),
+            };
+            report = OpenReport {
+                corrupt_skipped: corrupt,
+                moved_aside: Some(move_aside(&path)?),
+                moved_aside_reason: Some(reason),
+                ..OpenReport::default()
+            };
+        }
+        Err(StoreError::Backend(
+            "the new database cannot be used".into(),
+        ))
+    }
+
+    /// Applies `puts` in order in ONE write transaction with one durable commit (group
+    /// commit), with the semantics of [`RecordStore::put_from`] for each; returns their
+    /// results in order. A put's refusal does not affect the others. If the database write
+    /// or the commit fails, nothing of the batch is applied (in memory or on disk) and every
+    /// result is that [`StoreError::Backend`]. A batch that changes nothing commits
+    /// nothing.
+    pub fn put_many(
+        &mut self,
+        puts: Vec<(Record, Origin)>,
+        now: u64,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        let n = puts.len();
+        let failed = |e: StoreError| vec![Err(e); n];
+        let txn = match begin(&self.db) {
+            Ok(txn) => txn,
+            Err(e) => return failed(e),
+        };
+        let mut results = Vec::with_capacity(n);
+        let mut undo: Vec<(Key, Change)> = Vec::new();
+        let mut failure = None;
+        match txn.open_table(RECORDS) {
+            Err(e) => failure = Some(backend("opening the records", e)),
+            Ok(mut table) => {
+                for (record, origin) in puts {
+                    let key = record.key;
+                    let change = match self.cache.put_traced(record, now, origin) {
+                        Ok(change) => change,
+                        Err(refused) => {
+                            results.push(Err(refused));
+                            continue;
+                        }
+                    };
+                    results.push(Ok(change.outcome));
+                    if !change.stored() && change.purged.is_empty() {
+                        continue;
+                    }
+                    let written = self.write(&mut table, &key, &change);
+                    undo.push((key, change));
+                    if let Err(e) = written {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if undo.is_empty() && failure.is_none() {
+            // Nothing changed: no commit, no fsync.
+            let _ = txn.abort();
+            return results;
+        }
+        let failure = match failure {
+            Some(e) => {
+                let _ = txn.abort();
+                Some(e)
+            }
+            None => txn.commit().err().map(|e| backend("committing", e)),
+        };
+        match failure {
+            None => results,
+            Some(e) => {
+                self.undo(undo);
+                failed(e)
+            }
+        }
+    }
+
+    /// Writes to `table` what a put of `key` changed: removes the purged records' entries,
+    /// then writes the new record's.
+    fn write(
+        &self,
+        table: &mut Table<'_, &[u8], &[u8]>,
+        key: &Key,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        for (purged, _) in &change.purged {
+            table
+                .remove(self.sealer.slot(&purged.key).as_slice())
+                .map_err(|e| backend("removing a purged record", e))?;
+        }
+        if change.stored() {
+            let (record, origin) = self
+                .cache
+                .entry(key)
+                .ok_or_else(|| StoreError::Backend("a stored record is not held".into()))?;
+            let slot = self.sealer.slot(key);
+            let sealed = self.sealer.seal_record(&slot, record, origin)?;
+            table
+                .insert(slot.as_slice(), sealed.as_slice())
+                .map_err(|e| backend("writing a record", e))?;
+        }
+        Ok(())
+    }
+
+    /// Undoes the in-memory changes of puts whose transaction failed, last first.
+    fn undo(&mut self, undo: Vec<(Key, Change)>) {
+        for (key, change) in undo.into_iter().rev() {
+            if change.stored() {
+                self.cache.take(&key);
+            }
+            if let Some((record, origin)) = change.replaced {
+                self.cache.restore(record, origin);
+            }
+            for (record, origin) in change.purged {
+                self.cache.restore(record, origin);
+            }
+        }
+    }
+
+    /// Removes the entries of `slots` in one durable transaction.
+    fn remove_slots(&self, slots: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
+        let txn = begin(&self.db)?;
+        {
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(|e| backend("opening the records", e))?;
+            for slot in slots {
+                table
+                    .remove(slot.as_slice())
+                    .map_err(|e| backend("removing a record", e))?;
+            }
+        }
+        txn.commit().map_err(|e| backend("committing", e))
+    }
+
+    /// Saves the contacts blob (opaque bytes the caller encodes, sealed like the records),
+    /// replacing the saved one, durably. At most [`MAX_CONTACTS_LEN`] bytes, otherwise
+    /// [`StoreError::ValueTooLarge`].
+    pub fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
+        if blob.len() > MAX_CONTACTS_LEN {
+            return Err(StoreError::ValueTooLarge {
+                len: blob.len(),
+                max: MAX_CONTACTS_LEN,
+            });
+        }
+        let sealed = self.sealer.seal(META_CONTACTS.as_bytes(), blob)?;
+        let txn = begin(&self.db)?;
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| backend("opening the meta table", e))?;
+            meta.insert(META_CONTACTS, sealed.as_slice())
+                .map_err(|e| backend("writing the contacts", e))?;
+        }
+        txn.commit().map_err(|e| backend("committing", e))
+    }
+
+    /// The contacts blob last saved, if any. [`StoreError::Backend`] if it fails
+    /// authentication (it was damaged since the store was opened).
+    pub fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend("starting a read", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| backend("opening the meta table", e))?;
+        let Some(sealed) = meta
+            .get(META_CONTACTS)
+            .map_err(|e| backend("reading the contacts", e))?
+        else {
+            return Ok(None);
+        };
+        self.sealer
+            .open(META_CONTACTS.as_bytes(), sealed.value())
+            .map(Some)
+            .ok_or_else(|| StoreError::Backend("the saved contacts fail authentication".into()))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The limits the store enforces.
+    pub fn limits(&self) -> &StoreLimits {
+        self.cache.limits()
+    }
+
+    /// Records and bytes held that `origin` wrote (see [`MemoryStore::usage`]).
+    pub fn usage(&self, origin: &Origin) -> (usize, usize) {
+        self.cache.usage(origin)
+    }
+
+    /// Every record held, expired ones not yet purged included, with the origin that
+    /// wrote it, in no particular order (see [`MemoryStore::held`]).
+    pub fn held(&self) -> impl Iterator<Item = (&Record, Origin)> {
+        self.cache.held()
+    }
+}
+
+/// The error for `fault` met opening `what`.
+fn fault_error(fault: Fault, what: &str) -> StoreError {
+    match fault {
+        Fault::Backend(e) => e,
+        Fault::Unusable(reason) => StoreError::Backend(format!("{what} is unusable: {reason}")),
+        Fault::WrongKey { .. } => StoreError::Backend(format!("{what} fails the key check")),
+    }
+}
+
+impl fmt::Debug for DurableStore {
+    /// Shows the file, the limits and the totals, not the records.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("path", &self.path)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordStore for DurableStore {
+    /// A batch of one ([`put_many`](DurableStore::put_many)).
+    fn put_from(
+        &mut self,
+        record: Record,
+        now: u64,
+        origin: Origin,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put_many(vec![(record, origin)], now)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Backend("no result".into())))
+    }
+
+    fn usage_of(&self, peer: &Key) -> (usize, usize) {
+        self.cache.usage_of(peer)
+    }
+
+    fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError> {
+        self.cache.get(key, now)
+    }
+
+    /// Removes the record from the file (one durable commit), then from memory.
+    fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
+        if self.cache.entry(key).is_none() {
+            return Ok(None);
+        }
+        self.remove_slots(std::iter::once(self.sealer.slot(key)))?;
+        self.cache.remove(key)
+    }
+
+    /// Removes the expired records from the file (one durable commit), then from memory.
+    fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
+        let expired = self.cache.expired_keys(now);
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.remove_slots(expired.iter().map(|key| self.sealer.slot(key)))?;
+        self.cache.purge_expired(now)
+    }
+
+    fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
+        self.cache.records(now)
+    }
+
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+}

@@ -1,0 +1,247 @@
+//! Damage and secrecy: what the file reveals, damaged and moved entries, files that are
+//! not a store, a database already open, the contacts blob, a wrong key.
+
+use std::fs;
+
+use redb::{Database, TableDefinition};
+
+use super::*;
+use crate::durable::file::{META, META_CONTACTS, META_FORMAT};
+
+#[test]
+fn the_file_reveals_no_key_value_or_peer_id() {
+    let dir = TempDir::new("raw");
+    let (mut store, _) = open_default(&dir);
+    let values: Vec<Vec<u8>> = (0..20u8)
+        .map(|n| format!("plaintext-value-{n:02}-{}", "x".repeat(40)).into_bytes())
+        .collect();
+    for (n, value) in (0u8..).zip(&values) {
+        let origin = Origin::Peer(node(200));
+        store
+            .put_from(rec(n, 1, value, NOW + 100), NOW, origin)
+            .unwrap();
+    }
+    // Overwritten and removed records, whose pages redb frees, must not show either.
+    store
+        .put(rec(0, 2, b"plaintext-newer", NOW + 100), NOW)
+        .unwrap();
+    store.remove(&key(1)).unwrap();
+    store.save_contacts(b"plaintext-contacts-blob").unwrap();
+    drop(store);
+    let raw = fs::read(dir.file()).unwrap();
+    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(b"plaintext"));
+    for n in 0..20u8 {
+        assert!(!has(key(n).as_bytes()), "key {n}");
+        assert!(!has(&key(n).as_bytes()[..8]), "key prefix {n}");
+    }
+    assert!(!has(node(200).as_bytes()));
+    assert!(!has(&[0x78; 16]), "a run of the values' bytes");
+}
+
+#[test]
+fn flipped_bytes_are_reported_skipped_removed_and_the_store_keeps_working() {
+    let dir = TempDir::new("flip");
+    let (mut store, _) = open_default(&dir);
+    for k in 1..=4 {
+        store.put(rec(k, 1, b"value", NOW + 100), NOW).unwrap();
+    }
+    drop(store);
+    // Damage the nonce of 2, the ciphertext of 3 and the tag of 4.
+    with_records(&dir, |table| {
+        for (k, at) in [(2, 0usize), (3, 20), (4, usize::MAX)] {
+            let mut sealed = sealed_at(table, &slot(k));
+            let at = at.min(sealed.len() - 1);
+            sealed[at] ^= 0x01;
+            table.insert(slot(k).as_slice(), sealed.as_slice()).unwrap();
+        }
+    });
+    let (mut store, report) = open_default(&dir);
+    assert_eq!((report.records, report.corrupt_skipped), (1, 3));
+    assert_eq!(report.moved_aside, None);
+    assert!(store.get(&key(1), NOW).unwrap().is_some());
+    for k in 2..=4 {
+        assert_eq!(store.get(&key(k), NOW), Ok(None));
+    }
+    assert_eq!(store.records(NOW).unwrap().len(), 1);
+    assert_eq!(
+        store.put(rec(2, 1, b"again", NOW + 100), NOW),
+        Ok(PutOutcome::Inserted)
+    );
+    drop(store);
+    let (store, report) = open_default(&dir);
+    assert_eq!((report.records, report.corrupt_skipped), (2, 0));
+    assert!(store.get(&key(2), NOW).unwrap().is_some());
+}
+
+#[test]
+fn an_entry_copied_to_another_slot_fails_authentication() {
+    let dir = TempDir::new("swap");
+    let (mut store, _) = open_default(&dir);
+    store.put(rec(1, 1, b"one", NOW + 100), NOW).unwrap();
+    store.put(rec(2, 1, b"two", NOW + 100), NOW).unwrap();
+    drop(store);
+    with_records(&dir, |table| {
+        let one = sealed_at(table, &slot(1));
+        // Over another record's entry, and into the slot of a key never stored.
+        table.insert(slot(2).as_slice(), one.as_slice()).unwrap();
+        table.insert(slot(3).as_slice(), one.as_slice()).unwrap();
+    });
+    let (store, report) = open_default(&dir);
+    assert_eq!((report.records, report.corrupt_skipped), (1, 2));
+    assert!(store.get(&key(1), NOW).unwrap().is_some());
+    assert_eq!(store.get(&key(2), NOW), Ok(None));
+    assert_eq!(store.get(&key(3), NOW), Ok(None));
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 1);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_moved_aside() {
+    let dir = TempDir::new("garbage");
+    fs::create_dir_all(dir.path()).unwrap();
+    fs::write(dir.file(), b"this is not a database").unwrap();
+    let (mut store, report) = open_default(&dir);
+    let aside = dir.path().join("records.redb.broken-1");
+    assert_eq!(report.moved_aside.as_ref(), Some(&aside));
+    assert!(report.moved_aside_reason.is_some());
+    assert_eq!(fs::read(&aside).unwrap(), b"this is not a database");
+    assert!(store.is_empty());
+    store.put(rec(1, 1, b"v", NOW + 10), NOW).unwrap();
+    drop(store);
+    let (store, report) = open_default(&dir);
+    assert_eq!(report.moved_aside, None);
+    assert_eq!(report.records, 1);
+    drop(store);
+    // Random bytes, larger than a header: moved aside under the next name.
+    let noise: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(dir.file(), &noise).unwrap();
+    let (store, report) = open_default(&dir);
+    let aside = dir.path().join("records.redb.broken-2");
+    assert_eq!(report.moved_aside.as_ref(), Some(&aside));
+    assert_eq!(fs::read(&aside).unwrap(), noise);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn a_database_of_another_schema_or_format_is_moved_aside() {
+    let dir = TempDir::new("schema");
+    fs::create_dir_all(dir.path()).unwrap();
+    {
+        let db = Database::create(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        let other: TableDefinition<'_, u64, u64> = TableDefinition::new("records");
+        txn.open_table(other).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let (store, report) = open_default(&dir);
+    assert!(report.moved_aside.is_some());
+    assert!(store.is_empty());
+    drop(store);
+    // Our schema, an unknown format version.
+    {
+        let db = Database::open(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_FORMAT, [9u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let (_, report) = open_default(&dir);
+    assert_eq!(
+        report.moved_aside,
+        Some(dir.path().join("records.redb.broken-2"))
+    );
+    assert!(
+        report
+            .moved_aside_reason
+            .is_some_and(|r| r.contains("format"))
+    );
+}
+
+#[test]
+fn an_open_database_is_an_error_and_is_not_moved_aside() {
+    let dir = TempDir::new("locked");
+    let (store, _) = open_default(&dir);
+    let second = DurableStore::open(dir.path(), skey(1), StoreLimits::default());
+    assert!(matches!(second, Err(StoreError::Backend(_))));
+    assert!(!dir.path().join("records.redb.broken-1").exists());
+    drop(store);
+    assert!(DurableStore::open(dir.path(), skey(1), StoreLimits::default()).is_ok());
+}
+
+#[test]
+fn contacts_roundtrip() {
+    let dir = TempDir::new("contacts");
+    let (mut store, _) = open_default(&dir);
+    assert_eq!(store.load_contacts(), Ok(None));
+    store.save_contacts(b"first").unwrap();
+    store.save_contacts(b"second blob").unwrap();
+    assert_eq!(store.load_contacts(), Ok(Some(b"second blob".to_vec())));
+    let too_large = vec![0; MAX_CONTACTS_LEN + 1];
+    assert_eq!(
+        store.save_contacts(&too_large),
+        Err(StoreError::ValueTooLarge {
+            len: MAX_CONTACTS_LEN + 1,
+            max: MAX_CONTACTS_LEN
+        })
+    );
+    store.save_contacts(b"").unwrap();
+    assert_eq!(store.load_contacts(), Ok(Some(Vec::new())));
+    store.save_contacts(b"kept").unwrap();
+    drop(store);
+    let (store, report) = open_default(&dir);
+    assert_eq!(report.corrupt_skipped, 0);
+    assert_eq!(store.load_contacts(), Ok(Some(b"kept".to_vec())));
+    drop(store);
+    // A damaged blob is reported, removed and not served.
+    {
+        let db = Database::open(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            let mut sealed = meta.get(META_CONTACTS).unwrap().unwrap().value().to_vec();
+            sealed[14] ^= 0x80;
+            meta.insert(META_CONTACTS, sealed.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (store, report) = open_default(&dir);
+    assert_eq!(report.corrupt_skipped, 1);
+    assert_eq!(store.load_contacts(), Ok(None));
+}
+
+#[test]
+fn a_wrong_key_serves_nothing_and_keeps_the_file_for_the_right_key() {
+    let dir = TempDir::new("wrong-key");
+    let (mut store, _) = open_default(&dir);
+    for k in 1..=3 {
+        store.put(rec(k, 1, b"value", NOW + 100), NOW).unwrap();
+    }
+    store.save_contacts(b"contacts").unwrap();
+    drop(store);
+    let (mut store, report) =
+        DurableStore::open_at(dir.path(), skey(2), StoreLimits::default(), NOW).unwrap();
+    assert_eq!(report.corrupt_skipped, 4);
+    assert_eq!(report.records, 0);
+    let aside = dir.path().join("records.redb.broken-1");
+    assert_eq!(report.moved_aside.as_ref(), Some(&aside));
+    for k in 1..=3 {
+        assert_eq!(store.get(&key(k), NOW), Ok(None));
+    }
+    assert_eq!(store.load_contacts(), Ok(None));
+    // The new store works under the new key.
+    store.put(rec(9, 1, b"new", NOW + 100), NOW).unwrap();
+    drop(store);
+    // The old file still opens with the right key.
+    let other = TempDir::new("wrong-key-recovered");
+    fs::create_dir_all(other.path()).unwrap();
+    fs::copy(&aside, other.file()).unwrap();
+    let (store, report) = open_default(&other);
+    assert_eq!((report.records, report.corrupt_skipped), (3, 0));
+    assert!(store.get(&key(1), NOW).unwrap().is_some());
+    assert_eq!(store.load_contacts(), Ok(Some(b"contacts".to_vec())));
+}

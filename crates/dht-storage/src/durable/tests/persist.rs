@@ -1,0 +1,304 @@
+//! Persistence: records, origins and accounting across reopen, group commit, limits and
+//! quotas after reopen, removals and purges on disk, rollback of a failed batch.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::quota::QuotaLimits;
+
+#[test]
+fn records_survive_reopen_and_expired_ones_are_purged_at_open() {
+    let dir = TempDir::new("reopen");
+    let (mut store, report) = open_default(&dir);
+    assert_eq!(report, OpenReport::default());
+    let a = rec(1, 1, b"alpha", NOW + 100);
+    let b = rec(2, 1, b"beta", NOW + 5);
+    let c = rec(3, 1, b"gamma", NOW + 100);
+    assert_eq!(store.put(a.clone(), NOW), Ok(PutOutcome::Inserted));
+    assert_eq!(
+        store.put_from(b.clone(), NOW, Origin::Peer(node(7))),
+        Ok(PutOutcome::Inserted)
+    );
+    assert_eq!(
+        store.put_from(c.clone(), NOW, Origin::Replication(node(8))),
+        Ok(PutOutcome::Inserted)
+    );
+    let before = snapshot(&store);
+    drop(store);
+
+    // Without `now`: everything comes back, origins and accounting included.
+    let (store, report) = DurableStore::open(dir.path(), skey(1), StoreLimits::default()).unwrap();
+    assert_eq!(report.records, 3);
+    assert_eq!(report.expired_purged, 0);
+    assert_eq!(snapshot(&store), before);
+    assert_eq!(store.usage_of(&node(7)), (1, b.footprint()));
+    assert_eq!(store.bytes(), a.footprint() + b.footprint() + c.footprint());
+    drop(store);
+
+    // At a later `now`: the expired record is purged from the file too.
+    let later = NOW + 5;
+    let (store, report) =
+        DurableStore::open_at(dir.path(), skey(1), StoreLimits::default(), later).unwrap();
+    assert_eq!((report.records, report.expired_purged), (2, 1));
+    assert_eq!(store.get(&key(1), later), Ok(Some(a)));
+    assert_eq!(store.get(&key(2), later), Ok(None));
+    assert_eq!(store.get(&key(3), later), Ok(Some(c)));
+    assert_eq!(store.usage_of(&node(7)), (0, 0));
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 2);
+}
+
+#[test]
+fn put_many_applies_every_put_in_one_commit() {
+    let dir = TempDir::new("batch");
+    let (mut store, _) = open_default(&dir);
+    let results = store.put_many(
+        vec![
+            (rec(1, 1, b"one", NOW + 10), Origin::Local),
+            (rec(2, 1, b"two", NOW + 10), Origin::Peer(node(1))),
+            (rec(3, 1, b"", NOW + 10), Origin::Local),
+            (rec(1, 2, b"one v2", NOW + 10), Origin::Peer(node(2))),
+            (rec(1, 1, b"one", NOW + 10), Origin::Local),
+            (rec(2, 1, b"two", NOW + 10), Origin::Local),
+            (rec(4, 1, b"four", NOW), Origin::Local),
+        ],
+        NOW,
+    );
+    assert_eq!(
+        results,
+        vec![
+            Ok(PutOutcome::Inserted),
+            Ok(PutOutcome::Inserted),
+            Err(StoreError::EmptyValue),
+            Ok(PutOutcome::Replaced),
+            Ok(PutOutcome::KeptNewer),
+            Ok(PutOutcome::Unchanged),
+            Err(StoreError::Expired),
+        ]
+    );
+    assert!(store.put_many(Vec::new(), NOW).is_empty());
+    let before = snapshot(&store);
+    drop(store);
+    let (store, report) = open_default(&dir);
+    assert_eq!(report.records, 2);
+    assert_eq!(snapshot(&store), before);
+    assert_eq!(
+        store.get(&key(1), NOW).unwrap().map(|r| r.value),
+        Some(Bytes::from_static(b"one v2"))
+    );
+    // The unchanged record kept its origin.
+    assert_eq!(
+        store.usage_of(&node(1)),
+        (1, rec(2, 1, b"two", 0).footprint())
+    );
+}
+
+#[test]
+fn hard_limits_hold_after_reopen_and_on_disk() {
+    let dir = TempDir::new("limits");
+    let limits = StoreLimits {
+        max_records: 3,
+        ..StoreLimits::default()
+    };
+    let (mut store, _) = open(&dir, limits.clone());
+    for k in 1..=3 {
+        store.put(rec(k, 1, b"v", NOW + 10), NOW).unwrap();
+    }
+    assert!(matches!(
+        store.put(rec(4, 1, b"v", NOW + 10), NOW),
+        Err(StoreError::Full { records: 3, .. })
+    ));
+    drop(store);
+    let (mut store, _) = open(&dir, limits.clone());
+    assert!(matches!(
+        store.put(rec(4, 1, b"v", NOW + 10), NOW),
+        Err(StoreError::Full { records: 3, .. })
+    ));
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 3);
+}
+
+#[test]
+fn a_put_that_purges_to_make_room_purges_on_disk_too() {
+    let dir = TempDir::new("purge-room");
+    let limits = StoreLimits {
+        max_records: 3,
+        ..StoreLimits::default()
+    };
+    let (mut store, _) = open(&dir, limits.clone());
+    store.put(rec(1, 1, b"a", NOW + 1), NOW).unwrap();
+    store.put(rec(2, 1, b"b", NOW + 1), NOW).unwrap();
+    store.put(rec(3, 1, b"c", NOW + 10), NOW).unwrap();
+    let later = NOW + 1;
+    assert_eq!(
+        store.put(rec(4, 1, b"d", later + 10), later),
+        Ok(PutOutcome::Inserted)
+    );
+    assert_eq!(store.len(), 2);
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 2);
+    let (store, report) = DurableStore::open(dir.path(), skey(1), limits).unwrap();
+    assert_eq!(report.records, 2);
+    assert!(
+        store
+            .held()
+            .all(|(r, _)| r.key != key(1) && r.key != key(2))
+    );
+}
+
+#[test]
+fn quotas_hold_after_reopen() {
+    let dir = TempDir::new("quota");
+    // 10 records: pressure above 5, a peer's share is 2.
+    let limits = StoreLimits {
+        max_records: 10,
+        quota: QuotaLimits {
+            pressure: 0.5,
+            peer_share: 0.2,
+            floor_records: 2,
+        },
+        ..StoreLimits::default()
+    };
+    let (mut store, _) = open(&dir, limits.clone());
+    for k in 1..=4 {
+        store.put(rec(k, 1, b"local", NOW + 10), NOW).unwrap();
+    }
+    let peer = Origin::Peer(node(9));
+    for k in 5..=6 {
+        assert_eq!(
+            store.put_from(rec(k, 1, b"p", NOW + 10), NOW, peer),
+            Ok(PutOutcome::Inserted)
+        );
+    }
+    let refused = store.put_from(rec(7, 1, b"p", NOW + 10), NOW, peer);
+    assert!(matches!(
+        refused,
+        Err(StoreError::QuotaExceeded { records: 2, .. })
+    ));
+    drop(store);
+    let (mut store, _) = open(&dir, limits);
+    assert_eq!(store.usage_of(&node(9)).0, 2);
+    assert_eq!(
+        store.put_from(rec(7, 1, b"p", NOW + 10), NOW, peer),
+        refused
+    );
+    // Replication is never refused by the quota.
+    assert_eq!(
+        store.put_from(rec(7, 1, b"p", NOW + 10), NOW, Origin::Replication(node(9))),
+        Ok(PutOutcome::Inserted)
+    );
+}
+
+#[test]
+fn lowered_limits_drop_the_records_that_expire_first() {
+    let dir = TempDir::new("lowered");
+    let (mut store, _) = open_default(&dir);
+    for k in 1..=5 {
+        store
+            .put(rec(k, 1, b"vv", NOW + u64::from(k)), NOW)
+            .unwrap();
+    }
+    store.put(rec(6, 1, b"long value", NOW + 100), NOW).unwrap();
+    drop(store);
+    let lowered = StoreLimits {
+        max_records: 3,
+        max_value_len: 5,
+        ..StoreLimits::default()
+    };
+    let (store, report) = open(&dir, lowered);
+    assert_eq!(report.dropped_over_limits, 3);
+    assert_eq!(report.records, 3);
+    let mut kept: Vec<Key> = store.held().map(|(r, _)| r.key).collect();
+    kept.sort();
+    let mut expected = vec![key(3), key(4), key(5)];
+    expected.sort();
+    assert_eq!(kept, expected);
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 3);
+}
+
+#[test]
+fn derived_keys_reopen_the_same_store() {
+    let dir = TempDir::new("derived");
+    let limits = StoreLimits::default();
+    let (mut store, _) =
+        DurableStore::open(dir.path(), StorageKey::derive(b"pkcs8"), limits.clone()).unwrap();
+    store.put(rec(1, 1, b"v", NOW + 10), NOW).unwrap();
+    drop(store);
+    let (store, report) =
+        DurableStore::open(dir.path(), StorageKey::derive(b"pkcs8"), limits).unwrap();
+    assert_eq!((report.records, report.corrupt_skipped), (1, 0));
+    assert!(store.get(&key(1), NOW).unwrap().is_some());
+}
+
+#[test]
+fn remove_and_purge_are_durable() {
+    let dir = TempDir::new("remove");
+    let (mut store, _) = open_default(&dir);
+    store.put(rec(1, 1, b"a", NOW + 100), NOW).unwrap();
+    store.put(rec(2, 1, b"b", NOW + 2), NOW).unwrap();
+    store.put(rec(3, 1, b"c", NOW + 3), NOW).unwrap();
+    assert_eq!(store.remove(&key(1)), Ok(Some(rec(1, 1, b"a", NOW + 100))));
+    assert_eq!(store.remove(&key(1)), Ok(None));
+    assert_eq!(store.purge_expired(NOW + 2), Ok(1));
+    assert_eq!(store.purge_expired(NOW + 2), Ok(0));
+    drop(store);
+    let (store, report) = DurableStore::open(dir.path(), skey(1), StoreLimits::default()).unwrap();
+    assert_eq!(report.records, 1);
+    assert_eq!(snapshot(&store)[0].0, rec(3, 1, b"c", NOW + 3));
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 1);
+}
+
+#[test]
+fn undo_restores_the_state_before_a_failed_batch() {
+    let dir = TempDir::new("undo");
+    let limits = StoreLimits {
+        max_records: 3,
+        ..StoreLimits::default()
+    };
+    let (mut store, _) = open(&dir, limits);
+    store.put(rec(1, 1, b"a", NOW + 1), NOW).unwrap();
+    store.put(rec(2, 1, b"b", NOW + 1), NOW).unwrap();
+    store
+        .put_from(rec(3, 1, b"c", NOW + 100), NOW, Origin::Peer(node(1)))
+        .unwrap();
+    let before = (snapshot(&store), store.bytes(), store.usage_of(&node(1)));
+    // As put_many would: a replacement by another origin, then a put that purges the two
+    // expired records to make room, then a put of one of the purged keys.
+    let later = NOW + 1;
+    let puts = [
+        (rec(3, 2, b"cc", NOW + 100), Origin::Local),
+        (rec(4, 1, b"d", NOW + 100), Origin::Peer(node(2))),
+        (rec(1, 2, b"a2", NOW + 100), Origin::Local),
+    ];
+    let mut undo = Vec::new();
+    for (record, origin) in puts {
+        let k = record.key;
+        let change = store.cache.put_traced(record, later, origin).unwrap();
+        assert!(change.stored());
+        undo.push((k, change));
+    }
+    assert_eq!(undo[1].1.purged.len(), 2);
+    assert_ne!(snapshot(&store), before.0);
+    store.undo(undo);
+    assert_eq!(
+        (snapshot(&store), store.bytes(), store.usage_of(&node(1))),
+        before
+    );
+    assert_eq!(store.usage_of(&node(2)), (0, 0));
+}
+
+#[test]
+fn boxed_store_is_object_safe_and_debug_shows_no_values() {
+    let dir = TempDir::new("boxed");
+    let (store, _) = open_default(&dir);
+    let mut store: Box<dyn RecordStore> = Box::new(store);
+    store.put(rec(1, 1, b"secret", NOW + 1), NOW).unwrap();
+    assert_eq!(store.len(), 1);
+    drop(store);
+    let (store, _) = open_default(&dir);
+    let shown = format!("{store:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("records: 1"), "{shown}");
+}
