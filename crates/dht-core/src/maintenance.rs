@@ -85,8 +85,10 @@ impl Inner {
                 lock(&self.ping_failures).remove(&contact.id);
                 self.routing().insert(contact, mono_now());
             }
-            Err(RpcError::LocalLimit | RpcError::Closed) if self.shutdown.is_cancelled() => {}
-            Err(RpcError::LocalLimit) => {}
+            // Shutting down, our own limits, or a peer that answered (busy, or with an
+            // error): nothing says the peer is gone.
+            Err(_) if self.shutdown.is_cancelled() => {}
+            Err(RpcError::LocalLimit | RpcError::Overloaded | RpcError::Unexpected(_)) => {}
             Err(e) => {
                 // Only contacts of the table are counted: the map stays bounded by it.
                 if !self.routing().contains(&contact.id) {
