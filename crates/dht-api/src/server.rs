@@ -230,7 +230,7 @@ async fn serve(
                 };
                 // Started before the next request is read, so that a node shutting
                 // down still finishes every PUT it has read.
-                match node.spawn_put(key, value, options) {
+                match node.spawn_put(key, value, options).await {
                     Ok(task) => {
                         tokio::spawn(
                             async move {

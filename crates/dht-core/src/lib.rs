@@ -33,6 +33,7 @@ mod node;
 mod ops;
 mod peers;
 mod stats;
+mod store;
 mod tls;
 mod transport;
 
@@ -146,16 +147,17 @@ impl Node {
         value: Bytes,
         options: PutOptions,
     ) -> Result<PutReport, Error> {
-        self.spawn_put(key, value, options)?
+        self.spawn_put(key, value, options)
+            .await?
             .await
             .map_err(|_| Error::ShuttingDown)
     }
 
-    /// Starts a PUT and returns at once. When it returns `Ok`, the value is already in
-    /// the local store (a GET on this node sees it) and the replication to the closest
+    /// Starts a PUT: returns once the value is in the local store (committed, for a
+    /// durable store), so that a GET on this node sees it; the replication to the closest
     /// nodes runs as a task of the node, which [`Node::shutdown`] waits for. Await the
     /// handle for the report.
-    pub fn spawn_put(
+    pub async fn spawn_put(
         &self,
         key: Key,
         value: Bytes,
@@ -164,7 +166,7 @@ impl Node {
         if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let local = self.inner.put_locally(key, value, options)?;
+        let local = self.inner.put_locally(key, value, options).await?;
         let inner = self.inner.clone();
         Ok(self.inner.puts.spawn(
             async move { inner.replicate_put(local).await }.instrument(self.inner.span.clone()),

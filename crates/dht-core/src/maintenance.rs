@@ -137,7 +137,10 @@ impl Inner {
                 return;
             }
         };
-        let _ = self.store().purge_expired(unix_now());
+        let _ = self
+            .store
+            .blocking(|store| store.purge_expired(unix_now()))
+            .await;
         debug!(records = records.len(), "replicating");
         let mut work = futures::stream::iter(records.into_iter().map(|record| {
             let inner = self.clone();

@@ -24,6 +24,7 @@ use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
 use crate::peers::Limiters;
 use crate::stats::{Counters, NodeStats};
+use crate::store::Store;
 use crate::tls::TlsTransport;
 use crate::transport::{Listener, TcpTransport, Transport};
 
@@ -34,7 +35,8 @@ pub(crate) struct Inner {
     pub(crate) transport: Arc<dyn Transport>,
     listen_addr: SocketAddr,
     routing: Mutex<RoutingTable>,
-    store: Mutex<Box<dyn RecordStore>>,
+    /// The records, with their writer thread.
+    pub(crate) store: Store,
     /// The connection in use for each peer.
     pub(crate) peers: Mutex<HashMap<NodeId, Arc<PeerConn>>>,
     /// One dial per address at a time.
@@ -146,7 +148,10 @@ impl Inner {
             listen_addr,
             hello,
             routing: Mutex::new(routing),
-            store: Mutex::new(store),
+            store: Store::new(store).map_err(|source| Error::Io {
+                what: "starting the store writer thread".into(),
+                source,
+            })?,
             peers: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
@@ -180,7 +185,7 @@ impl Inner {
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, Box<dyn RecordStore>> {
-        lock(&self.store)
+        self.store.lock()
     }
 
     pub(crate) fn open_connections(&self) -> usize {
@@ -255,9 +260,7 @@ impl Inner {
                     }
                 }
             }
-            PeerMessage::Store { record } => PeerMessage::StoreResult {
-                status: self.store_from_peer(from, record),
-            },
+            // STOREs are answered once committed, by `store_from_peer` (see read_loop).
             other => {
                 debug!(message = other.name(), "unexpected request");
                 PeerMessage::Error {
@@ -302,13 +305,13 @@ impl Inner {
 
     /// Stores a record a peer sent (see [`Inner::accept_remote`]), charged to that
     /// peer's storage quota.
-    fn store_from_peer(&self, from: &Contact, record: WireRecord) -> StoreStatus {
+    pub(crate) async fn store_from_peer(&self, from: &Contact, record: WireRecord) -> StoreStatus {
         let now = unix_now();
         let Some(record) = self.accept_remote(record, now) else {
             debug!(peer = %from.id.short(), "refusing STORE with a version from the future");
             return StoreStatus::Refused;
         };
-        match self.store().put_from(record, now, Origin::Peer(from.id)) {
+        match self.store.put(record, Origin::Peer(from.id)).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
                 StoreStatus::Stored
             }
@@ -405,6 +408,7 @@ impl Inner {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.store.close().await;
         info!(parent: &self.span, "node stopped");
     }
 }

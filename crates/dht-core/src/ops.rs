@@ -182,7 +182,7 @@ impl Inner {
 
     /// The first, synchronous half of a PUT: checks the value, clamps the hints and
     /// stores the record here, so that a GET issued after this returns sees it.
-    pub(crate) fn put_locally(
+    pub(crate) async fn put_locally(
         &self,
         key: Key,
         value: Bytes,
@@ -201,10 +201,14 @@ impl Inner {
         let replication = self.config.clamp_replication(options.replication);
         let ttl = self.config.clamp_ttl(options.ttl);
         let now = unix_now();
-        let mut store = self.store();
         // A PUT replaces what this node holds even when its clock runs behind the
         // publisher of that copy: the version is above the one held here.
-        let held = store.get(&key, now).ok().flatten().map(|r| r.version);
+        let held = self
+            .store()
+            .get(&key, now)
+            .ok()
+            .flatten()
+            .map(|r| r.version);
         let version = self
             .next_version()
             .max(held.map_or(0, |v| v.saturating_add(1)));
@@ -215,7 +219,7 @@ impl Inner {
             replication,
             version,
         };
-        let stored_locally = match store.put(record.clone(), now) {
+        let stored_locally = match self.store.put(record.clone(), Origin::Local).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => true,
             Ok(PutOutcome::KeptNewer) => false,
             Err(e) => {
@@ -223,7 +227,6 @@ impl Inner {
                 false
             }
         };
-        drop(store);
         Ok(LocalPut {
             record,
             ttl,
@@ -313,7 +316,7 @@ impl Inner {
                         .result
                         .value_from
                         .map_or(Origin::Local, |peer| Origin::Peer(peer.id));
-                    let _ = self.store().put_from(remote.clone(), unix_now(), origin);
+                    let _ = self.store.put(remote.clone(), origin).await;
                     Ok(Some(remote.value))
                 } else {
                     Ok(Some(local.value))

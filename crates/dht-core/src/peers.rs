@@ -23,6 +23,9 @@ use crate::node::{Inner, lock};
 use crate::stats::Counters;
 use crate::transport::{Incoming, Listener};
 
+/// STOREs of one connection being committed at once; beyond, the reader waits.
+const STORES_IN_FLIGHT: usize = 64;
+
 /// How long a writer may take to close its stream gracefully.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -338,6 +341,7 @@ impl Inner {
         partial: &PartialSince,
     ) {
         let (idle, frame_deadline) = (self.config.idle_timeout, self.config.frame_deadline);
+        let stores = Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT));
         let mut check = tokio::time::interval(check_interval(&[idle, frame_deadline]));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -397,13 +401,36 @@ impl Inner {
                 self.observe(conn.contact);
                 continue;
             }
-            let answer = if self.admit_request(conn) {
+            let admitted = self.admit_request(conn);
+            if admitted {
                 self.observe(conn.contact);
-                self.answer(&conn.contact, frame.message)
-            } else {
-                Counters::bump(&self.counters.requests_rate_limited);
-                PeerMessage::Error {
-                    code: ErrorCode::Overloaded,
+            }
+            let answer = match frame.message {
+                PeerMessage::Store { record } if admitted => {
+                    // Answered once committed, by a task of its own: the reader goes
+                    // on (the writer commits STOREs of all connections together), at
+                    // most STORES_IN_FLIGHT at a time per connection.
+                    let Ok(permit) = stores.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (inner, conn, id) = (self.clone(), conn.clone(), frame.request_id);
+                    self.tasks.spawn(
+                        async move {
+                            let status = inner.store_from_peer(&conn.contact, record).await;
+                            let answer = PeerMessage::StoreResult { status };
+                            let _ = conn.respond(id, answer, inner.config.rpc_timeout).await;
+                            drop(permit);
+                        }
+                        .in_current_span(),
+                    );
+                    continue;
+                }
+                message if admitted => self.answer(&conn.contact, message),
+                _ => {
+                    Counters::bump(&self.counters.requests_rate_limited);
+                    PeerMessage::Error {
+                        code: ErrorCode::Overloaded,
+                    }
                 }
             };
             if let Err(e) = conn

@@ -139,6 +139,18 @@ pub trait RecordStore: Send {
         origin: Origin,
     ) -> Result<PutOutcome, StoreError>;
 
+    /// Several puts; a persistent store commits them together (group commit). Results
+    /// in order.
+    fn put_many(
+        &mut self,
+        puts: Vec<(Record, Origin)>,
+        now: u64,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        puts.into_iter()
+            .map(|(record, origin)| self.put_from(record, now, origin))
+            .collect()
+    }
+
     /// [`put_from`](Self::put_from) on behalf of [`Origin::Local`]: never refused by the
     /// quota, only by the hard limits.
     fn put(&mut self, record: Record, now: u64) -> Result<PutOutcome, StoreError> {

@@ -432,6 +432,14 @@ impl fmt::Debug for DurableStore {
 }
 
 impl RecordStore for DurableStore {
+    fn put_many(
+        &mut self,
+        puts: Vec<(Record, Origin)>,
+        now: u64,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        DurableStore::put_many(self, puts, now)
+    }
+
     /// A batch of one ([`put_many`](DurableStore::put_many)).
     fn put_from(
         &mut self,
