@@ -581,3 +581,63 @@ async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
     drop(bare);
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_node_comes_back_with_its_records() {
+    let dir = std::env::temp_dir().join(format!("dht-restart-{}", rand::random::<u64>()));
+    let durable = NodeConfig {
+        hostkey: Some(dir.join("hostkey.pem")),
+        storage: dht_core::StorageBackend::Durable {
+            data_dir: dir.join("data"),
+            key: None,
+        },
+        ..config(&[])
+    };
+    let a = Node::start(durable.clone()).await.expect("a");
+    let id = a.id();
+    let keys: Vec<Key> = (0..5)
+        .map(|i| Key::sha256(format!("restart/{i}").as_bytes()))
+        .collect();
+    for key in &keys {
+        let report = a
+            .put(
+                *key,
+                Bytes::from_static(b"kept on disk"),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        assert!(report.stored_locally);
+    }
+    // A record acknowledged to a peer is on disk when the answer leaves.
+    let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("peer");
+    let acked = Key::sha256(b"restart/acked");
+    assert_eq!(
+        peer.request(PeerMessage::Store {
+            record: record(acked, b"acked", unix_now() + 600, 7),
+        })
+        .await
+        .expect("answer"),
+        PeerMessage::StoreResult {
+            status: StoreStatus::Stored
+        }
+    );
+    drop(peer);
+    a.shutdown().await;
+
+    let again = Node::start(durable).await.expect("restarted");
+    assert_eq!(
+        again.id(),
+        id,
+        "the same key and proof of work give the same id"
+    );
+    for key in keys.iter().chain(std::iter::once(&acked)) {
+        assert!(again.holds(key), "record {key:?} lost across the restart");
+    }
+    assert_eq!(
+        again.get(acked).await.expect("get").as_deref(),
+        Some(&b"acked"[..])
+    );
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

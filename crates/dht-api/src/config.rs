@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dht_core::{BootstrapPeer, MAX_LIMIT, NodeConfig, StoreLimits};
+use dht_core::{BootstrapPeer, MAX_LIMIT, NodeConfig, StorageBackend, StoreLimits};
 use serde::Deserialize;
 
 use crate::server::ApiConfig;
@@ -68,6 +68,16 @@ pub struct Config {
 struct FileConfig {
     hostkey: Option<PathBuf>,
     dht: DhtSection,
+    storage: Option<StorageSection>,
+}
+
+/// The `[storage]` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    backend: Option<String>,
+    data_dir: Option<PathBuf>,
+    storage_key: Option<String>,
 }
 
 /// The `[dht]` section. Defaults come from [`NodeConfig::default`] and
@@ -150,6 +160,8 @@ impl Config {
             bootstrap_peers.push(peer);
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        let storage = storage_backend(file.storage, path, base)
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let default_limits = StoreLimits::default();
         let node = NodeConfig {
             // Without a `hostkey` key, the key lives beside the file (created when missing).
@@ -177,6 +189,7 @@ impl Config {
             min_ttl: secs(d.min_ttl_secs, defaults.min_ttl),
             max_ttl: secs(d.max_ttl_secs, defaults.max_ttl),
             min_replication: d.min_replication.unwrap_or(defaults.min_replication),
+            storage,
             store_limits: StoreLimits {
                 max_records: d.max_records.unwrap_or(default_limits.max_records),
                 max_bytes: d.max_bytes.unwrap_or(default_limits.max_bytes),
@@ -247,6 +260,55 @@ impl Config {
     }
 }
 
+/// The `[storage]` section as the node's setting: durable by default, in the folder
+/// `<config file name without extension>-data` beside the file, so that two nodes with
+/// their own configuration files never share one.
+fn storage_backend(
+    section: Option<StorageSection>,
+    path: &Path,
+    base: &Path,
+) -> Result<StorageBackend, (&'static str, String)> {
+    let section = section.unwrap_or(StorageSection {
+        backend: None,
+        data_dir: None,
+        storage_key: None,
+    });
+    match section.backend.as_deref().unwrap_or("durable") {
+        "memory" => return Ok(StorageBackend::Memory),
+        "durable" => {}
+        other => {
+            return Err((
+                "storage.backend",
+                format!("must be \"durable\" or \"memory\", got {other:?}"),
+            ));
+        }
+    }
+    let data_dir = match section.data_dir {
+        Some(dir) if dir.is_relative() => base.join(dir),
+        Some(dir) => dir,
+        None => {
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "dht".into(), |s| s.to_string_lossy().into_owned());
+            base.join(format!("{stem}-data"))
+        }
+    };
+    let key = match section.storage_key {
+        None => None,
+        Some(hex) => Some(
+            hex.parse::<dht_core::Key>()
+                .map(|k| k.to_bytes())
+                .map_err(|e| {
+                    (
+                        "storage.storage_key",
+                        format!("64 hex digits expected: {e}"),
+                    )
+                })?,
+        ),
+    };
+    Ok(StorageBackend::Durable { data_dir, key })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +324,26 @@ mod tests {
         assert_eq!(c.api.address, "127.0.0.1:7401".parse().unwrap());
         assert!(c.node.bootstrap_peers.is_empty());
         assert_eq!(c.node.hostkey, Some(PathBuf::from("/etc/dht/hostkey.pem")));
+        assert_eq!(
+            c.node.storage,
+            StorageBackend::Durable {
+                data_dir: PathBuf::from("/etc/dht/node-data"),
+                key: None
+            }
+        );
+        let memory =
+            parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nbackend = \"memory\"\n")
+                .unwrap();
+        assert_eq!(memory.node.storage, StorageBackend::Memory);
+        let bad = parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nbackend = \"tape\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("storage.backend"), "{bad}");
+        let bad_key =
+            parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nstorage_key = \"xy\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(bad_key.contains("storage.storage_key"), "{bad_key}");
     }
 
     #[test]

@@ -56,6 +56,20 @@ impl std::fmt::Display for BootstrapPeer {
     }
 }
 
+/// Where a node keeps its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// In memory: lost when the node stops.
+    Memory,
+    /// In an encrypted database in `data_dir` (one per node), surviving restarts.
+    Durable {
+        /// The node's own data folder.
+        data_dir: PathBuf,
+        /// The storage key; `None`: derived from the host key.
+        key: Option<[u8; 32]>,
+    },
+}
+
 /// Everything a [`Node`](crate::Node) needs to know. `Default` gives the documented
 /// defaults; see README.md for the matching configuration keys.
 #[derive(Debug, Clone)]
@@ -113,6 +127,9 @@ pub struct NodeConfig {
     pub min_replication: u8,
     /// Bounds of the local record store (`max_records`, `max_bytes`).
     pub store_limits: StoreLimits,
+    /// Where records are kept (`[storage]`): in memory (the default of the library), or
+    /// durably on disk, encrypted (what `dht-node` uses).
+    pub storage: StorageBackend,
     /// Peer connections open at once (`max_connections`, 1024); further inbound
     /// connections are refused.
     pub max_connections: usize,
@@ -165,6 +182,7 @@ impl Default for NodeConfig {
             max_ttl: Duration::from_secs(86_400),
             min_replication: 3,
             store_limits: StoreLimits::default(),
+            storage: StorageBackend::Memory,
             max_connections: 1024,
             max_pending_requests: 256,
             idle_timeout: Duration::from_secs(300),

@@ -45,7 +45,9 @@ use bytes::Bytes;
 use dht_storage::RecordStore;
 use tracing::Instrument;
 
-pub use config::{BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, MAX_POW_DIFFICULTY, NodeConfig};
+pub use config::{
+    BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, MAX_POW_DIFFICULTY, NodeConfig, StorageBackend,
+};
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
@@ -79,12 +81,12 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Starts a node over TCP with an in-memory store and joins the network. Returns
+    /// Starts a node over TCP with the store `config.storage` names (in memory by
+    /// default; `dht-node` uses the durable store) and joins the network. Returns
     /// once the join is done, or at once when no bootstrap peer answers (it then keeps
     /// retrying in the background, with backoff).
     pub async fn start(config: NodeConfig) -> Result<Node, Error> {
-        let (transport, store) = node::default_parts(&config);
-        Self::start_with(config, transport, store).await
+        Self::start_inner(config, node::default_transport(), None).await
     }
 
     /// Starts a node over the given transport and record store. The node runs mutual
@@ -93,6 +95,14 @@ impl Node {
         config: NodeConfig,
         transport: Arc<dyn Transport>,
         store: Box<dyn RecordStore>,
+    ) -> Result<Node, Error> {
+        Self::start_inner(config, transport, Some(store)).await
+    }
+
+    async fn start_inner(
+        config: NodeConfig,
+        transport: Arc<dyn Transport>,
+        store: Option<Box<dyn RecordStore>>,
     ) -> Result<Node, Error> {
         let (inner, listener) = Inner::start(config, transport, store).await?;
         inner.spawn_accept_loop(listener);

@@ -9,8 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dht_id::{Key, NodeId};
 use dht_routing::{Contact, Diversity, InsertOutcome, RoutingConfig, RoutingTable};
+use dht_security::HostKey;
 use dht_security::limits::{self, IpGroup};
-use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError};
+use dht_storage::{
+    DurableStore, MemoryStore, Origin, PutOutcome, Record, RecordStore, StorageKey, StoreError,
+};
 use dht_wire::{
     ErrorCode, Hello, PROTOCOL_VERSION, PeerMessage, StoreStatus, WireContact, WireRecord,
 };
@@ -19,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
 use crate::peers::Limiters;
@@ -99,14 +102,19 @@ pub(crate) fn mono_now() -> std::time::Instant {
 }
 
 impl Inner {
+    /// `store: None` opens the store the configuration names (`NodeConfig::storage`).
     pub(crate) async fn start(
         config: NodeConfig,
         transport: Arc<dyn Transport>,
-        store: Box<dyn RecordStore>,
+        store: Option<Box<dyn RecordStore>>,
     ) -> Result<(Arc<Inner>, Box<dyn Listener>), Error> {
         config.validate()?;
         let identity = crate::identity::load(&config).await?;
         let id = identity.id;
+        let store = match store {
+            Some(store) => store,
+            None => open_store(&config, &identity.host).await?,
+        };
         // Every peer connection is mutual TLS, whatever carries the bytes.
         let transport: Arc<dyn Transport> = Arc::new(TlsTransport::new(transport, &identity.host)?);
         let listener = transport
@@ -456,9 +464,51 @@ fn group_of_public(ip: IpAddr) -> Option<u64> {
 }
 
 /// The default transport (TCP) and store (in memory, bounded by the config).
-pub(crate) fn default_parts(config: &NodeConfig) -> (Arc<dyn Transport>, Box<dyn RecordStore>) {
-    (
-        Arc::new(TcpTransport),
-        Box::new(MemoryStore::new(config.store_limits.clone())),
-    )
+/// The store `config.storage` names: in memory, or the durable store in its data
+/// folder (opened off the async workers; a file that cannot be opened is moved aside
+/// and reported).
+async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn RecordStore>, Error> {
+    let limits = config.store_limits.clone();
+    let StorageBackend::Durable { data_dir, key } = &config.storage else {
+        return Ok(Box::new(MemoryStore::new(limits)));
+    };
+    let key = match key {
+        Some(bytes) => StorageKey::from_bytes(*bytes),
+        // Secret, stable and per node: the host key's private key material.
+        None => StorageKey::derive(host.to_pem().as_bytes()),
+    };
+    let dir = data_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        DurableStore::open_at(&dir, key, limits, unix_now())
+    })
+    .await
+    .map_err(|e| Error::Identity(format!("store task failed: {e}")))?;
+    let (store, report) = opened.map_err(Error::Store)?;
+    if let Some(moved) = &report.moved_aside {
+        warn!(
+            moved_to = %moved.display(),
+            reason = report.moved_aside_reason.as_deref().unwrap_or("unknown"),
+            "the record database could not be used: moved aside, starting empty"
+        );
+    }
+    if report.corrupt_skipped > 0 {
+        warn!(
+            entries = report.corrupt_skipped,
+            "damaged record entries skipped"
+        );
+    }
+    info!(
+        data_dir = %data_dir.display(),
+        records = report.records,
+        expired_purged = report.expired_purged,
+        "record store opened"
+    );
+    Ok(Box::new(store))
+}
+
+/// The default transport: TCP.
+pub(crate) fn default_transport() -> Arc<dyn Transport> {
+    Arc::new(TcpTransport)
 }

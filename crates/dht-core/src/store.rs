@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dht_storage::{Origin, PutOutcome, Record, RecordStore, StoreError};
+use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError, StoreLimits};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::node::unix_now;
@@ -91,6 +91,15 @@ impl Store {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        // Drop the store itself (closing its database file) while the node's handle may
+        // live on: a restarted node in the same process can open it again.
+        let closed: Box<dyn RecordStore> = Box::new(MemoryStore::new(StoreLimits {
+            max_records: 0,
+            max_bytes: 0,
+            ..StoreLimits::default()
+        }));
+        let old = std::mem::replace(&mut *self.lock(), closed);
+        let _ = tokio::task::spawn_blocking(move || drop(old)).await;
     }
 }
 
@@ -129,7 +138,6 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use dht_id::Key;
-    use dht_storage::MemoryStore;
 
     fn record(i: u8) -> Record {
         Record {
