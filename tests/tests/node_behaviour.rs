@@ -641,3 +641,44 @@ async fn a_restarted_node_comes_back_with_its_records() {
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_restarted_node_rejoins_through_its_saved_contacts() {
+    let dir = std::env::temp_dir().join(format!("dht-rejoin-{}", rand::random::<u64>()));
+    let bootstrap = Node::start(config(&[])).await.expect("bootstrap");
+    let others: Vec<Node> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                Node::start(config(&[peer_of(&bootstrap)]))
+                    .await
+                    .expect("peer"),
+            );
+        }
+        v
+    };
+    let durable = NodeConfig {
+        hostkey: Some(dir.join("hostkey.pem")),
+        storage: dht_core::StorageBackend::Durable {
+            data_dir: dir.join("data"),
+            key: None,
+        },
+        ..config(&[peer_of(&bootstrap)])
+    };
+    let b = Node::start(durable.clone()).await.expect("b");
+    assert!(b.routing_table_len() >= 3);
+    b.shutdown().await;
+    // The bootstrap node goes away: only the saved contacts can bring b back.
+    bootstrap.shutdown().await;
+    let again = Node::start(durable).await.expect("restarted");
+    let known = again.routing_contacts();
+    assert!(
+        others.iter().any(|o| known.iter().any(|c| c.id == o.id())),
+        "the restarted node found none of its old neighbours"
+    );
+    again.shutdown().await;
+    for o in &others {
+        o.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -114,7 +114,8 @@ impl Node {
             advertise = %inner.advertised_addr(),
             "node started"
         );
-        if !inner.config.bootstrap_peers.is_empty() && !inner.join().await {
+        let has_saved = !node::lock(&inner.saved_contacts).is_empty();
+        if (!inner.config.bootstrap_peers.is_empty() || has_saved) && !inner.join().await {
             let retry = inner.clone();
             let span = inner.span.clone();
             inner

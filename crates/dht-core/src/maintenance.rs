@@ -53,6 +53,7 @@ impl Inner {
             self.liveness_round().await;
             self.refresh_round().await;
             if tokio::time::Instant::now() >= next_replication {
+                self.save_contacts().await;
                 self.replicate_round().await;
                 next_replication =
                     tokio::time::Instant::now() + jittered(self.config.replicate_interval);

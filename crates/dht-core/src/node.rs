@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     /// How often each defence acted.
     pub(crate) counters: Counters,
     pinging: Mutex<HashSet<NodeId>>,
+    /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
+    pub(crate) saved_contacts: Mutex<Vec<Contact>>,
     /// Failed pings in a row of routing-table contacts (see `record_ping`).
     pub(crate) ping_failures: Mutex<HashMap<NodeId, u32>>,
     next_conn_seq: AtomicU64,
@@ -115,6 +117,14 @@ impl Inner {
             Some(store) => store,
             None => open_store(&config, &identity.host).await?,
         };
+        let saved_contacts = match store.load_contacts() {
+            Ok(Some(blob)) => decode_contacts(&blob, id),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(error = %e, "saved contacts unreadable");
+                Vec::new()
+            }
+        };
         // Every peer connection is mutual TLS, whatever carries the bytes.
         let transport: Arc<dyn Transport> = Arc::new(TlsTransport::new(transport, &identity.host)?);
         let listener = transport
@@ -163,6 +173,7 @@ impl Inner {
             peers: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
+            saved_contacts: Mutex::new(saved_contacts),
             ping_failures: Mutex::new(HashMap::new()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
@@ -411,11 +422,24 @@ impl Inner {
         }
     }
 
+    /// Saves the routing table's contacts in the store, for the next start.
+    pub(crate) async fn save_contacts(&self) {
+        let blob = encode_contacts(&self.routing().iter().collect::<Vec<_>>());
+        if let Some(Err(e)) = self
+            .store
+            .blocking(move |store| store.save_contacts(&blob))
+            .await
+        {
+            warn!(error = %e, "cannot save contacts");
+        }
+    }
+
     /// Stops every task of the node.
     pub(crate) async fn close(&self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.save_contacts().await;
         self.store.close().await;
         info!(parent: &self.span, "node stopped");
     }
@@ -439,6 +463,31 @@ pub(crate) fn to_wire(record: &Record) -> WireRecord {
         version: record.version,
         replication: record.replication,
     }
+}
+
+/// Contacts as text, one `<id>@<address>` per line.
+fn encode_contacts(contacts: &[Contact]) -> Vec<u8> {
+    let mut text = String::new();
+    for contact in contacts {
+        text.push_str(&format!("{}@{}\n", contact.id, contact.addr));
+    }
+    text.into_bytes()
+}
+
+/// The contacts of [`encode_contacts`]; lines that do not parse (or name this node) are
+/// skipped.
+fn decode_contacts(blob: &[u8], local: NodeId) -> Vec<Contact> {
+    String::from_utf8_lossy(blob)
+        .lines()
+        .filter_map(|line| {
+            let (id, addr) = line.split_once('@')?;
+            Some(Contact {
+                id: id.parse().ok()?,
+                addr: addr.parse().ok()?,
+            })
+        })
+        .filter(|contact| contact.id != local)
+        .collect()
 }
 
 /// The diversity group of any address: its IPv4 /24 or IPv6 /48.

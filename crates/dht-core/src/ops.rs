@@ -17,6 +17,9 @@ use crate::error::{Error, RpcError};
 use crate::node::{Inner, mono_now, to_wire, unix_now};
 use crate::stats::Counters;
 
+/// Saved contacts dialled at once when rejoining.
+const SAVED_CONTACTS_TRIED: usize = 16;
+
 /// What a PUT achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutReport {
@@ -355,6 +358,9 @@ impl Inner {
                 }
             }
         }
+        if reached == 0 {
+            reached += self.reach_saved_contacts().await;
+        }
         if reached == 0 && self.routing().is_empty() {
             return false;
         }
@@ -366,6 +372,31 @@ impl Inner {
             "joined the network"
         );
         true
+    }
+
+    /// Connects to the contacts saved before the last stop (each must still prove the
+    /// id it had), at most `SAVED_CONTACTS_TRIED` of them at once; returns how many
+    /// answered.
+    async fn reach_saved_contacts(self: &Arc<Self>) -> usize {
+        let saved = crate::node::lock(&self.saved_contacts).clone();
+        if saved.is_empty() {
+            return 0;
+        }
+        let mut attempts = futures::stream::iter(saved.into_iter().map(|contact| async move {
+            self.connection(Some(contact.id), contact.addr)
+                .await
+                .is_ok()
+        }))
+        .buffer_unordered(SAVED_CONTACTS_TRIED);
+        let mut reached = 0;
+        while let Some(ok) = attempts.next().await {
+            reached += usize::from(ok);
+        }
+        info!(
+            reached,
+            "rejoined through contacts saved before the restart"
+        );
+        reached
     }
 
     /// One lookup of a random id in every bucket farther than the closest neighbour.

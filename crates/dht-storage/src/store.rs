@@ -175,6 +175,18 @@ pub trait RecordStore: Send {
     /// All unexpired records (for replication; bounded by `max_records`).
     fn records(&self, now: u64) -> Result<Vec<Record>, StoreError>;
 
+    /// Keeps the node's contacts (an opaque blob the node encodes) for its next start.
+    /// Stores that do not outlive the process keep nothing.
+    fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
+        let _ = blob;
+        Ok(())
+    }
+
+    /// The contacts saved by [`save_contacts`](Self::save_contacts), if any.
+    fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
     /// Number of records held (expired ones not yet purged included).
     fn len(&self) -> usize;
 

@@ -432,6 +432,14 @@ impl fmt::Debug for DurableStore {
 }
 
 impl RecordStore for DurableStore {
+    fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
+        DurableStore::save_contacts(self, blob)
+    }
+
+    fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        DurableStore::load_contacts(self)
+    }
+
     fn put_many(
         &mut self,
         puts: Vec<(Record, Origin)>,
