@@ -682,3 +682,58 @@ async fn a_restarted_node_rejoins_through_its_saved_contacts() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_expired_record_is_never_served_even_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("dht-expiry-{}", rand::random::<u64>()));
+    let durable = NodeConfig {
+        hostkey: Some(dir.join("hostkey.pem")),
+        storage: dht_core::StorageBackend::Durable {
+            data_dir: dir.join("data"),
+            key: None,
+        },
+        ..config(&[])
+    };
+    let a = Node::start(durable.clone()).await.expect("a");
+    let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("peer");
+    let key = Key::sha256(b"short-lived");
+    let expires_at = unix_now() + 2;
+    assert_eq!(
+        peer.request(PeerMessage::Store {
+            record: record(key, b"soon gone", expires_at, 1),
+        })
+        .await
+        .expect("answer"),
+        PeerMessage::StoreResult {
+            status: StoreStatus::Stored
+        }
+    );
+    // Served before its expiry...
+    assert!(matches!(
+        peer.request(PeerMessage::FindValue { key })
+            .await
+            .expect("answer"),
+        PeerMessage::Value { .. }
+    ));
+    assert_eq!(
+        a.get(key).await.expect("get").as_deref(),
+        Some(&b"soon gone"[..])
+    );
+    // ...never after it (poll the clock, not a fixed sleep).
+    assert!(wait_for(Duration::from_secs(10), || unix_now() >= expires_at).await);
+    assert!(matches!(
+        peer.request(PeerMessage::FindValue { key })
+            .await
+            .expect("answer"),
+        PeerMessage::Nodes { .. }
+    ));
+    assert!(!a.holds(&key));
+    drop(peer);
+    a.shutdown().await;
+    // Nor after a restart.
+    let again = Node::start(durable).await.expect("restarted");
+    assert!(!again.holds(&key));
+    assert_eq!(again.get(key).await.expect("get"), None);
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

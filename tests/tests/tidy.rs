@@ -81,6 +81,10 @@ fn crate_dependencies_point_down() {
         };
         for dep in package["dependencies"].as_array().expect("dependencies") {
             let dep_name = dep["name"].as_str().expect("dependency name");
+            // The test-support package may serve any crate's own tests.
+            if dep_name == "dht-tests" && dep["kind"].as_str() == Some("dev") {
+                continue;
+            }
             if members.contains(dep_name) && !allowed_here.contains(dep_name) {
                 violations.push(format!("{name} depends on {dep_name}"));
             }

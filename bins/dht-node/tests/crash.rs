@@ -1,0 +1,144 @@
+//! A `dht-node` process that receives STOREs is killed with SIGKILL at random moments,
+//! 20 times, and restarted each time: every record it acknowledged is there afterwards,
+//! whole (no torn record is ever served).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dht_core::Key;
+use dht_tests::raw_peer::RawPeer;
+use dht_wire::{PeerMessage, StoreStatus, WireRecord};
+use rand::Rng;
+
+const KILLS: usize = 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("dht-node starts")
+}
+
+/// Connects once the node answers (it restarts from its database first).
+async fn connect(addr: SocketAddr) -> RawPeer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((peer, _)) = RawPeer::connect(addr).await {
+            return peer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dht-node did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn value_of(key: &Key) -> Bytes {
+    // Long enough to span several pages of the database, different for every key.
+    Bytes::from(key.to_string().repeat(40))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_kill_9() {
+    let dir = std::env::temp_dir().join(format!("dht-crash-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p2p: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dht]\np2p_address = \"{p2p}\"\napi_address = \"127.0.0.1:{}\"\n\
+             pow_difficulty = {pow}\nmin_pow_difficulty = {pow}\n",
+            free_port(),
+            pow = dht_tests::TEST_POW
+        ),
+    )
+    .expect("config");
+    let log = dir.join("node.log");
+    let expires = unix_now() + 3600;
+    let mut acked: Vec<Key> = Vec::new();
+    let mut rng = rand::thread_rng();
+    for round in 0..KILLS {
+        let mut child = start(&config, &log);
+        let mut peer = connect(p2p).await;
+        // Everything acknowledged before is there, whole.
+        for key in &acked {
+            match peer.request(PeerMessage::FindValue { key: *key }).await {
+                Ok(PeerMessage::Value { record }) => {
+                    assert_eq!(record.value, value_of(key), "round {round}: torn record");
+                }
+                other => panic!("round {round}: acknowledged record {key:?} lost: {other:?}"),
+            }
+        }
+        // STOREs until a random moment, then SIGKILL (possibly mid-commit).
+        let kill_after = Duration::from_millis(rng.gen_range(20..200));
+        let storing = async {
+            let mut i = 0u32;
+            loop {
+                let key = Key::sha256(format!("crash/{round}/{i}").as_bytes());
+                let record = WireRecord {
+                    key,
+                    value: value_of(&key),
+                    expires_at: expires,
+                    version: 1,
+                    replication: 3,
+                };
+                match peer.request(PeerMessage::Store { record }).await {
+                    Ok(PeerMessage::StoreResult {
+                        status: StoreStatus::Stored,
+                    }) => acked.push(key),
+                    other => panic!("round {round}: STORE not stored: {other:?}"),
+                }
+                i += 1;
+            }
+        };
+        let _ = tokio::time::timeout(kill_after, storing).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+    // A last start to check the last round too.
+    let mut child = start(&config, &log);
+    let mut peer = connect(p2p).await;
+    for key in &acked {
+        match peer.request(PeerMessage::FindValue { key: *key }).await {
+            Ok(PeerMessage::Value { record }) => assert_eq!(record.value, value_of(key)),
+            other => panic!("acknowledged record lost: {other:?}"),
+        }
+    }
+    println!(
+        "{} acknowledged records survived {KILLS} kills",
+        acked.len()
+    );
+    assert!(acked.len() >= KILLS, "too few STOREs to mean anything");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
