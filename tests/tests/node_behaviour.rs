@@ -737,3 +737,36 @@ async fn an_expired_record_is_never_served_even_after_a_restart() {
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_database_damaged_beyond_opening_is_moved_aside() {
+    let dir = std::env::temp_dir().join(format!("dht-damaged-{}", rand::random::<u64>()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    std::fs::write(data.join(dht_storage::durable::FILE_NAME), vec![0x5a; 10_000])
+        .expect("garbage database");
+    let a = Node::start(NodeConfig {
+        hostkey: Some(dir.join("hostkey.pem")),
+        storage: dht_core::StorageBackend::Durable {
+            data_dir: data.clone(),
+            key: None,
+        },
+        ..config(&[])
+    })
+    .await
+    .expect("the node starts anyway");
+    assert_eq!(a.stored_records(), 0);
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .expect("data dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("broken"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged file is kept for inspection");
+    let report = a
+        .put(Key::sha256(b"after"), Bytes::from_static(b"works"), PutOptions::default())
+        .await
+        .expect("put");
+    assert!(report.stored_locally);
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
