@@ -136,11 +136,11 @@ async fn records_return_to_their_closest_live_nodes_after_churn() {
             + usize::from(bootstrap.holds(key))
     };
     'pick: for key in keys.iter().cycle().take(keys.len() * 2) {
-        for i in 0..nodes.len() {
+        for (i, node) in nodes.iter().enumerate() {
             if going.len() >= 13 {
                 break 'pick;
             }
-            if going.contains(&i) || !nodes[i].holds(key) {
+            if going.contains(&i) || !node.holds(key) {
                 continue;
             }
             let mut trial = going.clone();
