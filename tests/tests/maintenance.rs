@@ -1,7 +1,8 @@
 //! Kademlia upkeep with intervals of a few seconds: a node that disappears leaves
 //! every table, records come back to their closest live nodes after churn (40 nodes,
 //! 200 keys, a third of the nodes lost), and a node that joins close to a key receives
-//! it. Every wait polls with a deadline computed
+//! it; a full bucket takes the newcomer waiting in its replacement cache when its old
+//! contact dies. Every wait polls with a deadline computed
 //! from the configured intervals.
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dht_core::{Key, Node, NodeConfig, NodeId, PutOptions};
 use dht_security::{HostKey, pow};
+use dht_tests::raw_peer::{PeerIdentity, RawPeer};
 use dht_tests::{TEST_POW, init_tracing, test_config, wait_for};
 
 const LIVENESS: Duration = Duration::from_secs(1);
@@ -250,4 +252,54 @@ async fn a_node_joining_close_to_a_key_receives_it() {
         n.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bucket_takes_its_newcomer_when_the_old_contact_dies() {
+    init_tracing();
+    // One contact per bucket: a second peer of the same bucket must wait.
+    let a = Node::start(NodeConfig {
+        k: 1,
+        alpha: 1,
+        min_replication: 1,
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    let first = PeerIdentity::new().expect("identity");
+    let bucket = a.id().bucket_index(&first.id);
+    let second = (0..10_000)
+        .map(|_| PeerIdentity::new().expect("identity"))
+        .find(|p| a.id().bucket_index(&p.id) == bucket)
+        .expect("an identity in the same bucket");
+    let (first_id, second_id) = (first.id, second.id);
+    let hello = first.hello();
+    let (old, _) = RawPeer::connect_as(a.listen_addr(), first, hello)
+        .await
+        .expect("first peer");
+    let hello = second.hello();
+    let (_newcomer, _) = RawPeer::connect_as(a.listen_addr(), second, hello)
+        .await
+        .expect("second peer");
+    let ids = |n: &Node| {
+        n.routing_contacts()
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&a),
+        vec![first_id],
+        "the bucket was full: the newcomer waits"
+    );
+    // The old contact disappears (its advertised port refuses connections).
+    drop(old);
+    let deadline = removal_deadline(a.config());
+    let replaced = wait_for(deadline, || async { ids(&a) == vec![second_id] }).await;
+    assert!(
+        replaced,
+        "the newcomer did not take the dead contact's place: {:?}",
+        ids(&a)
+    );
+    a.shutdown().await;
 }

@@ -743,8 +743,11 @@ async fn a_database_damaged_beyond_opening_is_moved_aside() {
     let dir = std::env::temp_dir().join(format!("dht-damaged-{}", rand::random::<u64>()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("dir");
-    std::fs::write(data.join(dht_storage::durable::FILE_NAME), vec![0x5a; 10_000])
-        .expect("garbage database");
+    std::fs::write(
+        data.join(dht_storage::durable::FILE_NAME),
+        vec![0x5a; 10_000],
+    )
+    .expect("garbage database");
     let a = Node::start(NodeConfig {
         hostkey: Some(dir.join("hostkey.pem")),
         storage: dht_core::StorageBackend::Durable {
@@ -763,7 +766,11 @@ async fn a_database_damaged_beyond_opening_is_moved_aside() {
         .collect();
     assert_eq!(kept.len(), 1, "the damaged file is kept for inspection");
     let report = a
-        .put(Key::sha256(b"after"), Bytes::from_static(b"works"), PutOptions::default())
+        .put(
+            Key::sha256(b"after"),
+            Bytes::from_static(b"works"),
+            PutOptions::default(),
+        )
         .await
         .expect("put");
     assert!(report.stored_locally);

@@ -142,6 +142,17 @@ impl Inner {
             .store
             .blocking(|store| store.purge_expired(unix_now()))
             .await;
+        // Records a peer stored here within the interval are that peer's to replicate.
+        let now = mono_now();
+        let interval = self.config.replicate_interval;
+        let records: Vec<_> = {
+            let mut received = lock(&self.received);
+            received.retain(|_, at| now.saturating_duration_since(*at) < interval);
+            records
+                .into_iter()
+                .filter(|record| !received.contains_key(&record.key))
+                .collect()
+        };
         debug!(records = records.len(), "replicating");
         let mut work = futures::stream::iter(records.into_iter().map(|record| {
             let inner = self.clone();

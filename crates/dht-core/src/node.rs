@@ -58,6 +58,10 @@ pub(crate) struct Inner {
     pinging: Mutex<HashSet<NodeId>>,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
+    /// When each record was last stored here by a peer: replication skips records
+    /// received within the replicate interval (the Kademlia paper's optimisation: the
+    /// sender replicates them). Bounded by the records held; pruned every round.
+    pub(crate) received: Mutex<HashMap<Key, std::time::Instant>>,
     /// Failed pings in a row of routing-table contacts (see `record_ping`).
     pub(crate) ping_failures: Mutex<HashMap<NodeId, u32>>,
     next_conn_seq: AtomicU64,
@@ -174,6 +178,7 @@ impl Inner {
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
             saved_contacts: Mutex::new(saved_contacts),
+            received: Mutex::new(HashMap::new()),
             ping_failures: Mutex::new(HashMap::new()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
@@ -330,8 +335,10 @@ impl Inner {
             debug!(peer = %from.id.short(), "refusing STORE with a version from the future");
             return StoreStatus::Refused;
         };
+        let key = record.key;
         match self.store.put(record, Origin::Peer(from.id)).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
+                lock(&self.received).insert(key, mono_now());
                 StoreStatus::Stored
             }
             Ok(PutOutcome::KeptNewer) => StoreStatus::KeptNewer,
