@@ -101,7 +101,7 @@ impl PeerIdentity {
 pub fn honest_answer(request: &PeerMessage) -> PeerMessage {
     match request {
         PeerMessage::Ping => PeerMessage::Pong,
-        PeerMessage::Store { .. } => PeerMessage::StoreResult {
+        PeerMessage::Store { .. } | PeerMessage::Replicate { .. } => PeerMessage::StoreResult {
             status: dht_wire::StoreStatus::Stored,
         },
         PeerMessage::FindNode { .. } | PeerMessage::FindValue { .. } => PeerMessage::Nodes {

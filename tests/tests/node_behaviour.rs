@@ -435,6 +435,20 @@ async fn one_peer_cannot_fill_a_nearly_full_store() {
     assert!(stored <= 160, "the flooder stored {stored}");
     assert!(refused >= 140, "only {refused} refused");
     assert!(a.stats().stores_refused_quota >= 140);
+    // Replication from a peer among a key's closest nodes is accounted apart: the quota
+    // does not refuse it.
+    let replica = Key::sha256(b"flood/replica");
+    assert_eq!(
+        flooder
+            .request(PeerMessage::Replicate {
+                record: record(replica, b"r", expires, 1),
+            })
+            .await
+            .expect("answer"),
+        PeerMessage::StoreResult {
+            status: StoreStatus::Stored
+        }
+    );
     // An honest peer still stores, and so does a PUT through this node.
     let (mut honest, _) = RawPeer::connect(a.listen_addr()).await.expect("honest");
     for i in 0u32..20 {

@@ -159,7 +159,7 @@ impl Inner {
             async move {
                 let closest = inner.lookup(record.key, false).await.result.closest;
                 inner
-                    .store_on(&record, &closest, usize::from(record.replication))
+                    .store_on(&record, &closest, usize::from(record.replication), true)
                     .await
             }
         }))
@@ -196,7 +196,7 @@ impl Inner {
                     debug!(peer = %newcomer.id.short(), records = due.len(), "handing records to a new neighbour");
                 }
                 for record in due {
-                    if inner.store_on(&record, &[newcomer], 1).await == 0 {
+                    if inner.store_on(&record, &[newcomer], 1, true).await == 0 {
                         break;
                     }
                 }

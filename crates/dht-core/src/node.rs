@@ -284,7 +284,8 @@ impl Inner {
                     }
                 }
             }
-            // STOREs are answered once committed, by `store_from_peer` (see read_loop).
+            // STOREs and REPLICATEs are answered once committed, by `store_from_peer`
+            // (see read_loop).
             other => {
                 debug!(message = other.name(), "unexpected request");
                 PeerMessage::Error {
@@ -328,15 +329,33 @@ impl Inner {
     }
 
     /// Stores a record a peer sent (see [`Inner::accept_remote`]), charged to that
-    /// peer's storage quota.
-    pub(crate) async fn store_from_peer(&self, from: &Contact, record: WireRecord) -> StoreStatus {
+    /// peer's storage quota; a REPLICATE (`replication`) from a peer that is itself
+    /// among the k closest nodes we know to the key is accounted as replication, which
+    /// the quota does not refuse. Anyone else's REPLICATE counts as a STORE.
+    pub(crate) async fn store_from_peer(
+        &self,
+        from: &Contact,
+        record: WireRecord,
+        replication: bool,
+    ) -> StoreStatus {
         let now = unix_now();
+        let origin = if replication
+            && self
+                .routing()
+                .closest(&record.key, self.config.k)
+                .iter()
+                .any(|c| c.id == from.id)
+        {
+            Origin::Replication(from.id)
+        } else {
+            Origin::Peer(from.id)
+        };
         let Some(record) = self.accept_remote(record, now) else {
             debug!(peer = %from.id.short(), "refusing STORE with a version from the future");
             return StoreStatus::Refused;
         };
         let key = record.key;
-        match self.store.put(record, Origin::Peer(from.id)).await {
+        match self.store.put(record, origin).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
                 lock(&self.received).insert(key, mono_now());
                 StoreStatus::Stored

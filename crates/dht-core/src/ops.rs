@@ -246,7 +246,7 @@ impl Inner {
         } = local;
         let candidates = self.lookup(record.key, false).await.result.closest;
         let replicas = self
-            .store_on(&record, &candidates, usize::from(record.replication))
+            .store_on(&record, &candidates, usize::from(record.replication), false)
             .await;
         debug!(key = %record.key.short(), replicas, wanted = record.replication, "PUT done");
         PutReport {
@@ -259,19 +259,25 @@ impl Inner {
 
     /// Sends STORE to the closest `wanted` candidates; a failed one is replaced by the
     /// next candidate. Returns how many acknowledged.
+    /// `replication`: the record is sent as REPLICATE (replication, hand-off), not as
+    /// the STORE of a new PUT, so that receivers account it apart.
     pub(crate) async fn store_on(
         self: &Arc<Self>,
         record: &Record,
         candidates: &[Contact],
         wanted: usize,
+        replication: bool,
     ) -> usize {
         let wire = to_wire(record);
         let mut next = candidates.iter();
         let mut in_flight = FuturesUnordered::new();
         let send = |contact: Contact| {
             let inner = self.clone();
-            let message = PeerMessage::Store {
-                record: wire.clone(),
+            let record = wire.clone();
+            let message = if replication {
+                PeerMessage::Replicate { record }
+            } else {
+                PeerMessage::Store { record }
             };
             async move { inner.rpc(contact, message).await }
         };

@@ -405,8 +405,9 @@ impl Inner {
             if admitted {
                 self.observe(conn.contact);
             }
+            let replication = matches!(frame.message, PeerMessage::Replicate { .. });
             let answer = match frame.message {
-                PeerMessage::Store { record } if admitted => {
+                PeerMessage::Store { record } | PeerMessage::Replicate { record } if admitted => {
                     // Answered once committed, by a task of its own: the reader goes
                     // on (the writer commits STOREs of all connections together), at
                     // most STORES_IN_FLIGHT at a time per connection.
@@ -416,7 +417,9 @@ impl Inner {
                     let (inner, conn, id) = (self.clone(), conn.clone(), frame.request_id);
                     self.tasks.spawn(
                         async move {
-                            let status = inner.store_from_peer(&conn.contact, record).await;
+                            let status = inner
+                                .store_from_peer(&conn.contact, record, replication)
+                                .await;
                             let answer = PeerMessage::StoreResult { status };
                             let _ = conn.respond(id, answer, inner.config.rpc_timeout).await;
                             drop(permit);

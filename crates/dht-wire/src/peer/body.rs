@@ -34,9 +34,9 @@ pub(super) fn body_len(message: &PeerMessage) -> usize {
                 .map(|c| KEY_LEN + addr_len(&c.addr))
                 .sum::<usize>()
         }
-        PeerMessage::Value { record } | PeerMessage::Store { record } => {
-            RECORD_FIXED_LEN + record.value.len()
-        }
+        PeerMessage::Value { record }
+        | PeerMessage::Store { record }
+        | PeerMessage::Replicate { record } => RECORD_FIXED_LEN + record.value.len(),
         PeerMessage::StoreResult { .. } | PeerMessage::Error { .. } => 1,
     }
 }
@@ -47,9 +47,9 @@ pub(super) fn check_body(message: &PeerMessage) -> Result<(), PeerCodecError> {
         PeerMessage::Nodes { contacts } if contacts.len() > MAX_CONTACTS => {
             Err(PeerCodecError::TooManyContacts(contacts.len()))
         }
-        PeerMessage::Value { record } | PeerMessage::Store { record } => {
-            check_value_len(record.value.len())
-        }
+        PeerMessage::Value { record }
+        | PeerMessage::Store { record }
+        | PeerMessage::Replicate { record } => check_value_len(record.value.len()),
         _ => Ok(()),
     }
 }
@@ -84,7 +84,9 @@ pub(super) fn put_body(message: &PeerMessage, dst: &mut BytesMut) {
                 put_addr(&contact.addr, dst);
             }
         }
-        PeerMessage::Value { record } | PeerMessage::Store { record } => {
+        PeerMessage::Value { record }
+        | PeerMessage::Store { record }
+        | PeerMessage::Replicate { record } => {
             dst.put_slice(record.key.as_bytes());
             dst.put_u64(record.expires_at);
             dst.put_u64(record.version);
@@ -149,6 +151,9 @@ pub(super) fn read_body(msg_type: u8, r: &mut Reader) -> Result<PeerMessage, Pee
             record: read_record(r)?,
         },
         msg_type::STORE => PeerMessage::Store {
+            record: read_record(r)?,
+        },
+        msg_type::REPLICATE => PeerMessage::Replicate {
             record: read_record(r)?,
         },
         msg_type::STORE_RESULT => {

@@ -15,9 +15,11 @@ use crate::reader::Reader;
 pub(super) fn direction_allowed(code: u8, is_response: bool) -> Option<bool> {
     match code {
         msg_type::HELLO => Some(true),
-        msg_type::PING | msg_type::FIND_NODE | msg_type::FIND_VALUE | msg_type::STORE => {
-            Some(!is_response)
-        }
+        msg_type::PING
+        | msg_type::FIND_NODE
+        | msg_type::FIND_VALUE
+        | msg_type::STORE
+        | msg_type::REPLICATE => Some(!is_response),
         msg_type::PONG
         | msg_type::NODES
         | msg_type::VALUE
@@ -268,6 +270,7 @@ mod tests {
         find_value => strategies::key().prop_map(|key| PeerMessage::FindValue { key });
         value => strategies::record().prop_map(|record| PeerMessage::Value { record });
         store => strategies::record().prop_map(|record| PeerMessage::Store { record });
+        replicate => strategies::record().prop_map(|record| PeerMessage::Replicate { record });
         store_result => strategies::message().prop_filter("STORE_RESULT", |m| matches!(m, PeerMessage::StoreResult { .. }));
         error => strategies::message().prop_filter("ERROR", |m| matches!(m, PeerMessage::Error { .. }));
     }
@@ -387,7 +390,7 @@ mod tests {
         type Check = fn(&PeerCodecError) -> bool;
         let cases: [(u8, u8, Check); 7] = [
             (0, 0, |e| matches!(e, PeerCodecError::UnknownType(0))),
-            (11, 1, |e| matches!(e, PeerCodecError::UnknownType(11))),
+            (12, 1, |e| matches!(e, PeerCodecError::UnknownType(12))),
             (msg_type::PING, 2, |e| {
                 matches!(e, PeerCodecError::BadFlags(2))
             }),

@@ -73,6 +73,8 @@ pub mod msg_type {
     pub const STORE_RESULT: u8 = 9;
     /// ERROR: response to any request.
     pub const ERROR: u8 = 10;
+    /// REPLICATE: request, answered with STORE_RESULT.
+    pub const REPLICATE: u8 = 11;
 }
 
 /// One frame: a message with its request id and direction.
@@ -147,7 +149,13 @@ pub enum PeerMessage {
         /// The record.
         record: WireRecord,
     },
-    /// Answer to STORE.
+    /// Asks the receiver to store a record it is among the closest nodes for, as part of
+    /// replication or a hand-off (not a new PUT): receivers account it apart from STOREs.
+    Replicate {
+        /// The record.
+        record: WireRecord,
+    },
+    /// Answer to STORE and REPLICATE.
     StoreResult {
         /// What the receiver did with the record.
         status: StoreStatus,
@@ -161,7 +169,7 @@ pub enum PeerMessage {
 
 impl PeerMessage {
     /// The message name, for logs and metrics: "HELLO", "PING", "PONG", "FIND_NODE",
-    /// "NODES", "FIND_VALUE", "VALUE", "STORE", "STORE_RESULT" or "ERROR".
+    /// "NODES", "FIND_VALUE", "VALUE", "STORE", "REPLICATE", "STORE_RESULT" or "ERROR".
     pub fn name(&self) -> &'static str {
         match self {
             PeerMessage::Hello(_) => "HELLO",
@@ -172,6 +180,7 @@ impl PeerMessage {
             PeerMessage::FindValue { .. } => "FIND_VALUE",
             PeerMessage::Value { .. } => "VALUE",
             PeerMessage::Store { .. } => "STORE",
+            PeerMessage::Replicate { .. } => "REPLICATE",
             PeerMessage::StoreResult { .. } => "STORE_RESULT",
             PeerMessage::Error { .. } => "ERROR",
         }
@@ -188,13 +197,14 @@ impl PeerMessage {
             PeerMessage::FindValue { .. } => msg_type::FIND_VALUE,
             PeerMessage::Value { .. } => msg_type::VALUE,
             PeerMessage::Store { .. } => msg_type::STORE,
+            PeerMessage::Replicate { .. } => msg_type::REPLICATE,
             PeerMessage::StoreResult { .. } => msg_type::STORE_RESULT,
             PeerMessage::Error { .. } => msg_type::ERROR,
         }
     }
 
     /// Whether the message may travel in a frame with this response flag: PING,
-    /// FIND_NODE, FIND_VALUE and STORE are requests only; PONG, NODES, VALUE,
+    /// FIND_NODE, FIND_VALUE, STORE and REPLICATE are requests only; PONG, NODES, VALUE,
     /// STORE_RESULT and ERROR responses only; HELLO either.
     pub fn allowed_as(&self, is_response: bool) -> bool {
         codec::direction_allowed(self.type_code(), is_response).unwrap_or(false)
@@ -434,7 +444,14 @@ mod tests {
                 false,
                 true,
             ),
-            (PeerMessage::Store { record }, "STORE", true, false),
+            (
+                PeerMessage::Store {
+                    record: record.clone(),
+                },
+                "STORE",
+                true,
+                false,
+            ),
             (
                 PeerMessage::StoreResult {
                     status: StoreStatus::Full,
@@ -451,6 +468,7 @@ mod tests {
                 false,
                 true,
             ),
+            (PeerMessage::Replicate { record }, "REPLICATE", true, false),
         ];
         for (i, (msg, name, request, response)) in cases.into_iter().enumerate() {
             assert_eq!(msg.name(), name);

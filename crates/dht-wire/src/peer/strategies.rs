@@ -87,6 +87,7 @@ pub(super) fn message() -> impl Strategy<Value = PeerMessage> {
         key().prop_map(|key| PeerMessage::FindValue { key }),
         record().prop_map(|record| PeerMessage::Value { record }),
         record().prop_map(|record| PeerMessage::Store { record }),
+        record().prop_map(|record| PeerMessage::Replicate { record }),
         store_status().prop_map(|status| PeerMessage::StoreResult { status }),
         error_code().prop_map(|code| PeerMessage::Error { code }),
     ]
