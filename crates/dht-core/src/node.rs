@@ -121,7 +121,14 @@ impl Inner {
             Some(store) => store,
             None => open_store(&config, &identity.host).await?,
         };
-        let saved_contacts = match store.load_contacts() {
+        // Reading the saved contacts is file IO: off the async workers.
+        let (store, saved) = tokio::task::spawn_blocking(move || {
+            let saved = store.load_contacts();
+            (store, saved)
+        })
+        .await
+        .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;
+        let saved_contacts = match saved {
             Ok(Some(blob)) => decode_contacts(&blob, id),
             Ok(None) => Vec::new(),
             Err(e) => {
@@ -559,7 +566,7 @@ async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn Recor
         DurableStore::open_at(&dir, key, limits, unix_now())
     })
     .await
-    .map_err(|e| Error::Identity(format!("store task failed: {e}")))?;
+    .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;
     let (store, report) = opened.map_err(Error::Store)?;
     if let Some(moved) = &report.moved_aside {
         warn!(
