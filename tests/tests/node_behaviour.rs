@@ -30,6 +30,18 @@ fn config(bootstrap: &[BootstrapPeer]) -> NodeConfig {
     }
 }
 
+/// A node keeping its host key and its durable store in `dir` (`dir/data`).
+fn durable_config(dir: &std::path::Path, bootstrap: &[BootstrapPeer]) -> NodeConfig {
+    NodeConfig {
+        hostkey: Some(dir.join("hostkey.pem")),
+        storage: dht_core::StorageBackend::Durable {
+            data_dir: dir.join("data"),
+            key: None,
+        },
+        ..config(bootstrap)
+    }
+}
+
 fn peer_of(node: &Node) -> BootstrapPeer {
     BootstrapPeer {
         id: None,
@@ -599,14 +611,7 @@ async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
 #[tokio::test]
 async fn a_restarted_node_comes_back_with_its_records() {
     let dir = std::env::temp_dir().join(format!("dht-restart-{}", rand::random::<u64>()));
-    let durable = NodeConfig {
-        hostkey: Some(dir.join("hostkey.pem")),
-        storage: dht_core::StorageBackend::Durable {
-            data_dir: dir.join("data"),
-            key: None,
-        },
-        ..config(&[])
-    };
+    let durable = durable_config(&dir, &[]);
     let a = Node::start(durable.clone()).await.expect("a");
     let id = a.id();
     let keys: Vec<Key> = (0..5)
@@ -671,14 +676,7 @@ async fn a_restarted_node_rejoins_through_its_saved_contacts() {
         }
         v
     };
-    let durable = NodeConfig {
-        hostkey: Some(dir.join("hostkey.pem")),
-        storage: dht_core::StorageBackend::Durable {
-            data_dir: dir.join("data"),
-            key: None,
-        },
-        ..config(&[peer_of(&bootstrap)])
-    };
+    let durable = durable_config(&dir, &[peer_of(&bootstrap)]);
     let b = Node::start(durable.clone()).await.expect("b");
     assert!(b.routing_table_len() >= 3);
     b.shutdown().await;
@@ -700,14 +698,7 @@ async fn a_restarted_node_rejoins_through_its_saved_contacts() {
 #[tokio::test]
 async fn an_expired_record_is_never_served_even_after_a_restart() {
     let dir = std::env::temp_dir().join(format!("dht-expiry-{}", rand::random::<u64>()));
-    let durable = NodeConfig {
-        hostkey: Some(dir.join("hostkey.pem")),
-        storage: dht_core::StorageBackend::Durable {
-            data_dir: dir.join("data"),
-            key: None,
-        },
-        ..config(&[])
-    };
+    let durable = durable_config(&dir, &[]);
     let a = Node::start(durable.clone()).await.expect("a");
     let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("peer");
     let key = Key::sha256(b"short-lived");
@@ -762,16 +753,9 @@ async fn a_database_damaged_beyond_opening_is_moved_aside() {
         vec![0x5a; 10_000],
     )
     .expect("garbage database");
-    let a = Node::start(NodeConfig {
-        hostkey: Some(dir.join("hostkey.pem")),
-        storage: dht_core::StorageBackend::Durable {
-            data_dir: data.clone(),
-            key: None,
-        },
-        ..config(&[])
-    })
-    .await
-    .expect("the node starts anyway");
+    let a = Node::start(durable_config(&dir, &[]))
+        .await
+        .expect("the node starts anyway");
     assert_eq!(a.stored_records(), 0);
     let kept: Vec<_> = std::fs::read_dir(&data)
         .expect("data dir")
