@@ -29,7 +29,25 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn start(config: &Path, log: &Path) -> Child {
+/// A running child that is killed when dropped, so that a failing test leaves no
+/// process behind.
+struct Running(Child);
+
+impl Running {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path, log: &Path) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -43,6 +61,7 @@ fn start(config: &Path, log: &Path) -> Child {
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
+        .map(Running)
         .expect("dht-node starts")
 }
 
@@ -123,8 +142,7 @@ async fn acknowledged_records_survive_kill_9() {
             }
         };
         let _ = tokio::time::timeout(kill_after, storing).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        child.kill();
     }
     // A last start to check the last round too.
     let mut child = start(&config, &log);
@@ -140,7 +158,6 @@ async fn acknowledged_records_survive_kill_9() {
         acked.len()
     );
     assert!(acked.len() >= KILLS, "too few STOREs to mean anything");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
