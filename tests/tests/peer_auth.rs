@@ -85,18 +85,7 @@ async fn a_certificate_whose_key_does_not_sign_the_handshake_is_refused() {
     let signer = HostKey::generate().expect("key");
     let (cert, _) = shown.host.certificate().expect("certificate");
     let (_, other_key) = signer.certificate().expect("certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let signing = provider
-        .key_provider
-        .load_private_key(other_key)
-        .expect("key");
-    let certified = Arc::new(CertifiedKey::new(vec![cert], signing));
-    let config = builder(provider).with_client_cert_resolver(Arc::new(Fixed(certified)));
-    let refused = match shown.tls_with(a.listen_addr(), Arc::new(config)).await {
-        Err(_) => true,
-        Ok(stream) => hello_is_refused(stream, shown.hello()).await,
-    };
-    assert!(refused);
+    assert!(presenting_is_refused(&a, &shown, cert, other_key).await);
     assert_eq!(a.routing_table_len(), 0);
     a.shutdown().await;
 }
@@ -107,16 +96,8 @@ async fn a_malformed_certificate_is_refused() {
     let a = node().await;
     let me = PeerIdentity::new().expect("identity");
     let (_, key) = me.host.certificate().expect("certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let signing = provider.key_provider.load_private_key(key).expect("key");
     let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x07]);
-    let certified = Arc::new(CertifiedKey::new(vec![garbage], signing));
-    let config = builder(provider).with_client_cert_resolver(Arc::new(Fixed(certified)));
-    let refused = match me.tls_with(a.listen_addr(), Arc::new(config)).await {
-        Err(_) => true,
-        Ok(stream) => hello_is_refused(stream, me.hello()).await,
-    };
-    assert!(refused);
+    assert!(presenting_is_refused(&a, &me, garbage, key).await);
     assert_eq!(a.routing_table_len(), 0);
     a.shutdown().await;
 }
@@ -209,6 +190,25 @@ async fn one_node_at_the_default_difficulty() {
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Whether the node refuses `who` when its TLS client presents `cert` while signing
+/// the handshake with `key` (whatever they are): at the TLS handshake or, failing that,
+/// at the HELLO.
+async fn presenting_is_refused(
+    node: &Node,
+    who: &PeerIdentity,
+    cert: CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> bool {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider.key_provider.load_private_key(key).expect("key");
+    let certified = Arc::new(CertifiedKey::new(vec![cert], signing));
+    let config = builder(provider).with_client_cert_resolver(Arc::new(Fixed(certified)));
+    match who.tls_with(node.listen_addr(), Arc::new(config)).await {
+        Err(_) => true,
+        Ok(stream) => hello_is_refused(stream, who.hello()).await,
+    }
 }
 
 fn builder(
