@@ -11,10 +11,10 @@ const USAGE: &str = "usage: dht-bootstrap -c FILE
 
 Runs a bootstrap node: a full Kademlia peer on [dht] p2p_address that other nodes list
 in their bootstrap_peers. It serves no client API (api_address is ignored).
-FILE is the TOML configuration (see configs/bootstrap.toml). Log level from RUST_LOG.";
+FILE is the TOML configuration (see configs/bootstrap.toml).";
 
 fn main() -> ExitCode {
-    dht_api::process::main("dht-bootstrap", USAGE, init_logs, run)
+    dht_api::process::main("dht-bootstrap", USAGE, run)
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
@@ -24,10 +24,4 @@ async fn run(config: Config) -> Result<(), BoxError> {
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(())
-}
-
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }

@@ -10,11 +10,10 @@ use dht_core::Node;
 const USAGE: &str = "usage: dht-node -c FILE
 
 Runs a DHT node: a Kademlia peer on [dht] p2p_address and the VoidPhone DHT API on
-[dht] api_address. FILE is the TOML configuration (see configs/node.toml).
-Log level from RUST_LOG (default: info).";
+[dht] api_address. FILE is the TOML configuration (see configs/node.toml).";
 
 fn main() -> ExitCode {
-    dht_api::process::main("dht-node", USAGE, init_logs, run)
+    dht_api::process::main("dht-node", USAGE, run)
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
@@ -28,10 +27,4 @@ async fn run(config: Config) -> Result<(), BoxError> {
     api.shutdown().await;
     node.shutdown().await;
     Ok(())
-}
-
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }

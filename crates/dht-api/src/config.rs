@@ -61,6 +61,43 @@ pub struct Config {
     pub node: NodeConfig,
     /// Settings of the client API server (unused by `dht-bootstrap`).
     pub api: ApiConfig,
+    /// Where Prometheus metrics are served at `/metrics` (`metrics_address`); none by
+    /// default.
+    pub metrics_address: Option<SocketAddr>,
+    /// How the process logs (`log_level`, `log_format`).
+    pub log: LogConfig,
+}
+
+/// How a node process logs: the `log_level` and `log_format` keys of `[dht]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `dht_core=debug,info`); `RUST_LOG` overrides it.
+    /// `None`: `info`.
+    pub level: Option<String>,
+    /// Human-readable lines or JSON objects; `--log-format` overrides it.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("must be \"text\" or \"json\", got {other:?}")),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +161,9 @@ struct DhtSection {
     diversity_per_table: Option<usize>,
     max_api_connections: Option<usize>,
     max_requests_per_connection: Option<usize>,
+    metrics_address: Option<SocketAddr>,
+    log_level: Option<String>,
+    log_format: Option<String>,
 }
 
 impl Config {
@@ -256,7 +296,24 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { node, api })
+        let format = match d.log_format.as_deref() {
+            None => LogFormat::default(),
+            Some(f) => f
+                .parse()
+                .map_err(|reason| invalid("dht.log_format", reason))?,
+        };
+        if let Some(level) = &d.log_level {
+            crate::logs::check_filter(level).map_err(|reason| invalid("dht.log_level", reason))?;
+        }
+        Ok(Config {
+            node,
+            api,
+            metrics_address: d.metrics_address,
+            log: LogConfig {
+                level: d.log_level,
+                format,
+            },
+        })
     }
 }
 

@@ -8,8 +8,9 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 mod config;
+mod logs;
 pub mod process;
 mod server;
 
-pub use config::{Config, ConfigError, DEFAULT_HOSTKEY};
+pub use config::{Config, ConfigError, DEFAULT_HOSTKEY, LogConfig, LogFormat};
 pub use server::{ApiConfig, ApiServer};

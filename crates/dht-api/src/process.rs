@@ -6,31 +6,41 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::Config;
+use crate::config::LogFormat;
 
 /// An error a binary's `run` reports; printed with its chain of causes.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The whole `main` of a node binary: parses `-c FILE`, prints `usage` for `--help`,
-/// calls `init_logs`, loads the configuration and runs `run` on a tokio runtime.
-/// Exit codes: 0 after a clean stop, 2 for a bad command line or configuration, 1 when
-/// `run` fails.
-pub fn main<F, Fut>(name: &str, usage: &str, init_logs: fn(), run: F) -> ExitCode
+/// The options every node binary takes, for its usage text.
+pub const OPTIONS: &str = "options:
+  -c, --config FILE     the configuration file (required)
+  --log-format FORMAT   text (default) or json: one JSON object per log line;
+                        overrides the configuration's log_format
+  -h, --help            print this text
+
+The log level is RUST_LOG when set (e.g. RUST_LOG=dht_core=debug,info), else the
+configuration's log_level, else info. Record values are never logged.";
+
+/// The whole `main` of a node binary: parses the command line, prints `usage` for
+/// `--help`, loads the configuration, installs logging and runs `run` on a tokio
+/// runtime. Exit codes: 0 after a clean stop, 2 for a bad command line or
+/// configuration, 1 when `run` fails.
+pub fn main<F, Fut>(name: &str, usage: &str, run: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = Result<(), BoxError>>,
 {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run { config }) => config,
+    let (config, log_format) = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run { config, log_format }) => (config, log_format),
         Ok(Command::Help) => {
-            println!("{usage}");
+            println!("{usage}\n\n{OPTIONS}");
             return ExitCode::SUCCESS;
         }
         Err(reason) => {
-            eprintln!("{name}: {reason}\n\n{usage}");
+            eprintln!("{name}: {reason}\n\n{usage}\n\n{OPTIONS}");
             return ExitCode::from(2);
         }
     };
-    init_logs();
     let config = match Config::load(&config) {
         Ok(config) => config,
         Err(e) => {
@@ -38,6 +48,7 @@ where
             return ExitCode::from(2);
         }
     };
+    crate::logs::init(&config.log, log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -60,13 +71,16 @@ where
     }
 }
 
-/// The command line of the node binaries: `-c FILE` / `--config FILE`, or `--help`.
+/// The command line of the node binaries: `-c FILE` / `--config FILE` and
+/// `--log-format text|json`, or `--help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run with this configuration file.
     Run {
         /// The configuration file.
         config: PathBuf,
+        /// `--log-format`, overriding the configuration's.
+        log_format: Option<LogFormat>,
     },
     /// Print the usage text.
     Help,
@@ -76,20 +90,34 @@ pub enum Command {
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = args.into_iter();
     let mut config = None;
+    let mut log_format = None;
     while let Some(arg) = args.next() {
-        match arg.as_str() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs {what}"))
+        };
+        match flag {
             "-h" | "--help" => return Ok(Command::Help),
-            "-c" | "--config" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a file name"))?;
-                config = Some(PathBuf::from(value));
+            "-c" | "--config" => config = Some(PathBuf::from(value("a file name")?)),
+            "--log-format" => {
+                let format = value("text or json")?;
+                log_format = Some(
+                    format
+                        .parse()
+                        .map_err(|reason| format!("--log-format {reason}"))?,
+                );
             }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     config
-        .map(|config| Command::Run { config })
+        .map(|config| Command::Run { config, log_format })
         .ok_or_else(|| "missing -c FILE (the configuration file)".into())
 }
 
@@ -129,15 +157,25 @@ mod tests {
         assert_eq!(
             parse_args(args(&["-c", "a.toml"])),
             Ok(Command::Run {
-                config: "a.toml".into()
+                config: "a.toml".into(),
+                log_format: None,
             })
         );
         assert_eq!(
-            parse_args(args(&["--config", "b.toml"])),
+            parse_args(args(&["--config", "b.toml", "--log-format", "json"])),
             Ok(Command::Run {
-                config: "b.toml".into()
+                config: "b.toml".into(),
+                log_format: Some(LogFormat::Json),
             })
         );
+        assert_eq!(
+            parse_args(args(&["--log-format=text", "--config=c.ini"])),
+            Ok(Command::Run {
+                config: "c.ini".into(),
+                log_format: Some(LogFormat::Text),
+            })
+        );
+        assert!(parse_args(args(&["-c", "a", "--log-format", "xml"])).is_err());
         assert_eq!(parse_args(args(&["--help"])), Ok(Command::Help));
         assert!(parse_args(args(&[])).is_err());
         assert!(parse_args(args(&["-c"])).is_err());
