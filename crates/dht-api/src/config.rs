@@ -1,4 +1,5 @@
-//! The configuration file of `dht-node` and `dht-bootstrap` (TOML).
+//! The configuration file of `dht-node` and `dht-bootstrap`: TOML, or the VoidPhone
+//! shared INI file when its name ends in `.ini`.
 //!
 //! ```toml
 //! hostkey = "hostkey.pem"          # optional: this is the default, beside the file
@@ -8,7 +9,12 @@
 //! bootstrap_peers = ["127.0.0.1:7500"]
 //! ```
 //! Every key of `[dht]` but the two addresses has a default; README.md lists them.
-//! Unknown keys are errors, and every error names the file, the key and the reason.
+//! Every error names the file, the key and the reason. Unknown keys are errors in TOML;
+//! in the INI file, which other modules share, they are warnings ([`Config::warnings`]).
+//!
+//! Both formats are deserialised into the same structs (`FileConfig`), so every key,
+//! its type, its default and its checks are written once, here; `ini.rs` only turns INI
+//! text into what those structs ask for.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +72,10 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// How the process logs (`log_level`, `log_format`).
     pub log: LogConfig,
+    /// What was read but ignored, one line each, naming the file (unknown keys of the
+    /// INI file's `[dht]` and `[storage]`). Logged once logging is set up; always empty
+    /// for TOML, which refuses unknown keys.
+    pub warnings: Vec<String>,
 }
 
 /// How a node process logs: the `log_level` and `log_format` keys of `[dht]`.
@@ -100,6 +110,7 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// A configuration file as written: the global `hostkey`, `[dht]` and `[storage]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -167,22 +178,68 @@ struct DhtSection {
 }
 
 impl Config {
-    /// Reads and checks a configuration file. Relative paths inside it (the hostkey)
-    /// are taken relative to the file's folder.
+    /// Reads and checks a configuration file: the VoidPhone INI file when the name ends
+    /// in `.ini` (in any case), TOML otherwise. Relative paths inside it (the hostkey, the
+    /// data folder) are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let is_ini = path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("ini"));
+        if is_ini {
+            Self::parse_ini(&text, path)
+        } else {
+            Self::parse(&text, path)
+        }
     }
 
-    /// Parses configuration text; `path` is used in errors and to resolve relative paths.
+    /// Parses TOML configuration text; `path` is used in errors and to resolve relative
+    /// paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
+        Self::from_file(file, path, Vec::new())
+    }
+
+    /// Parses the VoidPhone shared INI file: the global `hostkey`, and the `[dht]` and
+    /// `[storage]` sections with the same keys as in TOML; other sections are other
+    /// modules' and skipped. Unknown keys of `[dht]` and `[storage]` become
+    /// [`Config::warnings`]. `path` is used in errors and to resolve relative paths.
+    pub fn parse_ini(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let (file, unknown) =
+            crate::ini::from_str::<FileConfig>(text).map_err(|e| match (e.key, e.position) {
+                (Some(key), _) => ConfigError::Invalid {
+                    file: path.to_path_buf(),
+                    key,
+                    reason: e.reason,
+                },
+                (None, Some((line, column))) => ConfigError::Parse {
+                    file: path.to_path_buf(),
+                    message: format!("line {line}, column {column}: {}", e.reason),
+                },
+                (None, None) => ConfigError::Parse {
+                    file: path.to_path_buf(),
+                    message: e.reason,
+                },
+            })?;
+        let warnings = unknown
+            .iter()
+            .map(|key| format!("{}: unknown key `{key}` ignored", path.display()))
+            .collect();
+        Self::from_file(file, path, warnings)
+    }
+
+    /// Checks the file's values and turns them into the node's settings, with defaults.
+    fn from_file(
+        file: FileConfig,
+        path: &Path,
+        warnings: Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             file: path.to_path_buf(),
             key: key.to_string(),
@@ -313,6 +370,7 @@ impl Config {
                 level: d.log_level,
                 format,
             },
+            warnings,
         })
     }
 }

@@ -8,9 +8,12 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 mod config;
+mod ini;
 mod logs;
+mod metrics;
 pub mod process;
 mod server;
 
 pub use config::{Config, ConfigError, DEFAULT_HOSTKEY, LogConfig, LogFormat};
+pub use metrics::MetricsServer;
 pub use server::{ApiConfig, ApiServer};

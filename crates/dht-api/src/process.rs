@@ -2,6 +2,7 @@
 //! waiting for a stop signal.
 
 use std::future::Future;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,7 +34,8 @@ where
     let (config, log_format) = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run { config, log_format }) => (config, log_format),
         Ok(Command::Help) => {
-            println!("{usage}\n\n{OPTIONS}");
+            // Not println!: a closed stdout (`dht-node --help | head -1`) is no error.
+            let _ = writeln!(std::io::stdout(), "{usage}\n\n{OPTIONS}");
             return ExitCode::SUCCESS;
         }
         Err(reason) => {
@@ -49,6 +51,10 @@ where
         }
     };
     crate::logs::init(&config.log, log_format);
+    // Read before logging existed: reported now, once.
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

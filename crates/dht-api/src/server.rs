@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::metrics::ApiMetrics;
+
 /// Settings of the API server.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -56,6 +58,7 @@ impl Default for ApiConfig {
 #[derive(Debug)]
 pub struct ApiServer {
     local_addr: SocketAddr,
+    metrics: ApiMetrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -67,20 +70,25 @@ impl ApiServer {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let metrics = ApiMetrics::default();
         let span = tracing::info_span!("api", node = %node.id().short(), addr = %local_addr);
         info!(parent: &span, "API listening");
         tasks.spawn(
             accept_loop(
                 listener,
-                Arc::new(config),
-                node,
-                shutdown.clone(),
+                Shared {
+                    config: Arc::new(config),
+                    node,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                },
                 tasks.clone(),
             )
             .instrument(span),
         );
         Ok(ApiServer {
             local_addr,
+            metrics,
             shutdown,
             tasks,
         })
@@ -91,6 +99,12 @@ impl ApiServer {
         self.local_addr
     }
 
+    /// Registers the server's metrics in `registry`: requests by type and outcome, their
+    /// latency, and client connections (`dht_api_*`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     /// Stops accepting and closes every client connection.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
@@ -99,18 +113,21 @@ impl ApiServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection of one server shares.
+#[derive(Clone)]
+struct Shared {
     config: Arc<ApiConfig>,
     node: Arc<Node>,
+    metrics: ApiMetrics,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let connections = Arc::new(Semaphore::new(config.max_connections));
+}
+
+async fn accept_loop(listener: TcpListener, shared: Shared, tasks: TaskTracker) {
+    let connections = Arc::new(Semaphore::new(shared.config.max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
+            () = shared.shutdown.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -122,14 +139,17 @@ async fn accept_loop(
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             warn!(%peer, "refusing API connection: at max_api_connections");
+            shared.metrics.refused();
             continue;
         };
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("client", %peer);
-        let (config, node, shutdown) = (config.clone(), node.clone(), shutdown.clone());
+        let shared = shared.clone();
         tasks.spawn(
             async move {
-                serve(stream, config, node, shutdown).await;
+                shared.metrics.connection(true);
+                serve(stream, &shared).await;
+                shared.metrics.connection(false);
                 drop(permit);
             }
             .instrument(span),
@@ -139,12 +159,13 @@ async fn accept_loop(
 
 /// Serves one client connection: reads requests until the client closes, sends
 /// garbage or the server stops; answers every valid request read before that.
-async fn serve(
-    stream: TcpStream,
-    config: Arc<ApiConfig>,
-    node: Arc<Node>,
-    shutdown: CancellationToken,
-) {
+async fn serve(stream: TcpStream, shared: &Shared) {
+    let Shared {
+        config,
+        node,
+        metrics,
+        shutdown,
+    } = shared;
     let (read, write) = stream.into_split();
     let (codec, partial) = DeadlineCodec::new(ApiCodec);
     let mut requests = FramedRead::new(read, codec);
@@ -188,6 +209,7 @@ async fn serve(
                 _ = check.tick() => {
                     if partial.overdue(deadline) {
                         warn!("a request took longer than message_deadline_ms to arrive: closing");
+                        metrics.request("invalid", "message_deadline");
                         break None;
                     }
                 }
@@ -196,22 +218,31 @@ async fn serve(
         let Some(request) = request else { break };
         match request {
             Some(Ok(ApiMessage::Get { key })) => {
-                let (node, answers, deadline) =
-                    (node.clone(), answers_tx.clone(), config.get_deadline);
+                let (node, answers, deadline, metrics) = (
+                    node.clone(),
+                    answers_tx.clone(),
+                    config.get_deadline,
+                    metrics.clone(),
+                );
+                let read_at = Instant::now();
                 tokio::spawn(
                     async move {
-                        let answer = match tokio::time::timeout(deadline, node.get(key)).await {
-                            Ok(Ok(Some(value))) => ApiMessage::Success { key, value },
-                            Ok(Ok(None)) => ApiMessage::Failure { key },
+                        let (answer, outcome) = match tokio::time::timeout(deadline, node.get(key))
+                            .await
+                        {
+                            Ok(Ok(Some(value))) => (ApiMessage::Success { key, value }, "found"),
+                            Ok(Ok(None)) => (ApiMessage::Failure { key }, "not_found"),
                             Ok(Err(e)) => {
                                 debug!(key = %key.short(), error = %e, "GET failed");
-                                ApiMessage::Failure { key }
+                                (ApiMessage::Failure { key }, "error")
                             }
                             Err(_) => {
                                 debug!(key = %key.short(), "GET deadline passed");
-                                ApiMessage::Failure { key }
+                                (ApiMessage::Failure { key }, "deadline")
                             }
                         };
+                        metrics.request("get", outcome);
+                        metrics.latency("get", read_at.elapsed());
                         let _ = answers.send(answer).await;
                         drop(permit);
                     }
@@ -230,8 +261,11 @@ async fn serve(
                 };
                 // Started before the next request is read, so that a node shutting
                 // down still finishes every PUT it has read.
+                let read_at = Instant::now();
                 match node.spawn_put(key, value, options).await {
                     Ok(task) => {
+                        metrics.request("put", "accepted");
+                        metrics.latency("put", read_at.elapsed());
                         tokio::spawn(
                             async move {
                                 log_put(key, task.await);
@@ -240,15 +274,20 @@ async fn serve(
                             .in_current_span(),
                         );
                     }
-                    Err(e) => warn!(key = %key.short(), error = %e, "PUT refused"),
+                    Err(e) => {
+                        metrics.request("put", "refused");
+                        warn!(key = %key.short(), error = %e, "PUT refused");
+                    }
                 }
             }
             Some(Ok(other)) => {
                 warn!(message = ?kind(&other), "client sent a message only the server sends: closing");
+                metrics.request("invalid", "server_message");
                 break;
             }
             Some(Err(e)) => {
                 warn!(error = %e, "malformed request: closing the connection");
+                metrics.request("invalid", "malformed");
                 break;
             }
             None => break,

@@ -25,6 +25,29 @@ fn bootstrap_toml_loads() {
 }
 
 #[test]
+fn voidphone_ini_loads_only_the_dht_parts() {
+    let path = shipped("voidphone.ini");
+    let config = Config::load(&path).expect("configs/voidphone.ini loads");
+    assert_eq!(config.warnings, Vec::<String>::new());
+    assert_eq!(config.api.address, "127.0.0.1:7401".parse().unwrap());
+    assert_eq!(config.node.p2p_address, "0.0.0.0:7402".parse().unwrap());
+    assert_eq!(config.node.bootstrap_peers.len(), 1);
+    assert_eq!(config.node.bootstrap_peers[0].address, "127.0.0.1:7500");
+    let folder = path.parent().unwrap();
+    assert_eq!(
+        config.node.hostkey,
+        Some(folder.join("voidphone-hostkey.pem"))
+    );
+    assert_eq!(
+        config.node.storage,
+        dht_core::StorageBackend::Durable {
+            data_dir: folder.join("voidphone-data"),
+            key: None
+        }
+    );
+}
+
+#[test]
 fn missing_file_names_the_file() {
     let err = Config::load(Path::new("/nonexistent/dht.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/dht.toml"));

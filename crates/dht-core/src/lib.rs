@@ -29,6 +29,7 @@ mod error;
 mod handshake;
 mod identity;
 mod maintenance;
+mod metrics;
 mod node;
 mod ops;
 mod peers;
@@ -177,10 +178,31 @@ impl Node {
         if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let local = self.inner.put_locally(key, value, options).await?;
+        let started = std::time::Instant::now();
+        let local = match self.inner.put_locally(key, value, options).await {
+            Ok(local) => local,
+            Err(e) => {
+                self.inner.metrics.put("error", 0, started.elapsed());
+                return Err(e);
+            }
+        };
         let inner = self.inner.clone();
         Ok(self.inner.puts.spawn(
-            async move { inner.replicate_put(local).await }.instrument(self.inner.span.clone()),
+            async move {
+                let report = inner.replicate_put(local).await;
+                let outcome = if report.replicas >= usize::from(report.replication) {
+                    "replicated"
+                } else if report.replicas > 0 {
+                    "partly_replicated"
+                } else {
+                    "local_only"
+                };
+                inner
+                    .metrics
+                    .put(outcome, report.replicas, started.elapsed());
+                report
+            }
+            .instrument(self.inner.span.clone()),
         ))
     }
 
@@ -190,10 +212,19 @@ impl Node {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        self.inner
+        let started = std::time::Instant::now();
+        let result = self
+            .inner
             .get(key)
             .instrument(self.inner.span.clone())
-            .await
+            .await;
+        let outcome = match &result {
+            Ok(Some(_)) => "found",
+            Ok(None) => "not_found",
+            Err(_) => "error",
+        };
+        self.inner.metrics.get(outcome, started.elapsed());
+        result
     }
 
     /// The `k` closest nodes to `target` the network knows, by an iterative lookup.
@@ -237,6 +268,17 @@ impl Node {
     /// Peer connections open, counting duplicates that are closing.
     pub fn open_connections(&self) -> usize {
         self.inner.open_connections()
+    }
+
+    /// Registers the node's Prometheus metrics in `registry`: requests to peers by kind
+    /// and outcome with their latency, lookup hops and peers contacted, GET and PUT
+    /// outcomes and latency, and, read on each scrape, open connections, the routing
+    /// table by bucket range, stored records and bytes, and what every defence refused.
+    /// Names start with `dht_`. The registry keeps no strong reference to the node.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner
+            .metrics
+            .register(registry, Arc::downgrade(&self.inner));
     }
 
     /// The node's counters and the sizes of its bounded structures.

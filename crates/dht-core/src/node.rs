@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
+use crate::metrics::Metrics;
 use crate::peers::Limiters;
 use crate::stats::{Counters, NodeStats};
 use crate::store::Store;
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) limiters: Mutex<Limiters>,
     /// How often each defence acted.
     pub(crate) counters: Counters,
+    /// Prometheus metrics updated as requests, lookups, GETs and PUTs finish.
+    pub(crate) metrics: Metrics,
     pinging: Mutex<HashSet<NodeId>>,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
@@ -192,6 +195,7 @@ impl Inner {
             ip_conns: Arc::new(Mutex::new(HashMap::new())),
             limiters: Mutex::new(Limiters::new(config.peer_rate, config.ip_rate)),
             counters: Counters::default(),
+            metrics: Metrics::default(),
             next_conn_seq: AtomicU64::new(1),
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -433,6 +437,22 @@ impl Inner {
 
     /// Sends one request to `contact`, connecting first when needed.
     pub(crate) async fn rpc(
+        self: &Arc<Self>,
+        contact: Contact,
+        message: PeerMessage,
+    ) -> Result<PeerMessage, RpcError> {
+        let started = std::time::Instant::now();
+        let kind = crate::metrics::request_kind(&message);
+        let result = self.rpc_unmeasured(contact, message).await;
+        self.metrics.rpc(
+            kind,
+            crate::metrics::rpc_outcome(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn rpc_unmeasured(
         self: &Arc<Self>,
         contact: Contact,
         message: PeerMessage,

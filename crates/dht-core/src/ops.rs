@@ -157,10 +157,10 @@ impl Inner {
                 () = self.shutdown.cancelled() => break,
             }
         }
-        Found {
-            result: lookup.into_result(),
-            record,
-        }
+        let result = lookup.into_result();
+        self.metrics
+            .lookup(want_value, result.hops, result.contacted);
+        Found { result, record }
     }
 
     async fn query(
