@@ -1,13 +1,14 @@
 //! `cargo xtask deploy`: a local cluster (one `dht-bootstrap`, N `dht-node`s) on
 //! 127.0.0.1, started in the background and checked end to end; and
-//! `cargo xtask deploy stop`.
+//! `cargo xtask deploy stop`, for local and Docker clusters alike. (`--docker` hands
+//! over to `docker_deploy`.)
 //!
 //! Everything lives in `target/deploy/`: one folder per process with its
 //! `config.toml` and `node.log`, and `cluster.json`, the record `stop` works from.
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,9 +16,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::cluster::{self, Cluster, Member, Role};
+use crate::cluster::{self, Cluster, Member, Mode, Role, Runs};
+use crate::docker_deploy;
+use crate::layout::{Layout, free_ports, local};
 use crate::overrides::{self, Override};
-use crate::startup;
+use crate::startup::{self, ProcessWatch};
 
 /// Usage of the `deploy` command.
 pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release] [--set section.key=value]...
@@ -27,9 +30,16 @@ pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release] [--set section.
       Stops an earlier deployment first. Files: target/deploy/ (cluster.json, and per
       process <name>/config.toml and <name>/node.log). Each --set overrides a
       configuration key in every node's file, e.g. --set dht.replicate_interval_secs=10.
+      Every member serves Prometheus metrics at /metrics on its metrics address.
+  deploy --docker [--nodes N] [--set section.key=value]...
+      The same with containers: build the images (as `docker` does), create a private
+      network, start 2 bootstrap containers and N node containers on it, with their API
+      and metrics ports published on 127.0.0.1.
   deploy stop
-      Stop the processes listed in target/deploy/cluster.json (SIGTERM, SIGKILL after
-      10 s; only processes whose command line still names their config) and remove it.";
+      Stop what target/deploy/cluster.json lists and remove it: processes get SIGTERM,
+      SIGKILL after 10 s (only processes whose command line still names their config);
+      containers are stopped the same way, their logs saved to target/deploy/<name>/
+      node.log, and removed with their network.";
 
 /// Default number of `dht-node`s.
 const DEFAULT_NODES: usize = 5;
@@ -42,6 +52,8 @@ pub(crate) struct Options {
     pub(crate) nodes: usize,
     /// Build and run the release profile.
     pub(crate) release: bool,
+    /// Run the members in containers.
+    pub(crate) docker: bool,
     /// `--set section.key=value` overrides for every configuration file.
     pub(crate) overrides: Vec<Override>,
 }
@@ -52,6 +64,7 @@ impl Options {
         let mut options = Options {
             nodes: DEFAULT_NODES,
             release: false,
+            docker: false,
             overrides: Vec::new(),
         };
         let mut args = args.iter();
@@ -59,6 +72,10 @@ impl Options {
             let count = match arg {
                 "--release" => {
                     options.release = true;
+                    continue;
+                }
+                "--docker" => {
+                    options.docker = true;
                     continue;
                 }
                 "--set" => {
@@ -88,52 +105,11 @@ impl Options {
             (1..=MAX_NODES).contains(&options.nodes),
             "--nodes must be between 1 and {MAX_NODES}"
         );
+        ensure!(
+            !(options.docker && options.release),
+            "--release and --docker do not go together: images always hold release builds"
+        );
         Ok(options)
-    }
-}
-
-/// Where things are: the workspace, the cargo target folder and the deploy folder.
-pub(crate) struct Layout {
-    root: PathBuf,
-    /// `CARGO_TARGET_DIR`, made absolute, when set.
-    target_env: Option<PathBuf>,
-    target: PathBuf,
-    deploy: PathBuf,
-}
-
-impl Layout {
-    fn new() -> anyhow::Result<Layout> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("xtask has no parent folder")?
-            .to_path_buf();
-        let target_env = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) if !dir.is_empty() => Some(std::env::current_dir()?.join(dir)),
-            _ => None,
-        };
-        let target = target_env.clone().unwrap_or_else(|| root.join("target"));
-        let deploy = target.join("deploy");
-        Ok(Layout {
-            root,
-            target_env,
-            target,
-            deploy,
-        })
-    }
-
-    fn cluster_json(&self) -> PathBuf {
-        self.deploy.join("cluster.json")
-    }
-
-    fn binary(&self, release: bool, name: &str) -> PathBuf {
-        self.target
-            .join(if release { "release" } else { "debug" })
-            .join(name)
-    }
-
-    /// `path` relative to the workspace root when inside it, for messages.
-    pub(crate) fn show<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
-        path.strip_prefix(&self.root).unwrap_or(path).display()
     }
 }
 
@@ -150,13 +126,21 @@ pub(crate) fn stop() -> anyhow::Result<()> {
     stop_recorded(&layout)
 }
 
-/// Stops the cluster of cluster.json and removes the file.
-fn stop_recorded(layout: &Layout) -> anyhow::Result<()> {
+/// Stops the cluster of cluster.json, local or Docker, and removes the file.
+pub(crate) fn stop_recorded(layout: &Layout) -> anyhow::Result<()> {
     let file = layout.cluster_json();
     let cluster = Cluster::load(&file)?;
     println!("stopping the cluster of {}", layout.show(&file));
-    cluster::stop(&cluster)?;
+    stop_cluster(layout, &cluster)?;
     fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))
+}
+
+/// Stops the members of `cluster` the way they run.
+fn stop_cluster(layout: &Layout, cluster: &Cluster) -> anyhow::Result<()> {
+    match cluster.mode {
+        Mode::Local => cluster::stop(cluster),
+        Mode::Docker => docker_deploy::stop(layout, cluster),
+    }
 }
 
 /// One process to start.
@@ -165,6 +149,7 @@ struct Plan {
     role: Role,
     p2p: SocketAddr,
     api: Option<SocketAddr>,
+    metrics: SocketAddr,
     config: PathBuf,
     log: PathBuf,
 }
@@ -172,9 +157,19 @@ struct Plan {
 /// `cargo xtask deploy`.
 pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     let layout = Layout::new()?;
+    if options.docker {
+        // Before stopping an earlier deployment: without an engine, leave it running.
+        crate::docker::check_engine("deploy --docker")?;
+    }
     if layout.cluster_json().exists() {
         println!("a cluster is deployed already: stopping it first");
         stop_recorded(&layout)?;
+    }
+    if options.docker {
+        crate::docker::build_images(&layout)?;
+        let cluster = docker_deploy::deploy(&layout, options)?;
+        print_summary(&layout, &cluster);
+        return Ok(());
     }
     build(&layout, options.release)?;
     let node_bin = layout.binary(options.release, "dht-node");
@@ -183,32 +178,42 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         ensure!(bin.is_file(), "cargo build made no {}", bin.display());
     }
 
-    let ports = free_ports(1 + 2 * options.nodes)?;
+    // The bootstrap node's p2p and metrics ports, then each node's p2p, API and metrics.
+    let ports = free_ports(2 + 3 * options.nodes)?;
     let started = Instant::now();
-    let mut cluster = Cluster { nodes: Vec::new() };
-    let mut log_offsets = Vec::new();
+    let mut cluster = Cluster {
+        mode: Mode::Local,
+        docker: None,
+        nodes: Vec::new(),
+    };
+    let mut watch = ProcessWatch {
+        layout: &layout,
+        log_offsets: Vec::new(),
+    };
 
     // The bootstrap node first: the nodes pin its id ("<id>@host:port"), which it
     // derives from the host key it creates in its folder on first start.
-    let boot_addr = local(ports[0]);
+    let (boot_addr, boot_metrics) = (local(ports[0]), local(ports[1]));
     let boot = write_plan(
         &layout,
-        "bootstrap",
-        Role::Bootstrap,
-        boot_addr,
-        None,
-        &overrides::apply(&bootstrap_config(boot_addr), &options.overrides),
+        Plan {
+            name: "bootstrap".to_string(),
+            role: Role::Bootstrap,
+            p2p: boot_addr,
+            api: None,
+            metrics: boot_metrics,
+            config: PathBuf::new(),
+            log: PathBuf::new(),
+        },
+        &overrides::apply(
+            &bootstrap_config(boot_addr, boot_metrics),
+            &options.overrides,
+        ),
     )?;
-    if let Err(e) = launch(
-        &layout,
-        &mut cluster,
-        &mut log_offsets,
-        &bootstrap_bin,
-        &boot,
-    ) {
+    if let Err(e) = launch(&layout, &mut cluster, &mut watch, &bootstrap_bin, &boot) {
         return Err(abort(&layout, &cluster, e));
     }
-    if let Err(e) = startup::wait_ready(&layout, &mut cluster, &log_offsets, started) {
+    if let Err(e) = startup::wait_ready(&mut watch, &mut cluster, started) {
         return Err(abort(&layout, &cluster, e));
     }
     let Some(boot_id) = cluster.nodes[0].node_id.clone() else {
@@ -219,13 +224,24 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         ));
     };
     let peer = format!("{boot_id}@{boot_addr}");
-    for (i, pair) in ports[1..].chunks_exact(2).enumerate() {
+    for (i, triple) in ports[2..].chunks_exact(3).enumerate() {
         let name = format!("node-{}", i + 1);
-        let (p2p, api) = (local(pair[0]), local(pair[1]));
-        let text = overrides::apply(&node_config(&name, p2p, api, &peer), &options.overrides);
-        let plan = write_plan(&layout, &name, Role::Node, p2p, Some(api), &text);
-        let launched =
-            plan.and_then(|plan| launch(&layout, &mut cluster, &mut log_offsets, &node_bin, &plan));
+        let (p2p, api, metrics) = (local(triple[0]), local(triple[1]), local(triple[2]));
+        let text = overrides::apply(
+            &node_config(&name, p2p, api, metrics, &peer),
+            &options.overrides,
+        );
+        let plan = Plan {
+            name,
+            role: Role::Node,
+            p2p,
+            api: Some(api),
+            metrics,
+            config: PathBuf::new(),
+            log: PathBuf::new(),
+        };
+        let launched = write_plan(&layout, plan, &text)
+            .and_then(|plan| launch(&layout, &mut cluster, &mut watch, &node_bin, &plan));
         if let Err(e) = launched {
             return Err(abort(&layout, &cluster, e));
         }
@@ -235,7 +251,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         cluster.nodes.len(),
         startup::READY_DEADLINE.as_secs()
     );
-    if let Err(e) = startup::wait_ready(&layout, &mut cluster, &log_offsets, started) {
+    if let Err(e) = startup::wait_ready(&mut watch, &mut cluster, started) {
         return Err(abort(&layout, &cluster, e));
     }
     let ready = started.elapsed();
@@ -258,26 +274,40 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         },
         (total - ready).as_secs_f64()
     );
+    print_summary(&layout, &cluster);
+    Ok(())
+}
+
+/// Prints the table of members and where to find things.
+fn print_summary(layout: &Layout, cluster: &Cluster) {
     println!();
-    print!("{}", table(&cluster));
+    print!("{}", cluster::table(cluster));
     println!();
     println!("record:    {}", layout.show(&layout.cluster_json()));
-    println!(
-        "logs:      {}",
-        layout.show(&layout.deploy.join("<name>").join("node.log"))
-    );
+    match cluster.mode {
+        Mode::Local => println!(
+            "logs:      {}",
+            layout.show(&layout.deploy.join("<name>").join("node.log"))
+        ),
+        Mode::Docker => println!(
+            "logs:      docker logs <container> (saved to {} by deploy stop)",
+            layout.show(&layout.deploy.join("<name>").join("node.log"))
+        ),
+    }
     if let Some(api) = cluster.nodes.iter().find_map(|m| m.api_address) {
         println!("API:       node-1 at {api} (every node's is in the table)");
     }
+    if let Some(metrics) = cluster.nodes.iter().find_map(|m| m.metrics_address) {
+        println!("metrics:   http://{metrics}/metrics (every member's is in the table)");
+    }
     println!("stop with: cargo xtask deploy stop");
-    Ok(())
 }
 
 /// After a failed start: stops what was started, removes cluster.json and returns the
 /// error (with a note if stopping failed too, in which case cluster.json stays).
-fn abort(layout: &Layout, cluster: &Cluster, error: anyhow::Error) -> anyhow::Error {
+pub(crate) fn abort(layout: &Layout, cluster: &Cluster, error: anyhow::Error) -> anyhow::Error {
     eprintln!("deploy failed: stopping what it started (logs stay in place)");
-    match cluster::stop(cluster) {
+    match stop_cluster(layout, cluster) {
         Ok(()) => {
             let _ = fs::remove_file(layout.cluster_json());
             error
@@ -308,38 +338,26 @@ fn build(layout: &Layout, release: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` distinct free TCP ports on 127.0.0.1: each from a listener on port 0, all kept
-/// open until every port is chosen.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("choosing free ports")?;
-    let ports = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    drop(listeners);
-    Ok(ports)
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
 /// The configuration of the bootstrap node.
-fn bootstrap_config(p2p: SocketAddr) -> String {
+fn bootstrap_config(p2p: SocketAddr, metrics: SocketAddr) -> String {
     format!(
         "# generated by cargo xtask deploy: the bootstrap node of a local test cluster.\n\
          # Rewritten by every deploy; configs/bootstrap.toml describes the keys.\n\
          \n\
          [dht]\n\
-         p2p_address = \"{p2p}\"\n"
+         p2p_address = \"{p2p}\"\n\
+         metrics_address = \"{metrics}\"\n"
     )
 }
 
 /// The configuration of one `dht-node`.
-fn node_config(name: &str, p2p: SocketAddr, api: SocketAddr, bootstrap: &str) -> String {
+fn node_config(
+    name: &str,
+    p2p: SocketAddr,
+    api: SocketAddr,
+    metrics: SocketAddr,
+    bootstrap: &str,
+) -> String {
     format!(
         "# generated by cargo xtask deploy: {name} of a local test cluster.\n\
          # Rewritten by every deploy; configs/node.toml describes the keys.\n\
@@ -347,31 +365,19 @@ fn node_config(name: &str, p2p: SocketAddr, api: SocketAddr, bootstrap: &str) ->
          [dht]\n\
          p2p_address = \"{p2p}\"\n\
          api_address = \"{api}\"\n\
+         metrics_address = \"{metrics}\"\n\
          bootstrap_peers = [\"{bootstrap}\"]\n"
     )
 }
 
-/// Writes one process's folder and config.toml.
-fn write_plan(
-    layout: &Layout,
-    name: &str,
-    role: Role,
-    p2p: SocketAddr,
-    api: Option<SocketAddr>,
-    text: &str,
-) -> anyhow::Result<Plan> {
-    let dir = layout.deploy.join(name);
+/// Writes one process's folder and config.toml, and fills in the plan's paths.
+fn write_plan(layout: &Layout, mut plan: Plan, text: &str) -> anyhow::Result<Plan> {
+    let dir = layout.deploy.join(&plan.name);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config = dir.join("config.toml");
-    fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
-    Ok(Plan {
-        name: name.to_string(),
-        role,
-        p2p,
-        api,
-        config,
-        log: dir.join("node.log"),
-    })
+    plan.config = dir.join("config.toml");
+    fs::write(&plan.config, text).with_context(|| format!("writing {}", plan.config.display()))?;
+    plan.log = dir.join("node.log");
+    Ok(plan)
 }
 
 /// Starts one planned process and records it in cluster.json at once, so that a
@@ -379,12 +385,14 @@ fn write_plan(
 fn launch(
     layout: &Layout,
     cluster: &mut Cluster,
-    log_offsets: &mut Vec<u64>,
+    watch: &mut ProcessWatch<'_>,
     bin: &Path,
     plan: &Plan,
 ) -> anyhow::Result<()> {
     // The log is appended to: only what this run writes counts.
-    log_offsets.push(fs::metadata(&plan.log).map_or(0, |m| m.len()));
+    watch
+        .log_offsets
+        .push(fs::metadata(&plan.log).map_or(0, |m| m.len()));
     let pid =
         spawn(bin, plan).with_context(|| format!("starting {} ({})", plan.name, bin.display()))?;
     cluster.nodes.push(Member {
@@ -393,9 +401,12 @@ fn launch(
         node_id: None,
         api_address: plan.api,
         p2p_address: plan.p2p,
-        pid,
+        metrics_address: Some(plan.metrics),
+        runs: Runs::Process {
+            pid,
+            log: plan.log.clone(),
+        },
         config: plan.config.clone(),
-        log: plan.log.clone(),
     });
     cluster.save(&layout.cluster_json())
 }
@@ -429,33 +440,6 @@ fn spawn(bin: &Path, plan: &Plan) -> anyhow::Result<u32> {
     Ok(child.id())
 }
 
-/// The table of members printed at the end.
-fn table(cluster: &Cluster) -> String {
-    let mut out = format!(
-        "{:<10} {:<10} {:<16} {:<21} {:<21} {}\n",
-        "name", "role", "node id", "p2p address", "api address", "pid"
-    );
-    for m in &cluster.nodes {
-        let id = m
-            .node_id
-            .as_deref()
-            .map_or("?", |id| id.get(..16).unwrap_or(id));
-        let api = m
-            .api_address
-            .map_or_else(|| "-".to_string(), |a| a.to_string());
-        out += &format!(
-            "{:<10} {:<10} {:<16} {:<21} {:<21} {}\n",
-            m.name,
-            m.role.as_str(),
-            id,
-            m.p2p_address.to_string(),
-            api,
-            m.pid
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +452,7 @@ mod tests {
             Options {
                 nodes: 5,
                 release: false,
+                docker: false,
                 overrides: Vec::new(),
             }
         );
@@ -476,6 +461,7 @@ mod tests {
             Options {
                 nodes: 20,
                 release: true,
+                docker: false,
                 overrides: Vec::new(),
             }
         );
@@ -490,22 +476,29 @@ mod tests {
         assert!(parse(&["--nodes", "x"]).is_err());
         assert!(parse(&["--nodes", "101"]).is_err());
         assert!(parse(&["--verbose"]).is_err());
+        let docker = parse(&["--docker", "--nodes", "3"]).unwrap();
+        assert!(docker.docker && !docker.release && docker.nodes == 3);
+        let both = parse(&["--docker", "--release"]).unwrap_err().to_string();
+        assert!(both.contains("--release and --docker"), "{both}");
     }
 
     #[test]
     fn config_texts() {
-        let boot = bootstrap_config(local(7500));
+        let boot = bootstrap_config(local(7500), local(7501));
         assert!(boot.starts_with("# generated by cargo xtask deploy"));
-        assert!(boot.ends_with("\n[dht]\np2p_address = \"127.0.0.1:7500\"\n"));
+        assert!(boot.ends_with(
+            "\n[dht]\np2p_address = \"127.0.0.1:7500\"\nmetrics_address = \"127.0.0.1:7501\"\n"
+        ));
         assert!(!boot.contains("bootstrap_peers") && !boot.contains("hostkey"));
 
         let peer = format!("{}@127.0.0.1:7500", "ab".repeat(32));
-        let node = node_config("node-2", local(7402), local(7401), &peer);
+        let node = node_config("node-2", local(7402), local(7401), local(9100), &peer);
         assert!(node.starts_with("# generated by cargo xtask deploy: node-2 "));
         assert!(node.ends_with(
             "\n[dht]\n\
              p2p_address = \"127.0.0.1:7402\"\n\
              api_address = \"127.0.0.1:7401\"\n\
+             metrics_address = \"127.0.0.1:9100\"\n\
              bootstrap_peers = [\"abababababababababababababababababababababababababababababababab@127.0.0.1:7500\"]\n"
         ));
         assert!(!node.contains("hostkey"));
@@ -516,41 +509,5 @@ mod tests {
                 "{line:?}"
             );
         }
-    }
-
-    #[test]
-    fn ports_are_distinct() {
-        let ports = free_ports(41).unwrap();
-        let mut unique = ports.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), 41);
-        assert!(ports.iter().all(|&p| p != 0));
-    }
-
-    #[test]
-    fn table_lists_every_member() {
-        let member = |name: &str, role, api: Option<u16>, id: Option<String>| Member {
-            name: name.into(),
-            role,
-            node_id: id,
-            api_address: api.map(local),
-            p2p_address: local(9000),
-            pid: 42,
-            config: "/c".into(),
-            log: "/l".into(),
-        };
-        let cluster = Cluster {
-            nodes: vec![
-                member("bootstrap", Role::Bootstrap, None, Some("ab".repeat(32))),
-                member("node-1", Role::Node, Some(9001), None),
-            ],
-        };
-        let table = table(&cluster);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("name"));
-        assert!(lines[1].contains("abababababababab ") && lines[1].contains(" - "));
-        assert!(lines[2].contains("127.0.0.1:9001") && lines[2].ends_with("42"));
     }
 }

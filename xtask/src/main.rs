@@ -4,7 +4,12 @@
 mod api_probe;
 mod cluster;
 mod deploy;
+mod docker;
+mod docker_deploy;
+mod docker_test;
+mod layout;
 mod overrides;
+mod report;
 mod startup;
 
 use std::process::ExitCode;
@@ -35,7 +40,8 @@ fn run() -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         [] | ["help" | "-h" | "--help"] => {
-            println!("{USAGE}\n{}", deploy::USAGE);
+            println!("{USAGE}\n{}\n{}", deploy::USAGE, report::USAGE);
+            println!("{}\n{}", docker::USAGE, docker_test::USAGE);
             Ok(())
         }
         ["deploy", "stop"] => deploy::stop(),
@@ -44,8 +50,30 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         ["deploy", options @ ..] => deploy::deploy(&deploy::Options::parse(options)?),
+        ["docker"] => docker::command(),
+        ["docker-test"] => docker_test::command(),
+        ["docker" | "docker-test", "--help" | "-h" | "help"] => {
+            println!("{}\n{}", docker::USAGE, docker_test::USAGE);
+            Ok(())
+        }
+        [command @ ("docker" | "docker-test"), rest @ ..] => anyhow::bail!(
+            "{command} takes no arguments, got {rest:?}\n\n{}\n{}",
+            docker::USAGE,
+            docker_test::USAGE
+        ),
+        ["test-report", "--help" | "-h" | "help", ..] => {
+            println!("usage: cargo xtask test-report ...\n\n{}", report::USAGE);
+            Ok(())
+        }
+        ["test-report", rest @ ..] => report::command(rest),
         [command, ..] => {
-            anyhow::bail!("unknown command {command:?}\n\n{USAGE}\n{}", deploy::USAGE)
+            anyhow::bail!(
+                "unknown command {command:?}\n\n{USAGE}\n{}\n{}\n{}\n{}",
+                deploy::USAGE,
+                report::USAGE,
+                docker::USAGE,
+                docker_test::USAGE
+            )
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Watching a freshly started cluster come up: every process alive, its log saying it
+//! Watching a freshly started cluster come up: every member running, its log saying it
 //! is ready (and, for a node, that it joined), every API answering; then the probe, a
-//! value PUT through node-1 and read back through every other node.
+//! value PUT through node-1 and read back through every other node. The members may be
+//! local processes or containers: a [`Watch`] says how to see them.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -12,7 +13,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::api_probe::{self, Answer, Key};
 use crate::cluster::{self, Cluster, Member, POLL, Role};
-use crate::deploy::Layout;
+use crate::layout::Layout;
 
 /// Start-up deadline: processes ready, nodes joined, APIs answering.
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -20,7 +21,7 @@ pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
 const PROBE_DEADLINE: Duration = Duration::from_secs(30);
 /// Connect/read/write timeout of one API request; above the nodes' 5 s GET deadline,
 /// so a slow GET ends with DHT_FAILURE rather than a timeout.
-const API_TIMEOUT: Duration = Duration::from_secs(6);
+pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(6);
 /// The value of the probe PUT.
 const PROBE_VALUE: &[u8] = b"deploy-probe";
 /// Lines of a log shown when its process fails.
@@ -58,12 +59,66 @@ impl Progress {
     }
 }
 
-/// Waits until every process is alive and ready, every node has joined and answers a
-/// DHT_GET; fills in the node ids.
+/// How start-up watching sees the members of a cluster, wherever they run.
+pub(crate) trait Watch {
+    /// Called at the start of every polling round, before the questions below: the
+    /// place to ask about all members at once.
+    fn refresh(&mut self, cluster: &Cluster) -> anyhow::Result<()>;
+    /// Whether member `index` still runs.
+    fn running(&self, index: usize, member: &Member) -> bool;
+    /// What member `index` has logged since it was started, without colour codes.
+    fn log(&self, index: usize, member: &Member) -> String;
+    /// What the member is, for messages: "pid 42", "container dht-0a1b2c-node-1".
+    fn describe(&self, member: &Member) -> String;
+    /// Where its log can be read, for messages.
+    fn log_source(&self, member: &Member) -> String;
+}
+
+/// The [`Watch`] of local processes: their pids, and their log files from the offsets
+/// they had when the processes were started (a log is appended to by every run).
+pub(crate) struct ProcessWatch<'a> {
+    /// For showing paths.
+    pub(crate) layout: &'a Layout,
+    /// Per member, the size of its log before it was started.
+    pub(crate) log_offsets: Vec<u64>,
+}
+
+impl Watch for ProcessWatch<'_> {
+    fn refresh(&mut self, _cluster: &Cluster) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn running(&self, _index: usize, member: &Member) -> bool {
+        member.pid().is_some_and(cluster::is_alive)
+    }
+
+    fn log(&self, index: usize, member: &Member) -> String {
+        match (&member.runs, self.log_offsets.get(index)) {
+            (cluster::Runs::Process { log, .. }, Some(&offset)) => read_log(log, offset),
+            _ => String::new(),
+        }
+    }
+
+    fn describe(&self, member: &Member) -> String {
+        member
+            .pid()
+            .map_or_else(|| "no process".to_string(), |pid| format!("pid {pid}"))
+    }
+
+    fn log_source(&self, member: &Member) -> String {
+        match &member.runs {
+            cluster::Runs::Process { log, .. } => self.layout.show(log).to_string(),
+            cluster::Runs::Container { .. } => "(no log file)".to_string(),
+        }
+    }
+}
+
+/// Waits until every member runs and is ready, every node has joined and answers a
+/// DHT_GET; fills in the node ids. `started` is when the deployment began: the
+/// deadline counts from it.
 pub(crate) fn wait_ready(
-    layout: &Layout,
+    watch: &mut impl Watch,
     cluster: &mut Cluster,
-    log_offsets: &[u64],
     started: Instant,
 ) -> anyhow::Result<()> {
     let deadline = started + READY_DEADLINE;
@@ -78,24 +133,24 @@ pub(crate) fn wait_ready(
         })
         .collect();
     loop {
-        for (member, &offset) in cluster.nodes.iter().zip(log_offsets) {
-            if !cluster::is_alive(member.pid) {
+        watch.refresh(cluster)?;
+        for (index, member) in cluster.nodes.iter().enumerate() {
+            if !watch.running(index, member) {
                 bail!(
-                    "{} ({}, pid {}) exited during start-up; the end of {}:\n{}",
+                    "{} ({}, {}) exited during start-up; the end of {}:\n{}",
                     member.name,
                     member.role.as_str(),
-                    member.pid,
-                    layout.show(&member.log),
-                    tail(&read_log(&member.log, offset), TAIL_LINES)
+                    watch.describe(member),
+                    watch.log_source(member),
+                    tail(&watch.log(index, member), TAIL_LINES)
                 );
             }
         }
-        let members = cluster.nodes.iter_mut().zip(log_offsets);
-        for ((member, &offset), progress) in members.zip(progress.iter_mut()) {
+        for (index, (member, progress)) in cluster.nodes.iter_mut().zip(&mut progress).enumerate() {
             if progress.done() {
                 continue;
             }
-            let log = read_log(&member.log, offset);
+            let log = watch.log(index, member);
             if !progress.ready {
                 let marker = match member.role {
                     Role::Bootstrap => "dht-bootstrap ready",
@@ -127,15 +182,16 @@ pub(crate) fn wait_ready(
                 "the cluster was not up after {} s",
                 READY_DEADLINE.as_secs()
             );
-            let pending = cluster.nodes.iter().zip(log_offsets).zip(&progress);
-            for (shown, ((member, &offset), p)) in pending.filter(|(_, p)| !p.done()).enumerate() {
+            let pending = cluster.nodes.iter().enumerate().zip(&progress);
+            let pending = pending.filter(|(_, p)| !p.done());
+            for (shown, ((index, member), p)) in pending.enumerate() {
                 message += &format!("\n{} is missing {}", member.name, p.missing(member));
                 // The logs of the first few tell the story; the names of all are listed.
                 if shown < 3 {
                     message += &format!(
                         "; the end of {}:\n{}",
-                        layout.show(&member.log),
-                        tail(&read_log(&member.log, offset), TAIL_LINES)
+                        watch.log_source(member),
+                        tail(&watch.log(index, member), TAIL_LINES)
                     );
                 }
             }
@@ -168,7 +224,12 @@ pub(crate) fn probe(cluster: &Cluster) -> anyhow::Result<()> {
     let failures: Vec<String> = std::thread::scope(|scope| {
         let polls: Vec<_> = readers
             .iter()
-            .map(|&(name, api)| (name, scope.spawn(move || poll_probe(api, &key, deadline))))
+            .map(|&(name, api)| {
+                (
+                    name,
+                    scope.spawn(move || poll_value(api, &key, PROBE_VALUE, deadline)),
+                )
+            })
             .collect();
         polls
             .into_iter()
@@ -188,13 +249,18 @@ pub(crate) fn probe(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GETs `key` through `api` until the answer is the probe value; the error is the last
+/// GETs `key` through `api` until the answer is `expected`; the error is the last
 /// answer seen.
-fn poll_probe(api: SocketAddr, key: &Key, deadline: Instant) -> Result<(), String> {
+pub(crate) fn poll_value(
+    api: SocketAddr,
+    key: &Key,
+    expected: &[u8],
+    deadline: Instant,
+) -> Result<(), String> {
     loop {
         let timeout = API_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         let last = match api_probe::get(api, key, timeout.max(POLL)) {
-            Ok(Answer::Success { value, .. }) if value == PROBE_VALUE => return Ok(()),
+            Ok(Answer::Success { value, .. }) if value == expected => return Ok(()),
             Ok(Answer::Success { value, .. }) => {
                 format!("DHT_SUCCESS with another value ({} bytes)", value.len())
             }
@@ -210,7 +276,7 @@ fn poll_probe(api: SocketAddr, key: &Key, deadline: Instant) -> Result<(), Strin
 
 /// A key nobody has used: hashes of the time, the process id and `salt` with
 /// std's randomly seeded hasher.
-fn random_key(salt: u64) -> Key {
+pub(crate) fn random_key(salt: u64) -> Key {
     use std::hash::{BuildHasher, Hasher, RandomState};
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -242,7 +308,7 @@ fn read_log(path: &Path, offset: u64) -> String {
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... final byte`).
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -264,7 +330,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// The last `n` lines of `text`, indented, or a note that it is empty.
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return "    (nothing logged)".to_string();
