@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`). `cargo xtask help` lists the commands.
 
 mod api_probe;
+mod bench;
 mod cluster;
 mod deploy;
 mod docker;
@@ -42,6 +43,7 @@ fn run() -> anyhow::Result<()> {
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}\n{}\n{}", deploy::USAGE, report::USAGE);
             println!("{}\n{}", docker::USAGE, docker_test::USAGE);
+            println!("{}", bench::USAGE);
             Ok(())
         }
         ["deploy", "stop"] => deploy::stop(),
@@ -61,6 +63,11 @@ fn run() -> anyhow::Result<()> {
             docker::USAGE,
             docker_test::USAGE
         ),
+        ["bench", "--help" | "-h" | "help", ..] => {
+            println!("usage: cargo xtask bench ...\n\n{}", bench::USAGE);
+            Ok(())
+        }
+        ["bench", options @ ..] => bench::command(options),
         ["test-report", "--help" | "-h" | "help", ..] => {
             println!("usage: cargo xtask test-report ...\n\n{}", report::USAGE);
             Ok(())

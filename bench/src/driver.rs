@@ -1,0 +1,493 @@
+//! Driver mode (`dht-bench run`): starts a network of worker processes, joins an
+//! embedded writer and reader to it, measures every phase in turn and returns the
+//! figures. Progress goes to stderr.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use dht_core::{Key, NodeId, PutOptions};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::keys::{keys_closest_to, keys_outside};
+use crate::network::{self, Network};
+use crate::nodes::{BenchNode, start_node};
+use crate::protocol::ProcessStatus;
+use crate::results::NetworkResult;
+use crate::stats::median;
+use crate::{measure, throughput};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes in the worker processes.
+    pub n: usize,
+    /// Operations per latency series.
+    pub ops: usize,
+    /// Proof-of-work difficulty of every node.
+    pub pow_difficulty: u32,
+    /// Where keys, databases and worker logs go (a folder per network size).
+    pub work_dir: PathBuf,
+    /// The `dht-bench` executable the workers run.
+    pub exe: PathBuf,
+    /// The idle window over which CPU use is measured.
+    pub idle_window: Duration,
+    /// How long each throughput measurement runs.
+    pub throughput_window: Duration,
+    /// Concurrent API connections of the throughput measurements.
+    pub concurrency: Vec<usize>,
+    /// The replications of the latency series (3: our default; 20: the anchors').
+    pub replications: Vec<u8>,
+    /// Records put straight into each node's store for the loaded-memory network;
+    /// 0 skips it.
+    pub preload_records: usize,
+}
+
+/// The state the phases share.
+pub struct Run {
+    /// The worker processes.
+    pub net: Network,
+    /// The embedded node that PUTs.
+    pub writer: BenchNode,
+    /// The embedded node that GETs (never a replica of the keys it reads).
+    pub reader: BenchNode,
+    /// The worker node whose API is measured (never a replica of the keys it reads).
+    pub api_index: usize,
+    /// The worker node whose API confirms PUTs made through `api_index`.
+    pub other_index: usize,
+    /// The value PUT under each key.
+    pub values: HashMap<Key, Bytes>,
+    /// What has been measured.
+    pub result: NetworkResult,
+}
+
+fn progress(n: usize, text: &str) {
+    eprintln!("[dht-bench n={n}] {text}");
+}
+
+/// Runs every measurement on a network of `options.n` nodes.
+pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
+    let n = options.n;
+    anyhow::ensure!(n >= 4, "the benchmark needs at least 4 nodes, got {n}");
+    let dir = network::fresh_dir(&options.work_dir, n)?;
+    let settings = network::settings(&dir, "data", options.pow_difficulty, n, 0);
+    let net = Network::start(&options.exe, n, settings.clone(), &dir).await?;
+    let startup = net.startup;
+    progress(
+        n,
+        &format!(
+            "{n} nodes in {} workers started in {startup:.2?}",
+            net.worker_count()
+        ),
+    );
+    let entry = vec![net.nodes[0].p2p.to_string()];
+    let driver_settings = crate::protocol::NodeSettings {
+        data_dir: dir.join("driver"),
+        ..settings.clone()
+    };
+    let writer = start_node(n, &driver_settings, &entry).await?;
+    let reader = start_node(n + 1, &driver_settings, &entry).await?;
+    let mut run = Run {
+        net,
+        writer,
+        reader,
+        api_index: n / 2,
+        other_index: n / 4,
+        values: HashMap::new(),
+        result: NetworkResult {
+            n,
+            ops: options.ops,
+            ..NetworkResult::default()
+        },
+    };
+    run.result.note(format!(
+        "{n} nodes in {} worker processes (`dht-bench worker`, at most {} nodes each), each node \
+         with its VoidPhone API on 127.0.0.1; the driver process embeds the writer and the reader \
+         (dht-core, joined like the others) and runs the API clients. Every node: TCP + mutual TLS \
+         1.3, proof of work {} bits, the durable store (encrypted redb, as dht-node), \
+         max_connections {}, other settings dht-node's defaults. Node 0 is the entry node.",
+        run.net.worker_count(),
+        network::NODES_PER_WORKER,
+        settings.pow_difficulty,
+        settings.max_connections,
+    ));
+    run.result.figure(
+        "startup.network_ms",
+        "start-up of the whole network (workers spawned, ids minted, all joined)",
+        Some(ms(startup)),
+        "ms",
+    );
+    let outcome = measure_all(&mut run, options, &entry).await;
+    if let Err(e) = outcome {
+        run.result.note(format!("the run stopped early: {e:#}"));
+        progress(n, &format!("stopped early: {e:#}"));
+    }
+    let Run {
+        net,
+        writer,
+        reader,
+        mut result,
+        ..
+    } = run;
+    writer.stop().await;
+    reader.stop().await;
+    net.stop().await;
+    if options.preload_records > 0 {
+        if let Err(e) = loaded_memory(options, &dir, &mut result).await {
+            result.note(format!("the loaded-memory network failed: {e:#}"));
+        }
+    }
+    // The databases take gigabytes at 500 nodes; the keys and worker logs stay.
+    for data in ["data", "data-loaded", "driver"] {
+        let _ = std::fs::remove_dir_all(dir.join(data));
+    }
+    Ok(result)
+}
+
+async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyhow::Result<()> {
+    let n = options.n;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    idle(run, options.idle_window).await?;
+    progress(n, "idle figures taken");
+
+    let mut rng = StdRng::from_entropy();
+    let worker_ids = run.net.ids()?;
+    // Replicas go to the closest of the worker nodes and the reader; the writer keeps
+    // its own copy of everything it puts, whatever its rank.
+    let mut ids: Vec<NodeId> = worker_ids.clone();
+    ids.push(run.reader.node.id());
+    let api_id = worker_ids[run.api_index];
+    let other_id = worker_ids[run.other_index];
+    let choose = |rng: &mut StdRng, r: u8, outside: NodeId| {
+        keys_outside(rng, options.ops, usize::from(r), &[outside], &ids)
+            .with_context(|| format!("no keys found outside the {r} closest of a node"))
+    };
+    for &r in &options.replications {
+        let core = choose(&mut rng, r, run.reader.node.id())?;
+        let api = choose(&mut rng, r, api_id)?;
+        let mut all = core.clone();
+        all.extend(&api);
+        measure::puts(run, r, &all).await?;
+        progress(n, &format!("PUT r={r} done"));
+        measure::core_gets(run, r, &core).await?;
+        measure::api_gets(run, r, &api).await?;
+        progress(n, &format!("GET r={r} done"));
+        let fresh = choose(&mut rng, r, other_id)?;
+        let count = (options.ops / 2).max(1);
+        measure::api_put_until_found(run, r, &fresh[..count]).await?;
+        progress(n, &format!("PUT via API r={r} done"));
+    }
+    let local = keys_closest_to(&mut rng, options.ops.min(200), &api_id, &ids);
+    api_throughput(run, options, &local).await?;
+    progress(n, "throughput done");
+    new_node(run, n, entry).await?;
+    let after = run.net.status().await?;
+    memory(run, &after, "mem.after_ops_kb", "after the measurements");
+    churn(run, &after);
+    progress(n, "done");
+    Ok(())
+}
+
+/// Idle CPU, connections and memory, over `window` without requests.
+async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
+    let before = run.net.status().await?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = run.net.status().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let n = run.result.n as f64;
+    let cpu: f64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.cpu_ms - b.cpu_ms)
+        .sum();
+    run.result.figure(
+        "cpu.idle_ms_per_s",
+        "idle CPU per node (ms of CPU per second)",
+        Some(cpu / n / secs),
+        "ms/s",
+    );
+    memory(run, &after, "mem.idle_kb", "idle, after start-up");
+    let conns: Vec<usize> = after.iter().flat_map(|s| s.connections.clone()).collect();
+    let routing: Vec<usize> = after.iter().flat_map(|s| s.routing.clone()).collect();
+    let mean = conns.iter().sum::<usize>() as f64 / conns.len().max(1) as f64;
+    let r = &mut run.result;
+    r.figure(
+        "conns.mean",
+        "open peer connections per node (mean)",
+        Some(mean),
+        "count",
+    );
+    r.figure(
+        "conns.median",
+        "open peer connections per node (median)",
+        Some(median(&conns) as f64),
+        "count",
+    );
+    r.figure(
+        "conns.max",
+        "open peer connections per node (max)",
+        conns.iter().max().map(|&m| m as f64),
+        "count",
+    );
+    r.figure(
+        "routing.median",
+        "routing-table contacts per node (median)",
+        Some(median(&routing) as f64),
+        "count",
+    );
+    r.figure(
+        "fds.max_per_worker",
+        "file descriptors of the busiest worker process",
+        after.iter().map(|s| s.open_fds as f64).reduce(f64::max),
+        "count",
+    );
+    r.figure(
+        "threads.per_worker",
+        "threads per worker process (max)",
+        after.iter().map(|s| s.threads as f64).reduce(f64::max),
+        "count",
+    );
+    Ok(())
+}
+
+/// How often the connection bound and the rate limits bit, over the whole run.
+fn churn(run: &mut Run, status: &[ProcessStatus]) {
+    let n = run.result.n as f64;
+    let sum = |f: fn(&ProcessStatus) -> u64| status.iter().map(f).sum::<u64>() as f64;
+    let r = &mut run.result;
+    r.figure(
+        "conns.evicted_per_node",
+        "idle connections closed at max_connections per node, whole run",
+        Some(sum(|s| s.evicted) / n),
+        "count",
+    );
+    r.figure(
+        "conns.refused_full",
+        "inbound connections refused at max_connections, all nodes, whole run",
+        Some(sum(|s| s.refused_full)),
+        "count",
+    );
+    r.figure(
+        "requests.rate_limited",
+        "requests answered \"overloaded\" by the rate limits, all nodes, whole run",
+        Some(sum(|s| s.rate_limited)),
+        "count",
+    );
+}
+
+/// Memory per node as the anchors measure it: the processes' peak resident sets
+/// (VmHWM), summed, divided by the nodes.
+fn memory(run: &mut Run, status: &[ProcessStatus], key: &str, when: &str) {
+    let total: u64 = status.iter().map(|s| s.vm_hwm_kb).sum();
+    let n = run.result.n as f64;
+    run.result.figure(
+        key,
+        &format!("memory per node, VmHWM of the workers / N, {when}"),
+        Some(total as f64 / n),
+        "kB",
+    );
+}
+
+/// The API throughput of worker node `run.api_index`.
+async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyhow::Result<()> {
+    // The local keys: stored with replication 3, the measured node is their closest.
+    for key in local {
+        let options = PutOptions {
+            ttl: Duration::from_secs(3600),
+            replication: 3,
+        };
+        run.writer.node.put(*key, measure::value(), options).await?;
+    }
+    let held = run.net.holds(run.api_index, local).await?;
+    let local: Vec<Key> = local
+        .iter()
+        .zip(held)
+        .filter_map(|(k, held)| held.then_some(*k))
+        .collect();
+    let barrier = *local
+        .first()
+        .context("the measured node holds none of the keys it is the closest to")?;
+    // Keys the measured node does not hold: a GET of them is a lookup.
+    let lookup: Vec<Key> = run.values.keys().copied().collect();
+    let held = run.net.holds(run.api_index, &lookup).await?;
+    let lookup: Vec<Key> = lookup
+        .iter()
+        .zip(held)
+        .filter_map(|(k, held)| (!held).then_some(*k))
+        .collect();
+    let api = run.net.nodes[run.api_index].api;
+    let window = options.throughput_window;
+    let workloads = [
+        (
+            "get_local",
+            "GET/s, keys the node holds",
+            throughput::Workload::Get(local),
+        ),
+        (
+            "get_lookup",
+            "GET/s, keys that need a lookup",
+            throughput::Workload::Get(lookup),
+        ),
+        (
+            "put",
+            "PUT/s accepted",
+            throughput::Workload::Put { barrier },
+        ),
+    ];
+    let mut put_keys = Vec::new();
+    for (name, label, workload) in &workloads {
+        for &c in &options.concurrency {
+            let outcome = throughput::run(api, c, window, workload).await?;
+            run.result.figure(
+                &format!("tput.{name}.c{c}"),
+                &format!("API throughput of one node, {label}, {c} connections"),
+                Some(outcome.rate()),
+                "/s",
+            );
+            if outcome.failed > 0 || outcome.error.is_some() {
+                run.result.note(format!(
+                    "throughput {name} with {c} connections: {} answered DHT_FAILURE{}",
+                    outcome.failed,
+                    outcome
+                        .error
+                        .as_deref()
+                        .map(|e| format!("; a connection broke: {e}"))
+                        .unwrap_or_default()
+                ));
+            }
+            put_keys.extend(outcome.put_keys);
+        }
+    }
+    confirm_puts(run, &put_keys).await;
+    Ok(())
+}
+
+/// GETs through the embedded reader of up to 200 of the PUTs the throughput run made,
+/// each retried until found or 20 s have passed in all.
+async fn confirm_puts(run: &mut Run, keys: &[Key]) {
+    let step = (keys.len() / 200).max(1);
+    let sample: Vec<Key> = keys.iter().step_by(step).copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut confirmed = 0;
+    for key in &sample {
+        loop {
+            if matches!(run.reader.node.get(*key).await, Ok(Some(_))) {
+                confirmed += 1;
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    run.result.figure(
+        "tput.put.confirmed",
+        "throughput PUTs found by GETs from another node (share of a sample of up to 200)",
+        (!sample.is_empty()).then(|| confirmed as f64 / sample.len() as f64),
+        "ratio",
+    );
+}
+
+/// A new node: from its start (minting its id included) to its first successful GET.
+async fn new_node(run: &mut Run, n: usize, entry: &[String]) -> anyhow::Result<()> {
+    let key = *run
+        .values
+        .keys()
+        .next()
+        .context("no key stored for the new node to read")?;
+    let settings = crate::protocol::NodeSettings {
+        data_dir: run.net.settings.data_dir.join("new-node"),
+        ..run.net.settings.clone()
+    };
+    let started = Instant::now();
+    let node = start_node(n + 2, &settings, entry).await?;
+    let joined = started.elapsed();
+    let deadline = started + Duration::from_secs(30);
+    let first_get = loop {
+        if matches!(node.node.get(key).await, Ok(Some(_))) {
+            break Some(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+    };
+    node.stop().await;
+    let r = &mut run.result;
+    r.figure(
+        "startup.new_node_join_ms",
+        "a new node: start (id minted) until joined",
+        Some(ms(joined)),
+        "ms",
+    );
+    r.figure(
+        "startup.new_node_first_get_ms",
+        "a new node: start until its first successful GET",
+        first_get.map(ms),
+        "ms",
+    );
+    Ok(())
+}
+
+/// The same nodes restarted (same keys: no minting) over fresh stores holding
+/// `preload_records` records each, put straight into the store before the start.
+async fn loaded_memory(
+    options: &Options,
+    dir: &std::path::Path,
+    result: &mut NetworkResult,
+) -> anyhow::Result<()> {
+    let n = options.n;
+    let settings = network::settings(
+        dir,
+        "data-loaded",
+        options.pow_difficulty,
+        n,
+        options.preload_records,
+    );
+    let mut net = Network::start(&options.exe, n, settings, dir).await?;
+    let startup = net.startup;
+    progress(n, &format!("loaded network started in {startup:.2?}"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = net.status().await;
+    net.stop().await;
+    let status = status?;
+    let total: u64 = status.iter().map(|s| s.vm_hwm_kb).sum();
+    let records: usize = status.iter().flat_map(|s| s.records.iter()).sum();
+    result.note(format!(
+        "loaded network: the same {n} nodes restarted (same keys) over fresh stores, each \
+         given {} records of 100 bytes with put_many before the start; the records carry \
+         replication 0 so that the hand-off to newly seen neighbours does not copy them \
+         around (see bench/src/nodes.rs)",
+        options.preload_records
+    ));
+    result.figure(
+        "mem.loaded_kb",
+        &format!(
+            "memory per node, VmHWM / N, with {} records of 100 bytes per node",
+            options.preload_records
+        ),
+        Some(total as f64 / n as f64),
+        "kB",
+    );
+    result.figure(
+        "startup.loaded_ms",
+        "start-up of the whole network over the loaded stores",
+        Some(ms(startup)),
+        "ms",
+    );
+    result.figure(
+        "mem.loaded_records",
+        "records held per node in the loaded network (mean)",
+        Some(records as f64 / n as f64),
+        "count",
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

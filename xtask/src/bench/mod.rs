@@ -1,0 +1,296 @@
+//! `cargo xtask bench [--quick] [--anchors]`: builds `dht-bench` in release mode (the
+//! build does not count), runs it for networks of 20, 100 and 500 nodes (`--quick`: 20
+//! nodes, few operations), with `--anchors` also builds and runs the anchors of
+//! `../shared/anchors` at the same sizes and operation counts, one after another in the
+//! same run, and prints one table. Writes `target/bench/report.md`,
+//! `target/bench/get-latency.svg` and, for a full run, `docs/BENCHMARKS.md`.
+
+mod anchors;
+mod plot;
+mod report;
+mod rows;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use report::{Machine, Network, Ours};
+
+pub(crate) const USAGE: &str = "  bench [--quick] [--anchors]
+      Build dht-bench in release mode and measure networks of 20, 100 and 500 nodes
+      on 127.0.0.1 (--quick: 20 nodes, few operations, about a minute); --anchors also
+      runs ../shared/anchors (mainline, libp2p-kad, tcp/tls-pingpong) in the same run.
+      Prints one table; writes target/bench/report.md, target/bench/get-latency.svg
+      and (full runs) docs/BENCHMARKS.md.";
+
+/// The libp2p anchor's seeding mode: every node is given every other's address, like
+/// mainline's seeded testnet.
+const LIBP2P_SEED: &str = "full";
+
+struct Options {
+    quick: bool,
+    anchors: bool,
+}
+
+impl Options {
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        let mut options = Options {
+            quick: false,
+            anchors: false,
+        };
+        for arg in args {
+            match *arg {
+                "--quick" => options.quick = true,
+                "--anchors" => options.anchors = true,
+                other => bail!("bench: unknown option {other:?}\n\n{USAGE}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Runs `cargo xtask bench ARGS`.
+pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
+    let options = Options::parse(args)?;
+    let root = workspace_root()?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let (sizes, ops): (&[usize], usize) = if options.quick {
+        (&[20], 20)
+    } else {
+        (&[20, 100, 500], 200)
+    };
+    eprintln!("building dht-bench (release)...");
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--quiet", "-p", "dht-bench"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building dht-bench failed ({status})");
+    }
+    let bench = root.join("target/release/dht-bench");
+    let anchor_bins = if options.anchors {
+        Some(build_anchors(&root)?)
+    } else {
+        None
+    };
+    let mut nets = Vec::new();
+    for &n in sizes {
+        let ours = run_ours(&root, &bench, n, ops, options.quick);
+        if let Err(e) = &ours {
+            eprintln!("dht-bench at N={n}: {e}");
+        }
+        let (mainline, libp2p) = match &anchor_bins {
+            Some(bins) => {
+                let args = vec![n.to_string(), ops.to_string()];
+                eprintln!("mainline-bench {n} {ops}...");
+                let m = run_anchor(
+                    &bins.mainline,
+                    &args,
+                    &out_dir.join(format!("mainline-n{n}.txt")),
+                    anchors::parse_mainline,
+                );
+                let mut args = args;
+                args.push(LIBP2P_SEED.into());
+                eprintln!("libp2p-kad-bench {n} {ops} {LIBP2P_SEED}...");
+                let l = run_anchor(
+                    &bins.libp2p,
+                    &args,
+                    &out_dir.join(format!("libp2p-n{n}.txt")),
+                    anchors::parse_libp2p,
+                );
+                (Some(m), Some(l))
+            }
+            None => (None, None),
+        };
+        nets.push(Network {
+            n,
+            ours,
+            mainline,
+            libp2p,
+        });
+    }
+    let floor = anchor_bins.as_ref().map(|bins| {
+        eprintln!("tcp-pingpong, tls-pingpong...");
+        let tcp = run_anchor(
+            &bins.tcp,
+            &[],
+            &out_dir.join("tcp-pingpong.txt"),
+            anchors::parse_tcp,
+        );
+        let tls = run_anchor(
+            &bins.tls,
+            &[],
+            &out_dir.join("tls-pingpong.txt"),
+            anchors::parse_tls,
+        );
+        (tcp, tls)
+    });
+    let machine = machine(&root);
+    let floor_refs = floor.as_ref().map(|(t, l)| (Some(t), Some(l)));
+    let mut extra = BTreeMap::new();
+    extra.insert("What ran where".to_string(), notes(&nets));
+    let text = report::markdown(&nets, LIBP2P_SEED, floor_refs, &machine, &extra);
+    println!("{text}");
+    let report_path = out_dir.join("report.md");
+    let heading = format!(
+        "# cargo xtask bench{}{}\n\n",
+        if options.quick { " --quick" } else { "" },
+        if options.anchors { " --anchors" } else { "" }
+    );
+    write(&report_path, &format!("{heading}{text}"))?;
+    let svg = out_dir.join("get-latency.svg");
+    plot::write(&svg, &nets, LIBP2P_SEED)?;
+    eprintln!("wrote {} and {}", report_path.display(), svg.display());
+    if !options.quick {
+        let doc = root.join("docs/BENCHMARKS.md");
+        write(&doc, &benchmarks_doc(&text, options.anchors))?;
+        eprintln!("wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+fn benchmarks_doc(text: &str, anchors: bool) -> String {
+    format!(
+        "# Benchmarks\n\n\
+         The latest full `cargo xtask bench{}` (written by it; `--quick` runs leave this file \
+         alone). Figures from different runs or machines are not comparable: the anchors \
+         (mainline, libp2p) ran in the same run on the same machine. What each figure means: \
+         `bench/src/driver.rs` and `bench/src/measure.rs`; the plot of the GET latency \
+         distributions is written to `target/bench/get-latency.svg`.\n\n{text}",
+        if anchors { " --anchors" } else { "" }
+    )
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent folder")
+}
+
+fn run_ours(root: &Path, bench: &Path, n: usize, ops: usize, quick: bool) -> Result<Ours, String> {
+    eprintln!("dht-bench run --nodes {n} --ops {ops}...");
+    let out = root.join(format!("target/bench/ours-n{n}.json"));
+    let _ = std::fs::remove_file(&out);
+    let mut command = Command::new(bench);
+    command
+        .args(["run", "--nodes", &n.to_string(), "--ops", &ops.to_string()])
+        .arg("--out")
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(root.join("target/bench/work"))
+        .current_dir(root);
+    if quick {
+        command.args(["--idle-secs", "2", "--throughput-secs", "1"]);
+    }
+    let started = std::time::Instant::now();
+    let status = command
+        .status()
+        .map_err(|e| format!("dht-bench did not start: {e}"))?;
+    if !status.success() {
+        return Err(format!("dht-bench failed ({status})"));
+    }
+    eprintln!("dht-bench at N={n} took {:.1?}", started.elapsed());
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+struct AnchorBins {
+    mainline: Result<PathBuf, String>,
+    libp2p: Result<PathBuf, String>,
+    tcp: Result<PathBuf, String>,
+    tls: Result<PathBuf, String>,
+}
+
+fn build_anchors(root: &Path) -> anyhow::Result<AnchorBins> {
+    let dir = anchors::anchors_dir(root)?;
+    eprintln!("building the anchors (release, target/anchors)...");
+    Ok(AnchorBins {
+        mainline: anchors::build(root, &dir, "mainline", "mainline-bench"),
+        libp2p: anchors::build(root, &dir, "libp2p-kad", "libp2p-kad-bench"),
+        tcp: anchors::build(root, &dir, "tcp-pingpong", "tcp-pingpong"),
+        tls: anchors::build(root, &dir, "tls-pingpong", "tls-pingpong"),
+    })
+}
+
+fn run_anchor(
+    binary: &Result<PathBuf, String>,
+    args: &[String],
+    out: &Path,
+    parse: fn(&str) -> anchors::Figures,
+) -> anchors::Figures {
+    let binary = binary.as_ref().map_err(Clone::clone)?;
+    let text = anchors::run(binary, args, out)?;
+    parse(&text)
+}
+
+fn notes(nets: &[Network]) -> String {
+    let mut out = String::new();
+    for net in nets {
+        match &net.ours {
+            Ok(ours) => {
+                for note in &ours.notes {
+                    out.push_str(&format!("- N={}, {} ops: {note}\n", ours.n, ours.ops));
+                }
+            }
+            Err(reason) => out.push_str(&format!(
+                "- N={}: dht-bench gave no figures: {reason}\n",
+                net.n
+            )),
+        }
+    }
+    out.push_str(
+        "- Anchors: mainline-bench N OPS (a seeded Testnet of N nodes plus a writer and a late \
+         reader, replication 20 by design); libp2p-kad-bench N OPS full (every node seeded with \
+         every address; replication 20; GET = the first record). Each runs alone, one after \
+         another, after our run at the same N. Their GET/PUT rows compare with our r=20 rows; \
+         they run only replication 20, so the r=3 rows show the same anchor figure.\n",
+    );
+    out
+}
+
+fn machine(root: &Path) -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        date: output("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        commit: format!(
+            "{}{}",
+            output("git", &["rev-parse", "--short", "HEAD"]),
+            if dirty { " + uncommitted changes" } else { "" }
+        ),
+    }
+}
