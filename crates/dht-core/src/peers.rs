@@ -9,25 +9,22 @@ use std::time::Duration;
 
 use dht_id::NodeId;
 use dht_security::limits::{self, KeyedLimiter};
-use dht_wire::{ErrorCode, PeerCodecError, PeerFrame, PeerMessage};
-use futures::{SinkExt, StreamExt};
+use dht_wire::{ErrorCode, PeerCodecError, PeerMessage};
+use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
 use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
 use crate::deadline::{PartialSince, check_interval};
 use crate::error::RpcError;
-use crate::handshake::{PeerFramed, Role, Shaken, handshake};
+use crate::handshake::{Role, Shaken, handshake};
 use crate::node::{Inner, lock};
 use crate::stats::Counters;
+use crate::stream::{PeerReader, shrink_read_buffer};
 use crate::transport::{Incoming, Listener};
 
 /// STOREs of one connection being committed at once; beyond, the reader waits.
 const STORES_IN_FLIGHT: usize = 64;
-
-/// How long a writer may take to close its stream gracefully.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 impl Inner {
     /// Accepts inbound connections until shutdown. Each takes a connection slot before
@@ -286,10 +283,11 @@ impl Inner {
         // Into the routing table before the reader runs: a reader that penalises the
         // peer at once must find it there to remove it.
         self.observe(contact);
-        let (sink, stream) = framed.split();
+        let (stream, writer) = crate::stream::split(framed);
         let span = tracing::debug_span!(parent: &self.span, "conn", peer = %contact.id.short(), addr = %contact.addr);
-        self.tasks
-            .spawn(write_loop(sink, rx, conn.closed.clone()).instrument(span.clone()));
+        self.tasks.spawn(
+            crate::stream::write_loop(writer, rx, conn.closed.clone()).instrument(span.clone()),
+        );
         let inner = self.clone();
         let reader_conn = conn.clone();
         self.tasks.spawn(
@@ -336,7 +334,7 @@ impl Inner {
 
     async fn read_loop(
         self: &Arc<Self>,
-        mut stream: futures::stream::SplitStream<PeerFramed>,
+        mut stream: PeerReader,
         conn: &Arc<PeerConn>,
         partial: &PartialSince,
     ) {
@@ -390,6 +388,7 @@ impl Inner {
                 }
                 None => return,
             };
+            shrink_read_buffer(&mut stream);
             conn.touch();
             if frame.is_response {
                 if !conn.complete(frame.request_id, frame.message) && !conn.issued(frame.request_id)
@@ -538,40 +537,6 @@ impl Drop for IpSlot {
             }
         }
     }
-}
-
-/// Writes queued frames, batching whatever is queued into one flush, until the queue
-/// closes, a write fails or the connection is closed (which also interrupts a write
-/// blocked on a peer that does not read).
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<PeerFramed, PeerFrame>,
-    mut rx: mpsc::Receiver<PeerFrame>,
-    closed: CancellationToken,
-) {
-    loop {
-        let frame = tokio::select! {
-            frame = rx.recv() => frame,
-            () = closed.cancelled() => break,
-        };
-        let Some(frame) = frame else { break };
-        let write = async {
-            sink.feed(frame).await?;
-            while let Ok(frame) = rx.try_recv() {
-                sink.feed(frame).await?;
-            }
-            sink.flush().await
-        };
-        let written = tokio::select! {
-            written = write => written,
-            () = closed.cancelled() => break,
-        };
-        if let Err(e) = written {
-            debug!(error = %e, "write failed");
-            break;
-        }
-    }
-    closed.cancel();
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
 
 /// One dial per address at a time: the lock of `addr`, removed from the node's map
