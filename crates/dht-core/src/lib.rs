@@ -35,6 +35,7 @@ mod ops;
 mod peers;
 mod stats;
 mod store;
+mod stream;
 mod tls;
 mod transport;
 
@@ -179,17 +180,32 @@ impl Node {
             return Err(Error::ShuttingDown);
         }
         let started = std::time::Instant::now();
-        let local = match self.inner.put_locally(key, value, options).await {
-            Ok(local) => local,
+        let (record, ttl) = match self.inner.prepare_put(key, value, options) {
+            Ok(prepared) => prepared,
             Err(e) => {
                 self.inner.metrics.put("error", 0, started.elapsed());
                 return Err(e);
             }
         };
+        // The lookup of the key's closest nodes runs while the record is committed
+        // here: a PUT costs one of the two, not their sum.
+        let inner = self.inner.clone();
+        let closest = self.inner.puts.spawn(
+            async move { inner.lookup(key, false).await.result.closest }
+                .instrument(self.inner.span.clone()),
+        );
+        let stored_locally = self.inner.store_locally(&record).await;
+        let local = ops::LocalPut {
+            record,
+            ttl,
+            stored_locally,
+        };
         let inner = self.inner.clone();
         Ok(self.inner.puts.spawn(
             async move {
-                let report = inner.replicate_put(local).await;
+                // A lookup task only fails when the node stops: store on nobody then.
+                let candidates = closest.await.unwrap_or_default();
+                let report = inner.replicate_put(local, candidates).await;
                 let outcome = if report.replicas >= usize::from(report.replication) {
                     "replicated"
                 } else if report.replicas > 0 {
@@ -225,6 +241,18 @@ impl Node {
         };
         self.inner.metrics.get(outcome, started.elapsed());
         result
+    }
+
+    /// The value of `key` when this node can answer a GET from its own store, at once:
+    /// it holds an unexpired record and is among the record's `replication` closest
+    /// known nodes (what [`Node::get`] would answer without a lookup). `None` means a
+    /// GET must ask the network. Counted in the GET metrics when found; for servers
+    /// that answer such GETs inline instead of spawning a task.
+    pub fn get_local(&self, key: &Key) -> Option<Bytes> {
+        let started = std::time::Instant::now();
+        let value = self.inner.get_local(key)?;
+        self.inner.metrics.get("found", started.elapsed());
+        Some(value)
     }
 
     /// The `k` closest nodes to `target` the network knows, by an iterative lookup.

@@ -51,11 +51,11 @@ impl Default for PutOptions {
     }
 }
 
-/// A PUT after its local half (see [`Inner::put_locally`]).
+/// A PUT after its local half (see [`Inner::prepare_put`], [`Inner::store_locally`]).
 pub(crate) struct LocalPut {
-    record: Record,
-    ttl: Duration,
-    stored_locally: bool,
+    pub(crate) record: Record,
+    pub(crate) ttl: Duration,
+    pub(crate) stored_locally: bool,
 }
 
 /// Statistics of one lookup.
@@ -183,14 +183,14 @@ impl Inner {
         }
     }
 
-    /// The first, synchronous half of a PUT: checks the value, clamps the hints and
-    /// stores the record here, so that a GET issued after this returns sees it.
-    pub(crate) async fn put_locally(
+    /// The first half of a PUT, without waiting: checks the value, clamps the hints
+    /// and makes the record, versioned above any copy held here.
+    pub(crate) fn prepare_put(
         &self,
         key: Key,
         value: Bytes,
         options: PutOptions,
-    ) -> Result<LocalPut, Error> {
+    ) -> Result<(Record, Duration), Error> {
         if value.is_empty() {
             return Err(Error::BadValue("empty value".into()));
         }
@@ -222,29 +222,34 @@ impl Inner {
             replication,
             version,
         };
-        let stored_locally = match self.store.put(record.clone(), Origin::Local).await {
+        Ok((record, ttl))
+    }
+
+    /// Stores a PUT's record here (committed, for a durable store), so that a GET on
+    /// this node sees it. Whether it was kept.
+    pub(crate) async fn store_locally(&self, record: &Record) -> bool {
+        match self.store.put(record.clone(), Origin::Local).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => true,
             Ok(PutOutcome::KeptNewer) => false,
             Err(e) => {
-                warn!(key = %key.short(), error = %e, "PUT not kept locally");
+                warn!(key = %record.key.short(), error = %e, "PUT not kept locally");
                 false
             }
-        };
-        Ok(LocalPut {
-            record,
-            ttl,
-            stored_locally,
-        })
+        }
     }
 
-    /// The second half of a PUT: STORE on the `r` closest nodes to the key.
-    pub(crate) async fn replicate_put(self: &Arc<Self>, local: LocalPut) -> PutReport {
+    /// The second half of a PUT: STORE on the `r` closest nodes to the key, among
+    /// `candidates` (the result of a FIND_NODE lookup of the key).
+    pub(crate) async fn replicate_put(
+        self: &Arc<Self>,
+        local: LocalPut,
+        candidates: Vec<Contact>,
+    ) -> PutReport {
         let LocalPut {
             record,
             ttl,
             stored_locally,
         } = local;
-        let candidates = self.lookup(record.key, false).await.result.closest;
         let replicas = self
             .store_on(&record, &candidates, usize::from(record.replication), false)
             .await;
@@ -304,13 +309,26 @@ impl Inner {
         acked
     }
 
+    /// Whether this node is among the `replication` closest known nodes to the key of
+    /// `record`, so that its copy answers a GET without asking the network.
+    pub(crate) fn is_replica(&self, record: &Record) -> bool {
+        self.routing().count_closer_than_local(&record.key) < usize::from(record.replication)
+    }
+
+    /// The value of `key` when this node answers a GET from its own store (it holds the
+    /// record and is one of its replicas), without waiting; `None` when a GET needs the
+    /// network (or the store cannot be read).
+    pub(crate) fn get_local(&self, key: &Key) -> Option<Bytes> {
+        let record = self.store().get(key, unix_now()).ok()??;
+        self.is_replica(&record).then_some(record.value)
+    }
+
     /// The value of `key`: from the local store when this node is one of the record's
     /// replicas, else from the network (the newer of a local copy and what was found).
     pub(crate) async fn get(self: &Arc<Self>, key: Key) -> Result<Option<Bytes>, Error> {
         let local = self.store().get(&key, unix_now())?;
         if let Some(record) = &local {
-            let closer = self.routing().count_closer_than_local(&key);
-            if closer < usize::from(record.replication) {
+            if self.is_replica(record) {
                 return Ok(Some(record.value.clone()));
             }
         }
