@@ -180,6 +180,14 @@ async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyh
         measure::api_put_until_found(run, r, &fresh[..count]).await?;
         progress(n, &format!("PUT via API r={r} done"));
     }
+    // What the anchors do before they read their memory: PUTs and GETs, nothing more.
+    let status = run.net.status().await?;
+    memory(
+        run,
+        &status,
+        "mem.after_latency_kb",
+        "after the PUT and GET series (the anchors' workload)",
+    );
     let local = keys_closest_to(&mut rng, options.ops.min(200), &api_id, &ids);
     api_throughput(run, options, &local).await?;
     progress(n, "throughput done");

@@ -11,7 +11,7 @@
 //! share of the nodes and answers the driver's commands ([`protocol`]) on stdin/stdout.
 //!
 //! Several processes are needed because the file-descriptor limit (20,000 per process
-//! here) cannot be raised: a worker hosts at most 100 nodes, each bounded to a share of
+//! here) cannot be raised: a worker hosts at most 50 nodes, each bounded to a share of
 //! the descriptors by `max_connections`. Nothing here is a timed assertion: the tests
 //! run the whole pipeline on a small network and check counts, not times.
 

@@ -111,7 +111,12 @@ fn a_small_network_yields_every_figure() {
         }
     }
     assert!(value("tput.put.confirmed") > 0.0);
-    for key in ["mem.idle_kb", "mem.after_ops_kb", "mem.loaded_kb"] {
+    for key in [
+        "mem.idle_kb",
+        "mem.after_latency_kb",
+        "mem.after_ops_kb",
+        "mem.loaded_kb",
+    ] {
         assert!(value(key) > 1000.0, "{key}: a node takes more than 1 MB");
     }
     assert!(value("mem.loaded_records") >= 50.0);

@@ -238,7 +238,7 @@ pub(crate) fn targets(nets: &[Network]) -> String {
         format!("{}/s (best N)", show(tput)),
         tput.map(|v| v >= 100_000.0),
     );
-    let mem = ours(100, "mem.after_ops_kb");
+    let mem = ours(100, "mem.after_latency_kb");
     let lmem = anchor(100, libp2p_of, "mem.kb");
     check(
         "memory per node at 100 nodes ≤ 1/3 of libp2p's",
@@ -319,7 +319,7 @@ pub(crate) mod tests {
             ("get.core.r20.p50", get_p50),
             ("get.core.r3.p50", get_p50),
             ("get.core.r3.p99", 2.0),
-            ("mem.after_ops_kb", 1000.0),
+            ("mem.after_latency_kb", 1000.0),
             ("lookup.get.core.r3.contacted", 3.0),
         ]
         .iter()
@@ -359,7 +359,10 @@ pub(crate) mod tests {
             row,
             "| GET p50, dht-core, r=20 | ms | 0.500 | 2.00 | n/a | 0.250× |  |"
         );
-        let memory = text.lines().find(|l| l.contains("after the ops")).unwrap();
+        let memory = text
+            .lines()
+            .find(|l| l.contains("after the PUT/GET series"))
+            .unwrap();
         assert!(memory.contains("| 1000 | 174.4 |"), "{memory}");
         // The anchor's reason is given once, on the first row.
         assert_eq!(text.matches("n/a (hit its 280 s watchdog)").count(), 1);

@@ -226,9 +226,15 @@ pub(super) const ROWS: &[Row] = &[
         "share",
     ),
     row(
-        "memory per node (VmHWM/N), after the ops",
-        "mem.after_ops_kb",
+        "memory per node (VmHWM/N), after the PUT/GET series",
+        "mem.after_latency_kb",
         Some("mem.kb"),
+        "kB",
+    ),
+    row(
+        "memory per node (VmHWM/N), after throughput too",
+        "mem.after_ops_kb",
+        None,
         "kB",
     ),
     row("memory per node (VmHWM/N), idle", "mem.idle_kb", None, "kB"),
