@@ -2,25 +2,18 @@
 //! 20 times, and restarted each time: every record it acknowledged is there afterwards,
 //! whole (no torn record is ever served).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dht_core::Key;
+use dht_tests::process::{Running, free_port, spawn_node};
 use dht_tests::raw_peer::RawPeer;
 use dht_wire::{PeerMessage, StoreStatus, WireRecord};
 use rand::Rng;
 
 const KILLS: usize = 20;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -29,40 +22,14 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A running child that is killed when dropped, so that a failing test leaves no
-/// process behind.
-struct Running(Child);
-
-impl Running {
-    fn kill(&mut self) {
-        self.0.kill().expect("SIGKILL");
-        self.0.wait().expect("reaped");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(config: &Path, log: &Path) -> Running {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    Command::new(env!("CARGO_BIN_EXE_dht-node"))
-        .arg("-c")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .map(Running)
-        .expect("dht-node starts")
+    spawn_node(
+        env!("CARGO_BIN_EXE_dht-node"),
+        config,
+        &[],
+        log,
+        Some("info"),
+    )
 }
 
 /// Connects once the node answers (it restarts from its database first).

@@ -3,26 +3,12 @@
 //! `metrics_address` serves Prometheus text at `/metrics`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A running child that is killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use dht_tests::process::{Running, free_addr, spawn_node};
 
 struct Setup {
     dir: PathBuf,
@@ -56,20 +42,14 @@ fn setup(extra: &str) -> Setup {
 
 fn start(setup: &Setup, args: &[&str], rust_log: Option<&str>) -> (Running, PathBuf) {
     let log = setup.dir.join(format!("out-{}.log", rand::random::<u32>()));
-    let file = std::fs::File::create(&log).expect("log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dht-node"));
-    command
-        .arg("-c")
-        .arg(&setup.config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log"))
-        .stderr(file);
-    if let Some(level) = rust_log {
-        command.env("RUST_LOG", level);
-    }
-    (Running(command.spawn().expect("dht-node starts")), log)
+    let node = spawn_node(
+        env!("CARGO_BIN_EXE_dht-node"),
+        &setup.config,
+        args,
+        &log,
+        rust_log,
+    );
+    (node, log)
 }
 
 /// `GET path` over HTTP/1.1: (status line, body), or None when nothing answers.

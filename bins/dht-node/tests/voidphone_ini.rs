@@ -3,44 +3,21 @@
 //! to the file), skips the other modules' sections and logs a warning naming an unknown
 //! `[dht]` key.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dht_core::Key;
+use dht_tests::process::{Running, free_port, spawn_node};
 use dht_tests::{ApiClient, api_get, wait_for};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A running child that is killed when dropped, so that a failing test leaves no
-/// process behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(config: &Path, log: &Path) -> Running {
-    let log = std::fs::File::create(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_dht-node"))
-        .arg("-c")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .map(Running)
-        .expect("dht-node starts")
+    spawn_node(
+        env!("CARGO_BIN_EXE_dht-node"),
+        config,
+        &[],
+        log,
+        Some("info"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
