@@ -262,18 +262,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         return Err(abort(&layout, &cluster, e));
     }
     let total = started.elapsed();
-    println!(
-        "cluster up in {:.2} s: processes ready, nodes joined and APIs answering after {:.2} s; \
-         the probe value PUT through node-1 was read back through {} {:.2} s later",
-        total.as_secs_f64(),
-        ready.as_secs_f64(),
-        if options.nodes > 1 {
-            "every other node"
-        } else {
-            "node-1"
-        },
-        (total - ready).as_secs_f64()
-    );
+    startup::report_up("processes", options.nodes, ready, total);
     print_summary(&layout, &cluster);
     Ok(())
 }

@@ -129,18 +129,7 @@ fn start_members(
     cluster.save(&layout.cluster_json())?;
     startup::probe(cluster)?;
     let total = started.elapsed();
-    println!(
-        "cluster up in {:.2} s: containers ready, nodes joined and APIs answering after {:.2} s; \
-         the probe value PUT through node-1 was read back through {} {:.2} s later",
-        total.as_secs_f64(),
-        ready.as_secs_f64(),
-        if options.nodes > 1 {
-            "every other node"
-        } else {
-            "node-1"
-        },
-        (total - ready).as_secs_f64()
-    );
+    startup::report_up("containers", options.nodes, ready, total);
     Ok(())
 }
 

@@ -249,6 +249,23 @@ pub(crate) fn probe(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints how long a deployment took: until every member was `what` ready (nodes
+/// joined, APIs answering), and until the probe value was read back.
+pub(crate) fn report_up(what: &str, nodes: usize, ready: Duration, total: Duration) {
+    println!(
+        "cluster up in {:.2} s: {what} ready, nodes joined and APIs answering after {:.2} s; \
+         the probe value PUT through node-1 was read back through {} {:.2} s later",
+        total.as_secs_f64(),
+        ready.as_secs_f64(),
+        if nodes > 1 {
+            "every other node"
+        } else {
+            "node-1"
+        },
+        (total - ready).as_secs_f64()
+    );
+}
+
 /// GETs `key` through `api` until the answer is `expected`; the error is the last
 /// answer seen.
 pub(crate) fn poll_value(
