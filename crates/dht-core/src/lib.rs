@@ -33,6 +33,7 @@ mod metrics;
 mod node;
 mod ops;
 mod peers;
+mod put;
 mod stats;
 mod store;
 mod stream;
@@ -45,7 +46,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dht_storage::RecordStore;
-use tracing::Instrument;
+use tracing::{Instrument, debug};
 
 pub use config::{
     BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, MAX_POW_DIFFICULTY, NodeConfig, StorageBackend,
@@ -54,7 +55,8 @@ pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
 pub use error::{Error, RpcError};
-pub use ops::{LookupStats, PutOptions, PutReport};
+pub use ops::LookupStats;
+pub use put::{PutOptions, PutReport};
 pub use stats::NodeStats;
 pub use tls::TlsTransport;
 pub use transport::{
@@ -187,25 +189,28 @@ impl Node {
                 return Err(e);
             }
         };
-        // The lookup of the key's closest nodes runs while the record is committed
-        // here: a PUT costs one of the two, not their sum.
+        // The STOREs on the key's closest nodes (and the lookup that finds them) run
+        // while the record is committed here: a PUT costs the longer of the two, not
+        // their sum.
         let inner = self.inner.clone();
-        let closest = self.inner.puts.spawn(
-            async move { inner.lookup(key, false).await.result.closest }
+        let remote_record = record.clone();
+        let remote = self.inner.puts.spawn(
+            async move { inner.store_on_closest(&remote_record, false).await }
                 .instrument(self.inner.span.clone()),
         );
         let stored_locally = self.inner.store_locally(&record).await;
-        let local = ops::LocalPut {
-            record,
-            ttl,
-            stored_locally,
-        };
         let inner = self.inner.clone();
         Ok(self.inner.puts.spawn(
             async move {
-                // A lookup task only fails when the node stops: store on nobody then.
-                let candidates = closest.await.unwrap_or_default();
-                let report = inner.replicate_put(local, candidates).await;
+                // The task only fails when the node stops: stored on nobody then.
+                let replicas = remote.await.unwrap_or(0);
+                let report = PutReport {
+                    replicas,
+                    replication: record.replication,
+                    ttl,
+                    stored_locally,
+                };
+                debug!(key = %key.short(), replicas, wanted = record.replication, "PUT done");
                 let outcome = if report.replicas >= usize::from(report.replication) {
                     "replicated"
                 } else if report.replicas > 0 {

@@ -156,12 +156,7 @@ impl Inner {
         debug!(records = records.len(), "replicating");
         let mut work = futures::stream::iter(records.into_iter().map(|record| {
             let inner = self.clone();
-            async move {
-                let closest = inner.lookup(record.key, false).await.result.closest;
-                inner
-                    .store_on(&record, &closest, usize::from(record.replication), true)
-                    .await
-            }
+            async move { inner.store_on_closest(&record, true).await }
         }))
         .buffer_unordered(REPLICATION_PARALLELISM);
         while work.next().await.is_some() {

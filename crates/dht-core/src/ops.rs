@@ -7,56 +7,18 @@ use bytes::Bytes;
 use dht_id::Key;
 use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
 use dht_security::pow;
-use dht_storage::{Origin, PutOutcome, Record};
-use dht_wire::{PeerMessage, StoreStatus, WireContact, WireRecord};
+use dht_storage::{Origin, Record};
+use dht_wire::{PeerMessage, WireContact, WireRecord};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, RpcError};
-use crate::node::{Inner, mono_now, to_wire, unix_now};
+use crate::node::{Inner, mono_now, unix_now};
 use crate::stats::Counters;
 
 /// Saved contacts dialled at once when rejoining.
 const SAVED_CONTACTS_TRIED: usize = 16;
-
-/// What a PUT achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutReport {
-    /// Remote nodes that acknowledged the STORE.
-    pub replicas: usize,
-    /// The replication the record got (the hint clamped to `[min_replication, k]`).
-    pub replication: u8,
-    /// The TTL the record got (the hint clamped to `[min_ttl, max_ttl]`).
-    pub ttl: Duration,
-    /// Whether this node kept a copy (it does unless its store is full).
-    pub stored_locally: bool,
-}
-
-/// How a PUT's value should be kept; both are hints the node clamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutOptions {
-    /// Lifetime asked for.
-    pub ttl: Duration,
-    /// Copies asked for.
-    pub replication: u8,
-}
-
-impl Default for PutOptions {
-    fn default() -> Self {
-        PutOptions {
-            ttl: Duration::from_secs(3600),
-            replication: 3,
-        }
-    }
-}
-
-/// A PUT after its local half (see [`Inner::prepare_put`], [`Inner::store_locally`]).
-pub(crate) struct LocalPut {
-    pub(crate) record: Record,
-    pub(crate) ttl: Duration,
-    pub(crate) stored_locally: bool,
-}
 
 /// Statistics of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +55,17 @@ impl Inner {
     /// An iterative lookup of `target`: FIND_NODE, or FIND_VALUE when `want_value`
     /// (which stops at the first valid value).
     pub(crate) async fn lookup(self: &Arc<Self>, target: Key, want_value: bool) -> Found {
+        self.lookup_observed(target, want_value, |_| {}).await
+    }
+
+    /// [`Inner::lookup`], calling `observe` with the lookup's state after every answer
+    /// that brought contacts.
+    pub(crate) async fn lookup_observed(
+        self: &Arc<Self>,
+        target: Key,
+        want_value: bool,
+        mut observe: impl FnMut(&Lookup),
+    ) -> Found {
         let seeds = {
             let mut routing = self.routing();
             routing.note_lookup(&target, mono_now());
@@ -125,6 +98,7 @@ impl Inner {
                             if contacts.iter().all(|c| pow::has_pow(&c.id, min_pow)) {
                                 let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
                                 lookup.on_success(&contact.id, learned, now);
+                                observe(&lookup);
                             } else {
                                 // Ids without the work behind them: the whole answer is
                                 // discarded and its sender demoted.
@@ -181,132 +155,6 @@ impl Inner {
                 "lookup answered with the wrong message",
             )),
         }
-    }
-
-    /// The first half of a PUT, without waiting: checks the value, clamps the hints
-    /// and makes the record, versioned above any copy held here.
-    pub(crate) fn prepare_put(
-        &self,
-        key: Key,
-        value: Bytes,
-        options: PutOptions,
-    ) -> Result<(Record, Duration), Error> {
-        if value.is_empty() {
-            return Err(Error::BadValue("empty value".into()));
-        }
-        if value.len() > dht_wire::MAX_VALUE_LEN {
-            return Err(Error::BadValue(format!(
-                "{} bytes, the largest value is {}",
-                value.len(),
-                dht_wire::MAX_VALUE_LEN
-            )));
-        }
-        let replication = self.config.clamp_replication(options.replication);
-        let ttl = self.config.clamp_ttl(options.ttl);
-        let now = unix_now();
-        // A PUT replaces what this node holds even when its clock runs behind the
-        // publisher of that copy: the version is above the one held here.
-        let held = self
-            .store()
-            .get(&key, now)
-            .ok()
-            .flatten()
-            .map(|r| r.version);
-        let version = self
-            .next_version()
-            .max(held.map_or(0, |v| v.saturating_add(1)));
-        let record = Record {
-            key,
-            value,
-            expires_at: now.saturating_add(ttl.as_secs()),
-            replication,
-            version,
-        };
-        Ok((record, ttl))
-    }
-
-    /// Stores a PUT's record here (committed, for a durable store), so that a GET on
-    /// this node sees it. Whether it was kept.
-    pub(crate) async fn store_locally(&self, record: &Record) -> bool {
-        match self.store.put(record.clone(), Origin::Local).await {
-            Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => true,
-            Ok(PutOutcome::KeptNewer) => false,
-            Err(e) => {
-                warn!(key = %record.key.short(), error = %e, "PUT not kept locally");
-                false
-            }
-        }
-    }
-
-    /// The second half of a PUT: STORE on the `r` closest nodes to the key, among
-    /// `candidates` (the result of a FIND_NODE lookup of the key).
-    pub(crate) async fn replicate_put(
-        self: &Arc<Self>,
-        local: LocalPut,
-        candidates: Vec<Contact>,
-    ) -> PutReport {
-        let LocalPut {
-            record,
-            ttl,
-            stored_locally,
-        } = local;
-        let replicas = self
-            .store_on(&record, &candidates, usize::from(record.replication), false)
-            .await;
-        debug!(key = %record.key.short(), replicas, wanted = record.replication, "PUT done");
-        PutReport {
-            replicas,
-            replication: record.replication,
-            ttl,
-            stored_locally,
-        }
-    }
-
-    /// Sends STORE to the closest `wanted` candidates; a failed one is replaced by the
-    /// next candidate. Returns how many acknowledged.
-    /// `replication`: the record is sent as REPLICATE (replication, hand-off), not as
-    /// the STORE of a new PUT, so that receivers account it apart.
-    pub(crate) async fn store_on(
-        self: &Arc<Self>,
-        record: &Record,
-        candidates: &[Contact],
-        wanted: usize,
-        replication: bool,
-    ) -> usize {
-        let wire = to_wire(record);
-        let mut next = candidates.iter();
-        let mut in_flight = FuturesUnordered::new();
-        let send = |contact: Contact| {
-            let inner = self.clone();
-            let record = wire.clone();
-            let message = if replication {
-                PeerMessage::Replicate { record }
-            } else {
-                PeerMessage::Store { record }
-            };
-            async move { inner.rpc(contact, message).await }
-        };
-        for contact in next.by_ref().take(wanted) {
-            in_flight.push(send(*contact));
-        }
-        let mut acked = 0;
-        while let Some(answer) = in_flight.next().await {
-            match answer {
-                Ok(PeerMessage::StoreResult {
-                    status: StoreStatus::Stored,
-                }) => acked += 1,
-                // The peer holds a newer version: nothing to replace there.
-                Ok(PeerMessage::StoreResult {
-                    status: StoreStatus::KeptNewer,
-                }) => {}
-                _ => {
-                    if let Some(contact) = next.next() {
-                        in_flight.push(send(*contact));
-                    }
-                }
-            }
-        }
-        acked
     }
 
     /// Whether this node is among the `replication` closest known nodes to the key of

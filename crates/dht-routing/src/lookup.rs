@@ -314,6 +314,26 @@ impl Lookup {
         peer_timeouts.chain(self.deadline).min()
     }
 
+    /// The `n` closest peers the lookup knows, once all of them have answered: no peer
+    /// known to it (asked or not) is closer, so only a peer it has not learned yet can
+    /// still displace them. `None` while one of them is unanswered, or while fewer than
+    /// `n` live peers are known. Failed and unresponsive peers are skipped, as in the
+    /// result. A PUT starts its STOREs on these before the lookup has finished.
+    pub fn settled_closest(&self, n: usize) -> Option<Vec<Contact>> {
+        let mut closest = Vec::with_capacity(n);
+        for peer in self.peers.values() {
+            if closest.len() == n {
+                break;
+            }
+            match peer.state {
+                PeerState::Failed | PeerState::Unresponsive => {}
+                PeerState::Succeeded => closest.push(peer.contact),
+                PeerState::NotContacted | PeerState::Waiting(_) => return None,
+            }
+        }
+        (n > 0 && closest.len() == n).then_some(closest)
+    }
+
     /// Whether the lookup has finished.
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Finished

@@ -253,3 +253,50 @@ fn deadline_ends_the_lookup() {
     assert!(result.closest.is_empty());
     assert_eq!(result.contacted, 3);
 }
+
+#[test]
+fn settled_closest_waits_for_every_closer_peer() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let target = Key::random(&mut rng);
+    let mut seeds = random_contacts(&mut rng, 6);
+    seeds.sort_by_key(|c| c.id.distance(&target));
+    let now = Instant::now();
+    let mut lookup = Lookup::new(
+        target,
+        Key::random(&mut rng),
+        seeds.clone(),
+        config(6, 3),
+        now,
+    );
+    assert_eq!(lookup.settled_closest(2), None, "nobody has answered yet");
+    let mut asked = HashSet::new();
+    let first = drain(&mut lookup, now, &mut asked);
+    assert_eq!(
+        first,
+        seeds[..3].to_vec(),
+        "the three closest are asked first"
+    );
+    // The second closest answers first: the closest is still unanswered.
+    assert!(lookup.on_success(&seeds[1].id, [], now));
+    assert_eq!(lookup.settled_closest(1), None);
+    assert_eq!(lookup.settled_closest(2), None);
+    assert!(lookup.on_success(&seeds[0].id, [], now));
+    assert_eq!(lookup.settled_closest(2), Some(seeds[..2].to_vec()));
+    // The third is in flight: three are not settled.
+    assert_eq!(lookup.settled_closest(3), None);
+    // An answer naming a peer closer than all: nothing is settled until it answers.
+    let mut bytes = target.to_bytes();
+    bytes[31] ^= 1;
+    let closer = contact(Key::from_bytes(bytes));
+    assert!(lookup.on_success(&seeds[2].id, [closer], now));
+    assert_eq!(lookup.settled_closest(1), None);
+    let LookupState::Query(asked_closer) = lookup.next(now) else {
+        panic!("the new closest peer is asked");
+    };
+    assert_eq!(asked_closer.id, closer.id);
+    assert!(lookup.on_failure(&closer.id, now));
+    // A failed peer is skipped, as in the result.
+    assert_eq!(lookup.settled_closest(3), Some(seeds[..3].to_vec()));
+    assert_eq!(lookup.settled_closest(7), None, "only six peers are known");
+    assert_eq!(lookup.settled_closest(0), None);
+}

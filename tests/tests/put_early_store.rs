@@ -1,0 +1,94 @@
+//! A PUT's STOREs start while its lookup still runs: on a node as soon as the lookup
+//! has settled it among the `r` closest, not when the last (farther, slower) peer of
+//! the lookup has answered. The replicas counted are still the lookup's final closest.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_core::{Key, Node, NodeConfig, PutOptions};
+use dht_tests::raw_peer::{RawPeer, honest_answer};
+use dht_tests::{test_config, wait_for};
+use dht_wire::{PeerFrame, PeerMessage};
+use futures::{SinkExt, StreamExt};
+
+/// Peers get a minute to answer: a PUT that waited for its whole lookup before storing
+/// would store nothing within the test's deadlines.
+fn patient(bootstrap: &[std::net::SocketAddr]) -> NodeConfig {
+    let mut config = test_config(bootstrap);
+    config.min_replication = 1;
+    config.rpc_timeout = Duration::from_secs(60);
+    config.lookup_peer_timeout = Duration::from_secs(60);
+    config.lookup_deadline = Duration::from_secs(120);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyhow::Result<()> {
+    let boot = Node::start(patient(&[])).await?;
+    let a = Node::start(patient(&[boot.listen_addr()])).await?;
+    // A peer that says nothing until told: `a` learns it from its connection.
+    let (mut slow, _) = RawPeer::connect(a.listen_addr()).await?;
+    let slow_id = slow.identity.id;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            a.routing_table_len() == 2
+        })
+        .await,
+        "`a` did not learn both peers"
+    );
+
+    // A key closer to `boot` than to the slow peer: `boot` is its closest node (r = 1)
+    // once `boot` has answered, whatever the slow peer will say.
+    let key = (0u32..)
+        .map(|i| Key::sha256(&i.to_be_bytes()))
+        .find(|k| boot.id().distance(k) < slow_id.distance(k))
+        .expect("half of all keys qualify");
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 1,
+    };
+    let put = a
+        .spawn_put(key, Bytes::from_static(b"early"), options)
+        .await?;
+    assert!(
+        wait_for(Duration::from_secs(10), || async { boot.holds(&key) }).await,
+        "the STORE on the closest node waited for the slow peer"
+    );
+    assert!(
+        !put.is_finished(),
+        "the lookup ended without the slow peer's answer"
+    );
+
+    // The slow peer answers now (no closer nodes): the lookup ends, and the replica is
+    // the one already stored on. The slow peer, farther, gets no STORE.
+    let answering = tokio::spawn(async move {
+        let mut stored = false;
+        while let Some(Ok(frame)) = slow.framed.next().await {
+            if frame.is_response {
+                continue;
+            }
+            stored |= matches!(frame.message, PeerMessage::Store { .. });
+            let answer = honest_answer(&frame.message);
+            if slow
+                .framed
+                .send(PeerFrame::response(frame.request_id, answer))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        stored
+    });
+    let report = tokio::time::timeout(Duration::from_secs(10), put).await??;
+    assert_eq!(report.replicas, 1);
+    assert!(report.stored_locally);
+    a.shutdown().await;
+    boot.shutdown().await;
+    let slow_stored = tokio::time::timeout(Duration::from_secs(10), answering).await??;
+    assert!(
+        !slow_stored,
+        "a STORE went to a node farther than the replica"
+    );
+    Ok(())
+}
