@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use dht_core::deadline::{DeadlineCodec, check_interval};
 use dht_core::{Node, PutOptions};
-use dht_wire::{ApiCodec, ApiMessage};
-use futures::{SinkExt, StreamExt};
+use dht_wire::{ApiCodec, ApiError, ApiMessage};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -159,6 +159,11 @@ async fn accept_loop(listener: TcpListener, shared: Shared, tasks: TaskTracker) 
 
 /// Serves one client connection: reads requests until the client closes, sends
 /// garbage or the server stops; answers every valid request read before that.
+///
+/// One task reads and writes. A GET this node answers from its own store is answered
+/// at once; the answers of GETs that need a lookup come back from their tasks through
+/// a queue. Answers are written as they come and flushed before the task waits for the
+/// client, so that pipelined requests get their answers in one write.
 async fn serve(stream: TcpStream, shared: &Shared) {
     let Shared {
         config,
@@ -169,53 +174,78 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     let (read, write) = stream.into_split();
     let (codec, partial) = DeadlineCodec::new(ApiCodec);
     let mut requests = FramedRead::new(read, codec);
+    let mut out = Answers {
+        framed: FramedWrite::new(write, ApiCodec),
+        unflushed: false,
+    };
     let mut check = tokio::time::interval(check_interval(&[config.message_deadline]));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Holds as many answers as requests may be in flight: a task never waits to send.
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
-    let writer = tokio::spawn(async move {
-        let mut out = FramedWrite::new(write, ApiCodec);
-        while let Some(answer) = answers_rx.recv().await {
-            let mut result = out.feed(answer).await;
-            while result.is_ok() {
-                match answers_rx.try_recv() {
-                    Ok(answer) => result = out.feed(answer).await,
-                    Err(_) => break,
-                }
-            }
-            let flushed = SinkExt::<ApiMessage>::flush(&mut out).await;
-            if let Err(e) = result.and(flushed) {
-                debug!(error = %e, "client write failed");
-                return;
-            }
-        }
-    });
     let in_flight = Arc::new(Semaphore::new(config.max_requests_per_connection));
-    loop {
+    'serve: loop {
         // Back-pressure: no new request is read while the connection has its maximum
         // in flight.
         let waiting = Instant::now();
-        let permit = tokio::select! {
-            permit = in_flight.clone().acquire_owned() => permit,
-            () = shutdown.cancelled() => break,
+        let permit = match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                if out.flush().await.is_err() {
+                    break 'serve;
+                }
+                tokio::select! {
+                    permit = in_flight.clone().acquire_owned() => match permit {
+                        Ok(permit) => break permit,
+                        Err(_) => break 'serve,
+                    },
+                    Some(answer) = answers_rx.recv() => {
+                        if out.feed(answer).await.is_err() {
+                            break 'serve;
+                        }
+                    }
+                    () = shutdown.cancelled() => break 'serve,
+                }
+            },
         };
-        let Ok(permit) = permit else { break };
         // Time spent not reading (back-pressure) does not count against the client.
         let deadline = config.message_deadline + waiting.elapsed();
-        let request = loop {
-            tokio::select! {
-                request = requests.next() => break Some(request),
-                () = shutdown.cancelled() => break None,
-                _ = check.tick() => {
-                    if partial.overdue(deadline) {
-                        warn!("a request took longer than message_deadline_ms to arrive: closing");
-                        metrics.request("invalid", "message_deadline");
-                        break None;
+        // A request already received is taken at once (pipelined requests get their
+        // answers in one write); before waiting for the next, the answers so far go out.
+        let buffered = if requests.read_buffer().is_empty() {
+            None
+        } else {
+            requests.next().now_or_never()
+        };
+        let request = match buffered {
+            Some(request) => request,
+            None => loop {
+                while let Ok(answer) = answers_rx.try_recv() {
+                    if out.feed(answer).await.is_err() {
+                        break 'serve;
                     }
                 }
-            }
+                if out.flush().await.is_err() {
+                    break 'serve;
+                }
+                tokio::select! {
+                    request = requests.next() => break request,
+                    Some(answer) = answers_rx.recv() => {
+                        if out.feed(answer).await.is_err() {
+                            break 'serve;
+                        }
+                    }
+                    () = shutdown.cancelled() => break 'serve,
+                    _ = check.tick() => {
+                        if partial.overdue(deadline) {
+                            warn!("a request took longer than message_deadline_ms to arrive: closing");
+                            metrics.request("invalid", "message_deadline");
+                            break 'serve;
+                        }
+                    }
+                }
+            },
         };
-        let Some(request) = request else { break };
         match request {
             Some(Ok(ApiMessage::Get { key })) => {
                 // A key this node answers from its own store needs no task of its own.
@@ -223,12 +253,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                 if let Some(value) = node.get_local(&key) {
                     metrics.request("get", "found");
                     metrics.latency("get", read_at.elapsed());
-                    // The queue holds as many answers as requests may be in flight.
-                    if answers_tx
-                        .send(ApiMessage::Success { key, value })
-                        .await
-                        .is_err()
-                    {
+                    if out.feed(ApiMessage::Success { key, value }).await.is_err() {
                         break;
                     }
                     drop(permit);
@@ -311,17 +336,19 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     // Answers of the requests read so far still go out before the connection closes
     // (each within the GET deadline); when the server stops, after a short grace.
     drop(answers_tx);
-    let mut writer = writer;
-    let finished = tokio::select! {
-        finished = &mut writer => finished.ok(),
-        () = shutdown.cancelled() => None,
+    let last_answers = async {
+        while let Some(answer) = answers_rx.recv().await {
+            out.feed(answer).await?;
+        }
+        out.flush().await
     };
-    if finished.is_none()
-        && tokio::time::timeout(SHUTDOWN_GRACE, &mut writer)
-            .await
-            .is_err()
-    {
-        writer.abort();
+    let stopping = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = last_answers => {}
+        () = stopping => {}
     }
     // Closing with unread input makes the kernel reset the connection, which can
     // destroy answers still in flight to the client: read what is left, briefly.
@@ -337,6 +364,32 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
+/// The writing half of a client connection: answers are encoded as they come and
+/// written out by [`Answers::flush`].
+struct Answers {
+    framed: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ApiCodec>,
+    unflushed: bool,
+}
+
+impl Answers {
+    async fn feed(&mut self, answer: ApiMessage) -> Result<(), ApiError> {
+        self.unflushed = true;
+        self.framed.feed(answer).await.inspect_err(|e| {
+            debug!(error = %e, "client write failed");
+        })
+    }
+
+    async fn flush(&mut self) -> Result<(), ApiError> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        self.unflushed = false;
+        SinkExt::<ApiMessage>::flush(&mut self.framed)
+            .await
+            .inspect_err(|e| debug!(error = %e, "client write failed"))
+    }
 }
 
 /// How long a stopping server waits for a connection's last answers.
