@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use dht_core::deadline::{DeadlineCodec, check_interval};
+use dht_core::deadline::DeadlineCodec;
 use dht_core::{Node, PutOptions};
 use dht_wire::{ApiCodec, ApiError, ApiMessage};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -178,8 +178,14 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         framed: FramedWrite::new(write, ApiCodec),
         unflushed: false,
     };
-    let mut check = tokio::time::interval(check_interval(&[config.message_deadline]));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set only while a request is partly received: when it passes the message deadline.
+    let next_check = |deadline| {
+        partial
+            .overdue_at(deadline)
+            .unwrap_or_else(|| Instant::now() + NO_PARTIAL_CHECK)
+    };
+    let check = tokio::time::sleep(NO_PARTIAL_CHECK);
+    tokio::pin!(check);
     // Holds as many answers as requests may be in flight: a task never waits to send.
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
@@ -219,32 +225,37 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         };
         let request = match buffered {
             Some(request) => request,
-            None => loop {
-                while let Ok(answer) = answers_rx.try_recv() {
-                    if out.feed(answer).await.is_err() {
-                        break 'serve;
-                    }
-                }
-                if out.flush().await.is_err() {
-                    break 'serve;
-                }
-                tokio::select! {
-                    request = requests.next() => break request,
-                    Some(answer) = answers_rx.recv() => {
+            None => {
+                check.as_mut().reset(next_check(deadline));
+                loop {
+                    while let Ok(answer) = answers_rx.try_recv() {
                         if out.feed(answer).await.is_err() {
                             break 'serve;
                         }
                     }
-                    () = shutdown.cancelled() => break 'serve,
-                    _ = check.tick() => {
-                        if partial.overdue(deadline) {
-                            warn!("a request took longer than message_deadline_ms to arrive: closing");
-                            metrics.request("invalid", "message_deadline");
-                            break 'serve;
+                    if out.flush().await.is_err() {
+                        break 'serve;
+                    }
+                    tokio::select! {
+                        request = requests.next() => break request,
+                        Some(answer) = answers_rx.recv() => {
+                            if out.feed(answer).await.is_err() {
+                                break 'serve;
+                            }
+                        }
+                        () = shutdown.cancelled() => break 'serve,
+                        () = partial.started() => check.as_mut().reset(next_check(deadline)),
+                        () = &mut check => {
+                            if partial.overdue(deadline) {
+                                warn!("a request took longer than message_deadline_ms to arrive: closing");
+                                metrics.request("invalid", "message_deadline");
+                                break 'serve;
+                            }
+                            check.as_mut().reset(next_check(deadline));
                         }
                     }
                 }
-            },
+            }
         };
         match request {
             Some(Ok(ApiMessage::Get { key })) => {
@@ -392,6 +403,9 @@ impl Answers {
     }
 }
 
+/// How often a connection with no request partly received wakes to look (a request's
+/// start sets the timer to its deadline).
+const NO_PARTIAL_CHECK: Duration = Duration::from_secs(3600);
 /// How long a stopping server waits for a connection's last answers.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// After the last answer, unread input is read and dropped for at most this long...

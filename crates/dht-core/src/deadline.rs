@@ -8,16 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Since when the current message has been arriving, shared between a codec and the
-/// task that enforces the deadline.
+/// task that enforces the deadline. The task needs no timer between messages: it sets
+/// one when [`PartialSince::started`] tells it a message has begun.
 #[derive(Debug)]
 pub struct PartialSince {
     epoch: Instant,
     /// Milliseconds after `epoch` (plus one, so that 0 means "no partial message").
     since: AtomicU64,
+    started: Notify,
 }
 
 impl PartialSince {
@@ -25,6 +28,7 @@ impl PartialSince {
         PartialSince {
             epoch: Instant::now(),
             since: AtomicU64::new(0),
+            started: Notify::new(),
         }
     }
 
@@ -34,18 +38,35 @@ impl PartialSince {
         } else if self.since.load(Ordering::Relaxed) == 0 {
             let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
             self.since.store(ms + 1, Ordering::Relaxed);
+            // notify_one keeps a permit when nobody waits: the start is never missed.
+            self.started.notify_one();
+        }
+    }
+
+    /// Resolves when a partial message has begun since the last call (at once if one
+    /// began before this call).
+    pub async fn started(&self) {
+        self.started.notified().await;
+    }
+
+    /// When the current message began to arrive; `None` between messages.
+    pub fn since(&self) -> Option<Instant> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.epoch + Duration::from_millis(since - 1)),
         }
     }
 
     /// How long the current message has been arriving; `None` between messages.
     pub fn elapsed(&self) -> Option<Duration> {
-        match self.since.load(Ordering::Relaxed) {
-            0 => None,
-            since => {
-                let started = self.epoch + Duration::from_millis(since - 1);
-                Some(started.elapsed())
-            }
-        }
+        self.since().map(|since| since.elapsed())
+    }
+
+    /// When the current message passes `deadline` (a millisecond late, since the start
+    /// is kept in milliseconds); `None` between messages.
+    pub fn overdue_at(&self, deadline: Duration) -> Option<Instant> {
+        self.since()
+            .map(|since| since + deadline + Duration::from_millis(1))
     }
 
     /// True when a message has been arriving for longer than `deadline`.
@@ -98,17 +119,6 @@ impl<T, C: Encoder<T>> Encoder<T> for DeadlineCodec<C> {
     }
 }
 
-/// How often a reader checks its deadlines: a quarter of the shortest one, within
-/// 20 ms ..= 1 s.
-pub fn check_interval(deadlines: &[Duration]) -> Duration {
-    let shortest = deadlines
-        .iter()
-        .min()
-        .copied()
-        .unwrap_or(Duration::from_secs(1));
-    (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,10 +126,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn partial_messages_are_timed() {
+        use futures::FutureExt;
         let (mut codec, partial) = DeadlineCodec::new(LinesCodec::new());
+        assert!(partial.started().now_or_never().is_none());
         let mut buf = BytesMut::from("hel");
         assert_eq!(codec.decode(&mut buf).expect("ok"), None);
         assert!(partial.elapsed().is_some());
+        assert!(
+            partial.started().now_or_never().is_some(),
+            "a start is signalled"
+        );
+        assert!(partial.started().now_or_never().is_none(), "once");
+        assert_eq!(
+            partial.overdue_at(Duration::from_secs(2)),
+            Some(Instant::now() + Duration::from_millis(2001))
+        );
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(partial.overdue(Duration::from_secs(2)));
         buf.extend_from_slice(b"lo\nwor");
@@ -129,6 +150,7 @@ mod tests {
         );
         // The next message started just now.
         assert!(!partial.overdue(Duration::from_secs(2)));
+        assert!(partial.started().now_or_never().is_some());
         assert!(partial.elapsed().is_some());
         buf.extend_from_slice(b"ld\n");
         assert_eq!(
@@ -137,18 +159,6 @@ mod tests {
         );
         assert_eq!(codec.decode(&mut buf).expect("ok"), None);
         assert_eq!(partial.elapsed(), None);
-    }
-
-    #[test]
-    fn check_interval_is_bounded() {
-        assert_eq!(
-            check_interval(&[Duration::from_secs(10), Duration::from_secs(2)]),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            check_interval(&[Duration::from_millis(1)]),
-            Duration::from_millis(20)
-        );
-        assert_eq!(check_interval(&[]), Duration::from_millis(250));
+        assert_eq!(partial.overdue_at(Duration::from_secs(2)), None);
     }
 }

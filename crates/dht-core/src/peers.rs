@@ -12,10 +12,11 @@ use dht_security::limits::{self, KeyedLimiter};
 use dht_wire::{ErrorCode, PeerCodecError, PeerMessage};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, warn};
 
 use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
-use crate::deadline::{PartialSince, check_interval};
+use crate::deadline::PartialSince;
 use crate::error::RpcError;
 use crate::handshake::{Role, Shaken, handshake};
 use crate::node::{Inner, lock};
@@ -25,6 +26,8 @@ use crate::transport::{Incoming, Listener};
 
 /// STOREs of one connection being committed at once; beyond, the reader waits.
 const STORES_IN_FLIGHT: usize = 64;
+/// The shortest wait between two checks of a connection's timeouts.
+const RECHECK: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// Accepts inbound connections until shutdown. Each takes a connection slot before
@@ -340,15 +343,38 @@ impl Inner {
     ) {
         let (idle, frame_deadline) = (self.config.idle_timeout, self.config.frame_deadline);
         let stores = Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT));
-        let mut check = tokio::time::interval(check_interval(&[idle, frame_deadline]));
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer, set to the next moment a check can change anything: an idle
+        // connection wakes once per `idle_timeout`, not on a fixed tick.
+        let next_check = || {
+            let now = Instant::now();
+            let mut at = conn.last_used() + idle;
+            if let Some(overdue) = partial.overdue_at(frame_deadline) {
+                at = at.min(overdue);
+            }
+            if let Some(since) = conn.retired_for() {
+                at = at.min(now + RETIRE_IDLE.saturating_sub(since));
+            }
+            // A check that finds requests in flight (or a retired connection still
+            // waiting for answers) looks again a little later.
+            at.max(now + RECHECK)
+        };
+        let check = tokio::time::sleep_until(next_check());
+        tokio::pin!(check);
         loop {
             let retired = conn.is_retired();
             let next = tokio::select! {
                 next = stream.next() => next,
                 () = conn.closed.cancelled() => return,
-                () = conn.retired(), if !retired => continue,
-                _ = check.tick() => {
+                () = conn.retired(), if !retired => {
+                    check.as_mut().reset(next_check());
+                    continue;
+                }
+                () = partial.started() => {
+                    check.as_mut().reset(next_check());
+                    continue;
+                }
+                () = &mut check => {
+                    check.as_mut().reset(next_check());
                     if partial.overdue(frame_deadline) {
                         Counters::bump(&self.counters.message_deadline_cuts);
                         debug!("a frame took longer than frame_deadline_ms: closing");
