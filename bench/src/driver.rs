@@ -107,7 +107,7 @@ pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
         "{n} nodes in {} worker processes (`dht-bench worker`, at most {} nodes each), each node \
          with its VoidPhone API on 127.0.0.1; the driver process embeds the writer and the reader \
          (dht-core, joined like the others) and runs the API clients. Every node: TCP + mutual TLS \
-         1.3, proof of work {} bits, the durable store (encrypted redb, as dht-node), \
+         1.3, proof of work {} bits, the durable store (encrypted SQLite, as dht-node), \
          max_connections {}, other settings dht-node's defaults. Node 0 is the entry node.",
         run.net.worker_count(),
         network::NODES_PER_WORKER,

@@ -605,6 +605,7 @@ async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn Recor
         data_dir = %data_dir.display(),
         records = report.records,
         expired_purged = report.expired_purged,
+        migrated_from_redb = report.migrated,
         "record store opened"
     );
     Ok(Box::new(store))

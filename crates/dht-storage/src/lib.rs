@@ -19,7 +19,7 @@
 //! ([`StoreError::Full`]). [`RecordStore::put`] is a local put.
 //!
 //! [`DurableStore`] keeps the same records, with the same semantics, in an encrypted
-//! embedded database (redb, entries sealed with AES-256-GCM under a [`StorageKey`]), so
+//! embedded database (SQLite, entries sealed with AES-256-GCM under a [`StorageKey`]), so
 //! that they survive restarts; see the [`durable`] module for its format and durability.
 //!
 //! This crate owns no runtime and reads no clock: every time-dependent method takes `now`,

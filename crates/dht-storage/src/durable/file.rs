@@ -1,27 +1,16 @@
-//! The database file: its tables, opening it (moving an unusable file aside), and write
-//! transactions with the durability the store promises.
+//! The database file: a SQLite database with two tables, opening it (moving an unusable
+//! file aside), and write transactions with the durability the store promises.
 
 use std::fmt;
-use std::io::ErrorKind;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use redb::{
-    Builder, Database, DatabaseError, Durability, StorageError, TableDefinition, TableError,
-    WriteTransaction,
-};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction};
 
 use crate::store::StoreError;
 
 /// Name of the database file in the store's directory.
-pub const FILE_NAME: &str = "records.redb";
-
-/// The records: slot (keyed hash of the record key, 32 bytes) -> sealed entry.
-pub(crate) const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("records");
-
-/// Everything else, by name: [`META_FORMAT`] (plain), [`META_CHECK`] and [`META_CONTACTS`]
-/// (sealed under their names).
-pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+pub const FILE_NAME: &str = "records.sqlite";
 
 /// Meta entry: the format version byte, in the clear.
 pub(crate) const META_FORMAT: &str = "format";
@@ -30,20 +19,27 @@ pub(crate) const META_CHECK: &str = "check";
 /// Meta entry: the saved contacts.
 pub(crate) const META_CONTACTS: &str = "contacts";
 
-/// redb's page cache (9/10 for reads, 1/10 for a commit's dirty pages). The store keeps
-/// every record in memory anyway and reads the file only when it opens, so a large cache
-/// only held written pages for nothing: at 16 MiB it was half of an idle node's memory.
-/// A commit larger than the write share spills its pages to the file early, which
-/// redb does safely (redb's default is 1 GiB).
-const CACHE_BYTES: usize = 1024 * 1024;
+/// The records: slot (keyed hash of the record key, 32 bytes) -> sealed entry. Everything
+/// else, by name: [`META_FORMAT`] (plain), [`META_CHECK`] and [`META_CONTACTS`] (sealed
+/// under their names).
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS records (slot BLOB PRIMARY KEY NOT NULL, entry BLOB NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)
+        WITHOUT ROWID;";
 
-/// Most `records.redb.broken-<n>` names tried before giving up.
+/// SQLite's page cache, in KiB. The store keeps every record in memory and reads the file
+/// only when it opens; a commit touches a few B-tree pages, which the operating system's
+/// cache holds anyway. (SQLite's default is 2 MiB per database.)
+const CACHE_KIB: i64 = 64;
+
+/// Most `records.sqlite.broken-<n>` names tried before giving up.
 const MAX_BROKEN: u32 = 10_000;
 
 /// Why a database file cannot serve as the store.
 #[derive(Debug)]
 pub(crate) enum Fault {
-    /// The file is not a usable store database (not redb, corrupt, another schema or
+    /// The file is not a usable store database (not SQLite, corrupt, another schema or
     /// format version): move it aside and start afresh.
     Unusable(String),
     /// The file was sealed under another storage key (its key check fails): it holds
@@ -67,68 +63,91 @@ pub(crate) fn backend(what: &str, err: impl fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {err}"))
 }
 
-/// Classifies a storage error met doing `what`: corruption is [`Fault::Unusable`], the
-/// rest is a backend failure.
-pub(crate) fn storage_fault(what: &str, err: StorageError) -> Fault {
-    match err {
-        StorageError::Corrupted(msg) => Fault::Unusable(format!("{what}: corrupted: {msg}")),
-        StorageError::Io(e) if matches!(e.kind(), ErrorKind::InvalidData) => {
-            Fault::Unusable(format!("{what}: {e}"))
+/// Classifies a SQLite error met doing `what`: a file that is not a database or is
+/// corrupt is [`Fault::Unusable`]; the rest (IO, a database locked by another
+/// connection, a full disk) is a backend failure.
+pub(crate) fn sql_fault(what: &str, err: rusqlite::Error) -> Fault {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            Fault::Unusable(format!("{what}: {err}"))
         }
-        other => Fault::Backend(backend(what, other)),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Fault::Backend(backend(
+            what,
+            format!("{err} (the database is open in another store or process)"),
+        )),
+        _ => Fault::Backend(backend(what, err)),
     }
 }
 
-/// Classifies an error of opening a table: a table of another type belongs to another
-/// schema ([`Fault::Unusable`]).
-pub(crate) fn table_fault(err: TableError) -> Fault {
-    match err {
-        TableError::Storage(e) => storage_fault("opening a table", e),
-        TableError::TableTypeMismatch { .. }
-        | TableError::TableIsMultimap(_)
-        | TableError::TypeDefinitionChanged { .. } => {
-            Fault::Unusable(format!("not a store database: {err}"))
-        }
-        other => Fault::Backend(backend("opening a table", other)),
-    }
-}
-
-/// Opens or creates the redb database at `path`.
+/// Opens or creates the SQLite database at `path`, holding its lock for as long as the
+/// connection lives.
 ///
-/// A file that is not a redb database, or whose header or pages redb finds corrupt, or that
-/// needs a format upgrade, is [`Fault::Unusable`]. A database already open (by this or
-/// another process) and IO failures (permissions, disk) are [`Fault::Backend`]: the file
-/// is never moved aside for those. A panic inside redb on a malformed file counts as
-/// unusable.
-pub(crate) fn open_db(path: &Path) -> Result<Database, Fault> {
-    let opened = panic::catch_unwind(AssertUnwindSafe(|| {
-        Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create_with_file_format_v3(true)
-            .create(path)
-    }));
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(DatabaseError::Storage(e))) => Err(storage_fault("opening the database", e)),
-        Ok(Err(DatabaseError::UpgradeRequired(v))) => Err(Fault::Unusable(format!(
-            "database file format {v} needs an upgrade"
-        ))),
-        Ok(Err(e)) => Err(Fault::Backend(backend("opening the database", e))),
-        Err(_) => Err(Fault::Unusable("redb panicked opening the file".into())),
+/// Settings: write-ahead log with `synchronous = FULL` (a commit returns after the log is
+/// `fsync`ed: one `fsync` per commit), exclusive locking (the first statement takes the
+/// lock and it is never released: a second store on the file, in this process or another,
+/// fails to open instead of waiting), a small page cache ([`CACHE_KIB`]).
+///
+/// A file that is not a SQLite database, or whose pages SQLite finds corrupt, or whose
+/// tables have another schema, is [`Fault::Unusable`]. A database already open and IO
+/// failures (permissions, disk) are [`Fault::Backend`]: the file is never moved aside for
+/// those.
+pub(crate) fn open_db(path: &Path) -> Result<Connection, Fault> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags)
+        .map_err(|e| sql_fault("opening the database", e))?;
+    let setting = |e| sql_fault("setting up the database", e);
+    db.busy_timeout(Duration::ZERO).map_err(setting)?;
+    db.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(setting)?;
+    // The first statement that reads the file: a file that is not SQLite fails here.
+    let mode: String = db
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(setting)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Fault::Backend(StoreError::Backend(format!(
+            "the database cannot use a write-ahead log (journal mode {mode})"
+        ))));
     }
+    db.pragma_update(None, "synchronous", "FULL")
+        .map_err(setting)?;
+    db.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(setting)?;
+    // Takes the exclusive lock now rather than at the first write.
+    db.execute_batch(&format!("BEGIN EXCLUSIVE; {SCHEMA} COMMIT;"))
+        .map_err(|e| sql_fault("creating the tables", e))?;
+    // Tables of the same names from another schema: not a store database.
+    for probe in [
+        "SELECT slot, entry FROM records LIMIT 0",
+        "SELECT name, value FROM meta LIMIT 0",
+    ] {
+        if let Err(e) = db.prepare(probe) {
+            return Err(match sql_fault("reading the tables", e) {
+                Fault::Backend(StoreError::Backend(reason)) => {
+                    Fault::Unusable(format!("not a store database: {reason}"))
+                }
+                other => other,
+            });
+        }
+    }
+    Ok(db)
 }
 
 /// Renames `path` to `<path>.broken-<n>` with the smallest `n >= 1` not taken, and returns
-/// the new name.
+/// the new name. The write-ahead log of the file (if any) goes along with it.
 pub(crate) fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     for n in 1..=MAX_BROKEN {
-        let mut name = path.as_os_str().to_owned();
-        name.push(format!(".broken-{n}"));
-        let aside = PathBuf::from(name);
+        let aside = suffixed(path, &format!(".broken-{n}"));
         if aside.exists() {
             continue;
         }
         std::fs::rename(path, &aside).map_err(|e| backend("moving the database aside", e))?;
+        let wal = suffixed(path, "-wal");
+        if wal.exists() {
+            std::fs::rename(&wal, suffixed(&aside, "-wal"))
+                .map_err(|e| backend("moving the database's log aside", e))?;
+        }
         return Ok(aside);
     }
     Err(StoreError::Backend(format!(
@@ -136,21 +155,18 @@ pub(crate) fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     )))
 }
 
-/// A write transaction that commits durably: [`Durability::Immediate`], the commit returns
-/// after `fsync`.
-///
-/// It keeps redb's default one-phase commit with checksums (one `fsync` per commit). redb
-/// recommends two-phase commit when an attacker can choose the bytes written, since a
-/// crafted checksum collision could then make a torn commit look complete; here every
-/// byte written is a slot (a keyed hash) or an AEAD ciphertext under a random nonce, which
-/// no peer can choose, so that attack does not apply and a commit costs one `fsync`, not
-/// two.
-pub(crate) fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| backend("starting a transaction", e))?;
-    txn.set_durability(Durability::Immediate);
-    Ok(txn)
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A write transaction; [`Transaction::commit`] returns once the commit is durable (see
+/// [`open_db`]). Dropped without a commit, it rolls back.
+pub(crate) fn begin(db: &Connection) -> Result<Transaction<'_>, StoreError> {
+    db.unchecked_transaction()
+        .map_err(|e| backend("starting a transaction", e))
 }
 
 #[cfg(test)]
@@ -175,12 +191,17 @@ mod tests {
         let dir = temp_dir("aside");
         let path = dir.join(FILE_NAME);
         fs::write(&path, b"one").unwrap();
+        fs::write(suffixed(&path, "-wal"), b"log").unwrap();
         let first = move_aside(&path).unwrap();
-        assert_eq!(first, dir.join("records.redb.broken-1"));
+        assert_eq!(first, dir.join("records.sqlite.broken-1"));
         assert!(!path.exists());
+        assert_eq!(
+            fs::read(dir.join("records.sqlite.broken-1-wal")).unwrap(),
+            b"log"
+        );
         fs::write(&path, b"two").unwrap();
         let second = move_aside(&path).unwrap();
-        assert_eq!(second, dir.join("records.redb.broken-2"));
+        assert_eq!(second, dir.join("records.sqlite.broken-2"));
         assert_eq!(fs::read(first).unwrap(), b"one");
         assert_eq!(fs::read(second).unwrap(), b"two");
         fs::remove_dir_all(&dir).unwrap();
@@ -200,6 +221,19 @@ mod tests {
         assert!(matches!(open_db(&path), Err(Fault::Backend(_))));
         drop(db);
         assert!(open_db(&path).is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tables_of_another_schema_are_unusable() {
+        let dir = temp_dir("schema");
+        let path = dir.join(FILE_NAME);
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("CREATE TABLE records (id INTEGER PRIMARY KEY, body TEXT);")
+            .unwrap();
+        drop(other);
+        assert!(matches!(open_db(&path), Err(Fault::Unusable(_))));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

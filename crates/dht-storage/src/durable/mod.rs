@@ -1,5 +1,5 @@
-//! [`DurableStore`]: a [`RecordStore`] that survives restarts, on a [redb] database whose
-//! entries are sealed with AES-256-GCM (see also `docs/STORAGE.md`).
+//! [`DurableStore`]: a [`RecordStore`] that survives restarts, on a [SQLite] database
+//! whose entries are sealed with AES-256-GCM (see also `docs/STORAGE.md`).
 //!
 //! # Design
 //!
@@ -21,7 +21,7 @@
 //!
 //! # Format (format version 1)
 //!
-//! One file, `dir/records.redb`, with two tables:
+//! One file, `dir/records.sqlite`, with two tables:
 //!
 //! - `records`: slot -> sealed entry. The slot is HMAC-SHA256 of the record key under the
 //!   slot subkey (32 bytes), so that lookups need no plaintext key. The sealed entry is
@@ -47,7 +47,7 @@
 //! the count afresh.
 //!
 //! The file holds no key, value or peer id in the clear: only slots, sealed entries, the
-//! format byte and redb's own structure. It does show how many entries there are and, by
+//! format byte and SQLite's own structure. It does show how many entries there are and, by
 //! each entry's length, the length of each value (plus a fixed overhead).
 //!
 //! # Open
@@ -55,8 +55,10 @@
 //! [`DurableStore::open_at`] (and [`DurableStore::open`], which purges nothing) scans the
 //! file once and
 //!
-//! - moves a file that is not a usable database (not redb, corrupt, another schema or
-//!   format) aside to `records.redb.broken-<n>` and starts a new, empty one;
+//! - first copies a `records.redb` file of an earlier version (the same sealed entries in
+//!   a redb database) into the new database and renames it `records.redb.migrated`;
+//! - moves a file that is not a usable database (not SQLite, corrupt, another schema or
+//!   format) aside to `records.sqlite.broken-<n>` and starts a new, empty one;
 //! - moves a file sealed under another storage key (the key check fails) aside the same
 //!   way, counting all its entries as [`corrupt_skipped`](OpenReport::corrupt_skipped):
 //!   nothing is served, and the file is kept intact for recovery with the right key;
@@ -67,22 +69,18 @@
 //!
 //! # Durability
 //!
-//! Every commit uses [`redb::Durability::Immediate`]: a call that returned `Ok` has been
-//! `fsync`ed, so its changes survive the process being killed (`kill -9`) at any point
-//! (tested: `tests/crash.rs`), and a batch is all or nothing. They also survive power
-//! loss as far as the disk honours `fsync`: that is redb's documented assumption (writes
-//! are durable once `fsync` returns, single-byte writes are atomic); a disk that
-//! acknowledges writes from a volatile cache may lose the last commits, and redb's
-//! checksums and commit slots then bring the file back to the last complete commit. A crash
-//! mid-commit rolls back that commit only. Commits are redb's default one-phase commit with
-//! checksums (one `fsync` each; see `file::begin` for why two-phase commit is not needed
-//! here). After an unclean shutdown, redb repairs the file at the next open (a walk of the
-//! whole file, bounded by the store's limits).
+//! The database runs with a write-ahead log and `synchronous = FULL`: a call that
+//! returned `Ok` has had its log `fsync`ed (one `fsync` per commit), so its changes survive
+//! the process being killed (`kill -9`) at any point (tested: `tests/crash.rs`), and a
+//! batch is all or nothing. They also survive power loss as far as the disk honours
+//! `fsync`, SQLite's documented assumption; a crash mid-commit rolls back that commit
+//! only. Why SQLite rather than redb, the store of earlier versions: `docs/STORAGE.md`.
 //!
-//! [redb]: https://docs.rs/redb
+//! [SQLite]: https://sqlite.org
 
 mod file;
 mod load;
+mod migrate;
 mod seal;
 #[cfg(test)]
 mod tests;
@@ -91,12 +89,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use dht_id::Key;
-use redb::{Database, Table};
+use rusqlite::Connection;
 
 pub use file::FILE_NAME;
+pub use migrate::OLD_FILE_NAME;
 pub use seal::{STORAGE_KEY_INFO, STORAGE_KEY_SALT, StorageKey};
 
-use self::file::{Fault, META, META_CONTACTS, RECORDS, backend, begin, move_aside, open_db};
+use self::file::{Fault, META_CONTACTS, backend, begin, move_aside, open_db};
 use self::seal::Sealer;
 use crate::memory::{Change, MemoryStore};
 use crate::quota::Origin;
@@ -126,29 +125,34 @@ pub struct OpenReport {
     /// stored): values that are too long, and the records that expire first while the store
     /// was over `max_records` or `max_bytes`.
     pub dropped_over_limits: usize,
+    /// Entries (records, and the format, key check and contacts entries) copied from a
+    /// `records.redb` file of an earlier version, which was then renamed
+    /// `records.redb.migrated`.
+    pub migrated: usize,
 }
 
-/// A [`RecordStore`] that keeps its records in an encrypted redb database in a directory,
+/// A [`RecordStore`] that keeps its records in an encrypted SQLite database in a directory,
 /// and all of them decrypted in memory. See the [module doc](self) for the design, the file
 /// format and the durability promise.
 ///
 /// The database IO is blocking: run the store off the async workers.
 pub struct DurableStore {
-    db: Database,
+    db: Connection,
     sealer: Sealer,
     cache: MemoryStore,
     path: PathBuf,
 }
 
 impl DurableStore {
-    /// Opens (or creates) the database `dir/records.redb` (creating `dir` if needed) and
+    /// Opens (or creates) the database `dir/records.sqlite` (creating `dir` if needed) and
     /// loads its records. Purges nothing: expired records are held, never served, until
     /// [`purge_expired`](RecordStore::purge_expired) or a put that needs room removes them
     /// (use [`open_at`](Self::open_at) to purge at open).
     ///
-    /// A file that cannot be opened as a store (not a redb file, corrupt header, another
+    /// A `records.redb` file of an earlier version is migrated first (see the module
+    /// doc). A file that cannot be opened as a store (not a SQLite file, corrupt, another
     /// schema) or that was sealed under another key is moved aside to
-    /// `dir/records.redb.broken-<n>` and a new empty database is created; the report says
+    /// `dir/records.sqlite.broken-<n>` and a new empty database is created; the report says
     /// so. Entries that fail authentication are counted, removed from the file and never
     /// served. Errors: [`StoreError::Backend`] for IO failures, and if the database is
     /// already open (in this process or another).
@@ -182,9 +186,12 @@ impl DurableStore {
         let path = dir.join(FILE_NAME);
         let mut report = OpenReport::default();
         // The second attempt runs on a new, empty file.
-        for _ in 0..2 {
+        for attempt in 0..2 {
             let fault = match open_db(&path) {
-                Ok(db) => match load::load(&db, &sealer, &limits, now, &mut report) {
+                Ok(db) => match migrate::from_redb(dir, &db, &mut report)
+                    .map_err(Fault::Backend)
+                    .and_then(|()| load::load(&db, &sealer, &limits, now, &mut report))
+                {
                     Ok(cache) => {
                         report.records = cache.len();
                         let store = DurableStore {
@@ -199,7 +206,7 @@ impl DurableStore {
                 },
                 Err(fault) => fault,
             };
-            if report.moved_aside.is_some() {
+            if attempt > 0 {
                 return Err(fault_error(fault, "the new database"));
             }
             let (reason, corrupt) = match fault {
@@ -242,39 +249,33 @@ impl DurableStore {
         let mut results = Vec::with_capacity(n);
         let mut undo: Vec<(Key, Change)> = Vec::new();
         let mut failure = None;
-        match txn.open_table(RECORDS) {
-            Err(e) => failure = Some(backend("opening the records", e)),
-            Ok(mut table) => {
-                for (record, origin) in puts {
-                    let key = record.key;
-                    let change = match self.cache.put_traced(record, now, origin) {
-                        Ok(change) => change,
-                        Err(refused) => {
-                            results.push(Err(refused));
-                            continue;
-                        }
-                    };
-                    results.push(Ok(change.outcome));
-                    if !change.stored() && change.purged.is_empty() {
-                        continue;
-                    }
-                    let written = self.write(&mut table, &key, &change);
-                    undo.push((key, change));
-                    if let Err(e) = written {
-                        failure = Some(e);
-                        break;
-                    }
+        for (record, origin) in puts {
+            let key = record.key;
+            let change = match self.cache.put_traced(record, now, origin) {
+                Ok(change) => change,
+                Err(refused) => {
+                    results.push(Err(refused));
+                    continue;
                 }
+            };
+            results.push(Ok(change.outcome));
+            if !change.stored() && change.purged.is_empty() {
+                continue;
+            }
+            let written = self.write(&txn, &key, &change);
+            undo.push((key, change));
+            if let Err(e) = written {
+                failure = Some(e);
+                break;
             }
         }
         if undo.is_empty() && failure.is_none() {
-            // Nothing changed: no commit, no fsync.
-            let _ = txn.abort();
+            // Nothing changed: no commit, no fsync (dropped, the transaction rolls back).
             return results;
         }
         let failure = match failure {
             Some(e) => {
-                let _ = txn.abort();
+                drop(txn);
                 Some(e)
             }
             None => txn.commit().err().map(|e| backend("committing", e)),
@@ -288,17 +289,11 @@ impl DurableStore {
         }
     }
 
-    /// Writes to `table` what a put of `key` changed: removes the purged records' entries,
-    /// then writes the new record's.
-    fn write(
-        &self,
-        table: &mut Table<'_, &[u8], &[u8]>,
-        key: &Key,
-        change: &Change,
-    ) -> Result<(), StoreError> {
+    /// Writes to `db` (in a transaction) what a put of `key` changed: removes the purged
+    /// records' entries, then writes the new record's.
+    fn write(&self, db: &Connection, key: &Key, change: &Change) -> Result<(), StoreError> {
         for (purged, _) in &change.purged {
-            table
-                .remove(self.sealer.slot(&purged.key).as_slice())
+            delete_slot(db, &self.sealer.slot(&purged.key))
                 .map_err(|e| backend("removing a purged record", e))?;
         }
         if change.stored() {
@@ -308,8 +303,8 @@ impl DurableStore {
                 .ok_or_else(|| StoreError::Backend("a stored record is not held".into()))?;
             let slot = self.sealer.slot(key);
             let sealed = self.sealer.seal_record(&slot, record, origin)?;
-            table
-                .insert(slot.as_slice(), sealed.as_slice())
+            db.prepare_cached("INSERT OR REPLACE INTO records (slot, entry) VALUES (?1, ?2)")
+                .and_then(|mut insert| insert.execute((slot.as_slice(), sealed.as_slice())))
                 .map_err(|e| backend("writing a record", e))?;
         }
         Ok(())
@@ -333,15 +328,8 @@ impl DurableStore {
     /// Removes the entries of `slots` in one durable transaction.
     fn remove_slots(&self, slots: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
         let txn = begin(&self.db)?;
-        {
-            let mut table = txn
-                .open_table(RECORDS)
-                .map_err(|e| backend("opening the records", e))?;
-            for slot in slots {
-                table
-                    .remove(slot.as_slice())
-                    .map_err(|e| backend("removing a record", e))?;
-            }
+        for slot in slots {
+            delete_slot(&txn, &slot).map_err(|e| backend("removing a record", e))?;
         }
         txn.commit().map_err(|e| backend("committing", e))
     }
@@ -358,34 +346,22 @@ impl DurableStore {
         }
         let sealed = self.sealer.seal(META_CONTACTS.as_bytes(), blob)?;
         let txn = begin(&self.db)?;
-        {
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| backend("opening the meta table", e))?;
-            meta.insert(META_CONTACTS, sealed.as_slice())
-                .map_err(|e| backend("writing the contacts", e))?;
-        }
+        txn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute((META_CONTACTS, sealed.as_slice())))
+            .map_err(|e| backend("writing the contacts", e))?;
         txn.commit().map_err(|e| backend("committing", e))
     }
 
     /// The contacts blob last saved, if any. [`StoreError::Backend`] if it fails
     /// authentication (it was damaged since the store was opened).
     pub fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("starting a read", e))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| backend("opening the meta table", e))?;
-        let Some(sealed) = meta
-            .get(META_CONTACTS)
+        let Some(sealed) = load::meta_entry(&self.db, META_CONTACTS)
             .map_err(|e| backend("reading the contacts", e))?
         else {
             return Ok(None);
         };
         self.sealer
-            .open(META_CONTACTS.as_bytes(), sealed.value())
+            .open(META_CONTACTS.as_bytes(), &sealed)
             .map(Some)
             .ok_or_else(|| StoreError::Backend("the saved contacts fail authentication".into()))
     }
@@ -410,6 +386,12 @@ impl DurableStore {
     pub fn held(&self) -> impl Iterator<Item = (&Record, Origin)> {
         self.cache.held()
     }
+}
+
+/// Deletes the entry of `slot` from the records table.
+fn delete_slot(db: &Connection, slot: &[u8; 32]) -> rusqlite::Result<usize> {
+    db.prepare_cached("DELETE FROM records WHERE slot = ?1")?
+        .execute([slot.as_slice()])
 }
 
 /// The error for `fault` met opening `what`.

@@ -3,10 +3,8 @@
 
 use std::fs;
 
-use redb::{Database, TableDefinition};
-
 use super::*;
-use crate::durable::file::{META, META_CONTACTS, META_FORMAT};
+use crate::durable::file::{META_CONTACTS, suffixed};
 
 #[test]
 fn the_file_reveals_no_key_value_or_peer_id() {
@@ -21,14 +19,16 @@ fn the_file_reveals_no_key_value_or_peer_id() {
             .put_from(rec(n, 1, value, NOW + 100), NOW, origin)
             .unwrap();
     }
-    // Overwritten and removed records, whose pages redb frees, must not show either.
+    // Overwritten and removed records, whose pages SQLite frees, must not show either.
     store
         .put(rec(0, 2, b"plaintext-newer", NOW + 100), NOW)
         .unwrap();
     store.remove(&key(1)).unwrap();
     store.save_contacts(b"plaintext-contacts-blob").unwrap();
     drop(store);
-    let raw = fs::read(dir.file()).unwrap();
+    // The file and its write-ahead log, if the close left one.
+    let mut raw = fs::read(dir.file()).unwrap();
+    raw.extend(fs::read(suffixed(&dir.file(), "-wal")).unwrap_or_default());
     let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
     assert!(!has(b"plaintext"));
     for n in 0..20u8 {
@@ -48,12 +48,12 @@ fn flipped_bytes_are_reported_skipped_removed_and_the_store_keeps_working() {
     }
     drop(store);
     // Damage the nonce of 2, the ciphertext of 3 and the tag of 4.
-    with_records(&dir, |table| {
+    with_records(&dir, |db| {
         for (k, at) in [(2, 0usize), (3, 20), (4, usize::MAX)] {
-            let mut sealed = sealed_at(table, &slot(k));
+            let mut sealed = sealed_at(db, &slot(k));
             let at = at.min(sealed.len() - 1);
             sealed[at] ^= 0x01;
-            table.insert(slot(k).as_slice(), sealed.as_slice()).unwrap();
+            put_raw(db, &slot(k), &sealed);
         }
     });
     let (mut store, report) = open_default(&dir);
@@ -81,11 +81,11 @@ fn an_entry_copied_to_another_slot_fails_authentication() {
     store.put(rec(1, 1, b"one", NOW + 100), NOW).unwrap();
     store.put(rec(2, 1, b"two", NOW + 100), NOW).unwrap();
     drop(store);
-    with_records(&dir, |table| {
-        let one = sealed_at(table, &slot(1));
+    with_records(&dir, |db| {
+        let one = sealed_at(db, &slot(1));
         // Over another record's entry, and into the slot of a key never stored.
-        table.insert(slot(2).as_slice(), one.as_slice()).unwrap();
-        table.insert(slot(3).as_slice(), one.as_slice()).unwrap();
+        put_raw(db, &slot(2), &one);
+        put_raw(db, &slot(3), &one);
     });
     let (store, report) = open_default(&dir);
     assert_eq!((report.records, report.corrupt_skipped), (1, 2));
@@ -102,7 +102,7 @@ fn a_file_that_is_not_a_database_is_moved_aside() {
     fs::create_dir_all(dir.path()).unwrap();
     fs::write(dir.file(), b"this is not a database").unwrap();
     let (mut store, report) = open_default(&dir);
-    let aside = dir.path().join("records.redb.broken-1");
+    let aside = dir.path().join("records.sqlite.broken-1");
     assert_eq!(report.moved_aside.as_ref(), Some(&aside));
     assert!(report.moved_aside_reason.is_some());
     assert_eq!(fs::read(&aside).unwrap(), b"this is not a database");
@@ -119,7 +119,7 @@ fn a_file_that_is_not_a_database_is_moved_aside() {
         .collect();
     fs::write(dir.file(), &noise).unwrap();
     let (store, report) = open_default(&dir);
-    let aside = dir.path().join("records.redb.broken-2");
+    let aside = dir.path().join("records.sqlite.broken-2");
     assert_eq!(report.moved_aside.as_ref(), Some(&aside));
     assert_eq!(fs::read(&aside).unwrap(), noise);
     assert!(store.is_empty());
@@ -129,31 +129,26 @@ fn a_file_that_is_not_a_database_is_moved_aside() {
 fn a_database_of_another_schema_or_format_is_moved_aside() {
     let dir = TempDir::new("schema");
     fs::create_dir_all(dir.path()).unwrap();
-    {
-        let db = Database::create(dir.file()).unwrap();
-        let txn = db.begin_write().unwrap();
-        let other: TableDefinition<'_, u64, u64> = TableDefinition::new("records");
-        txn.open_table(other).unwrap().insert(1, 2).unwrap();
-        txn.commit().unwrap();
-    }
+    with_records(&dir, |db| {
+        db.execute_batch(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY, body TEXT);
+             INSERT INTO records VALUES (1, 'two');",
+        )
+        .unwrap();
+    });
     let (store, report) = open_default(&dir);
     assert!(report.moved_aside.is_some());
     assert!(store.is_empty());
     drop(store);
     // Our schema, an unknown format version.
-    {
-        let db = Database::open(dir.file()).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert(META_FORMAT, [9u8].as_slice())
+    with_records(&dir, |db| {
+        db.execute("UPDATE meta SET value = x'09' WHERE name = 'format'", [])
             .unwrap();
-        txn.commit().unwrap();
-    }
+    });
     let (_, report) = open_default(&dir);
     assert_eq!(
         report.moved_aside,
-        Some(dir.path().join("records.redb.broken-2"))
+        Some(dir.path().join("records.sqlite.broken-2"))
     );
     assert!(
         report
@@ -168,7 +163,7 @@ fn an_open_database_is_an_error_and_is_not_moved_aside() {
     let (store, _) = open_default(&dir);
     let second = DurableStore::open(dir.path(), skey(1), StoreLimits::default());
     assert!(matches!(second, Err(StoreError::Backend(_))));
-    assert!(!dir.path().join("records.redb.broken-1").exists());
+    assert!(!dir.path().join("records.sqlite.broken-1").exists());
     drop(store);
     assert!(DurableStore::open(dir.path(), skey(1), StoreLimits::default()).is_ok());
 }
@@ -198,17 +193,21 @@ fn contacts_roundtrip() {
     assert_eq!(store.load_contacts(), Ok(Some(b"kept".to_vec())));
     drop(store);
     // A damaged blob is reported, removed and not served.
-    {
-        let db = Database::open(dir.file()).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut meta = txn.open_table(META).unwrap();
-            let mut sealed = meta.get(META_CONTACTS).unwrap().unwrap().value().to_vec();
-            sealed[14] ^= 0x80;
-            meta.insert(META_CONTACTS, sealed.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    with_records(&dir, |db| {
+        let mut sealed: Vec<u8> = db
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                [META_CONTACTS],
+                |row| row.get(0),
+            )
+            .unwrap();
+        sealed[14] ^= 0x80;
+        db.execute(
+            "UPDATE meta SET value = ?1 WHERE name = ?2",
+            (sealed.as_slice(), META_CONTACTS),
+        )
+        .unwrap();
+    });
     let (store, report) = open_default(&dir);
     assert_eq!(report.corrupt_skipped, 1);
     assert_eq!(store.load_contacts(), Ok(None));
@@ -227,7 +226,7 @@ fn a_wrong_key_serves_nothing_and_keeps_the_file_for_the_right_key() {
         DurableStore::open_at(dir.path(), skey(2), StoreLimits::default(), NOW).unwrap();
     assert_eq!(report.corrupt_skipped, 4);
     assert_eq!(report.records, 0);
-    let aside = dir.path().join("records.redb.broken-1");
+    let aside = dir.path().join("records.sqlite.broken-1");
     assert_eq!(report.moved_aside.as_ref(), Some(&aside));
     for k in 1..=3 {
         assert_eq!(store.get(&key(k), NOW), Ok(None));
@@ -244,4 +243,72 @@ fn a_wrong_key_serves_nothing_and_keeps_the_file_for_the_right_key() {
     assert_eq!((report.records, report.corrupt_skipped), (3, 0));
     assert!(store.get(&key(1), NOW).unwrap().is_some());
     assert_eq!(store.load_contacts(), Ok(Some(b"contacts".to_vec())));
+}
+
+/// Writes a `records.redb` file as the store of earlier versions did: the same sealed
+/// entries, in redb tables.
+fn write_old_redb(dir: &TempDir, records: &[Record]) {
+    use redb::TableDefinition;
+    let records_table: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("records");
+    let meta_table: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+    fs::create_dir_all(dir.path()).unwrap();
+    let sealer = Sealer::new(&skey(1)).unwrap();
+    let db = redb::Database::create(dir.path().join(OLD_FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(meta_table).unwrap();
+        meta.insert("format", [1u8].as_slice()).unwrap();
+        let check = sealer
+            .seal(b"check", super::super::load::CHECK_PLAINTEXT)
+            .unwrap();
+        meta.insert("check", check.as_slice()).unwrap();
+        let mut table = txn.open_table(records_table).unwrap();
+        for record in records {
+            let slot = sealer.slot(&record.key);
+            let sealed = sealer.seal_record(&slot, record, Origin::Local).unwrap();
+            table.insert(slot.as_slice(), sealed.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_records_redb_file_of_an_earlier_version_is_migrated() {
+    let dir = TempDir::new("migrate");
+    write_old_redb(
+        &dir,
+        &[rec(1, 1, b"one", NOW + 100), rec(2, 1, b"two", NOW + 100)],
+    );
+    let (store, report) = open_default(&dir);
+    assert_eq!(
+        report.migrated, 4,
+        "two records, the format and the key check"
+    );
+    assert_eq!((report.records, report.corrupt_skipped), (2, 0));
+    assert_eq!(report.moved_aside, None);
+    assert_eq!(
+        store.get(&key(2), NOW).unwrap().map(|r| r.value),
+        Some(Bytes::from_static(b"two"))
+    );
+    assert!(!dir.path().join(OLD_FILE_NAME).exists());
+    assert!(dir.path().join("records.redb.migrated").exists());
+    drop(store);
+    // Copied once: the next open reads the SQLite file only.
+    let (store, report) = open_default(&dir);
+    assert_eq!((report.records, report.migrated), (2, 0));
+    drop(store);
+}
+
+#[test]
+fn an_unreadable_records_redb_file_is_moved_aside() {
+    let dir = TempDir::new("migrate-garbage");
+    fs::create_dir_all(dir.path()).unwrap();
+    fs::write(dir.path().join(OLD_FILE_NAME), b"not redb").unwrap();
+    let (store, report) = open_default(&dir);
+    assert_eq!(
+        report.moved_aside,
+        Some(dir.path().join("records.redb.broken-1"))
+    );
+    assert_eq!((report.records, report.migrated), (0, 0));
+    assert!(store.is_empty());
 }

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use redb::{Database, ReadableTable};
+use rusqlite::Connection;
 
-use super::file::RECORDS;
 use super::seal::Sealer;
 use super::*;
 
@@ -88,21 +87,26 @@ pub(super) fn snapshot(store: &DurableStore) -> Vec<(Record, Origin)> {
 
 /// Number of entries in the records table of the (closed) database of `dir`.
 pub(super) fn entries_on_disk(dir: &TempDir) -> u64 {
-    use redb::ReadableTableMetadata;
-    let db = Database::open(dir.file()).unwrap();
-    let txn = db.begin_read().unwrap();
-    txn.open_table(RECORDS).unwrap().len().unwrap()
+    let db = Connection::open(dir.file()).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+        .unwrap();
+    u64::try_from(n).unwrap()
 }
 
-/// Applies `f` to the records table of the (closed) database of `dir`.
-pub(super) fn with_records(dir: &TempDir, f: impl FnOnce(&mut redb::Table<'_, &[u8], &[u8]>)) {
-    let db = Database::open(dir.file()).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let mut table = txn.open_table(RECORDS).unwrap();
-        f(&mut table);
-    }
-    txn.commit().unwrap();
+/// Applies `f` to the (closed) database of `dir`, opened as any SQLite client would.
+pub(super) fn with_records(dir: &TempDir, f: impl FnOnce(&Connection)) {
+    let db = Connection::open(dir.file()).unwrap();
+    f(&db);
+}
+
+/// Writes `sealed` into the records table at `slot`, replacing what is there.
+pub(super) fn put_raw(db: &Connection, slot: &[u8; 32], sealed: &[u8]) {
+    db.execute(
+        "INSERT OR REPLACE INTO records (slot, entry) VALUES (?1, ?2)",
+        (slot.as_slice(), sealed),
+    )
+    .unwrap();
 }
 
 /// The slot of record key `k` under storage key 1.
@@ -110,11 +114,11 @@ pub(super) fn slot(k: u8) -> [u8; 32] {
     Sealer::new(&skey(1)).unwrap().slot(&key(k))
 }
 
-pub(super) fn sealed_at(table: &redb::Table<'_, &[u8], &[u8]>, slot: &[u8; 32]) -> Vec<u8> {
-    table
-        .get(slot.as_slice())
-        .unwrap()
-        .unwrap()
-        .value()
-        .to_vec()
+pub(super) fn sealed_at(db: &Connection, slot: &[u8; 32]) -> Vec<u8> {
+    db.query_row(
+        "SELECT entry FROM records WHERE slot = ?1",
+        [slot.as_slice()],
+        |row| row.get(0),
+    )
+    .unwrap()
 }
