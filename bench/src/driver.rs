@@ -110,7 +110,7 @@ pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
          1.3, proof of work {} bits, the durable store (encrypted SQLite, as dht-node), \
          max_connections {}, other settings dht-node's defaults. Node 0 is the entry node.",
         run.net.worker_count(),
-        network::NODES_PER_WORKER,
+        network::nodes_per_worker(n),
         settings.pow_difficulty,
         settings.max_connections,
     ));

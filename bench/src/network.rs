@@ -13,10 +13,15 @@ use crate::protocol::{
 };
 use crate::workers::{Worker, log_path};
 
-/// Nodes one worker process hosts at most. At 100, the descriptor budget bounded each
-/// node to 177 connections, below what a node of a 500-node network keeps open (about
-/// 160, with peaks above), so lookups kept paying new TLS handshakes for evicted
-/// connections; at 50 the bound is 357.
+/// Nodes one worker process hosts at most. A worker's fixed cost (the executable's code
+/// pages, the runtime) is shared by its nodes, as the anchors share one process among all
+/// of theirs; beyond 100 the descriptor budget would bound a node below a 100-node
+/// network's full mesh.
+pub const MAX_NODES_PER_WORKER: usize = 100;
+/// Nodes per worker when the budget cannot give every node a connection to every other:
+/// at 100, the bound was 177 connections, below what a node of a 500-node network keeps
+/// open (about 160, with peaks above), so lookups kept paying new TLS handshakes for
+/// evicted connections; at 50 the bound is 357.
 pub const NODES_PER_WORKER: usize = 50;
 /// File descriptors a worker may use for its nodes' peer connections: the limit
 /// (20,000 per process here, not raisable) less room for listeners, database files,
@@ -35,9 +40,19 @@ pub fn max_connections_for(nodes_per_worker: usize) -> usize {
         .clamp(16, 1024)
 }
 
+/// Nodes per worker for a network of `n`: as many as [`MAX_NODES_PER_WORKER`] while each
+/// node may still hold a connection to every other one and to the driver's two nodes,
+/// else [`NODES_PER_WORKER`].
+pub fn nodes_per_worker(n: usize) -> usize {
+    (NODES_PER_WORKER..=MAX_NODES_PER_WORKER)
+        .rev()
+        .find(|&per| max_connections_for(per) >= n + 2)
+        .unwrap_or(NODES_PER_WORKER)
+}
+
 /// How `n` nodes are spread: the number of workers and each one's node indices.
 pub fn layout(n: usize) -> Vec<Vec<usize>> {
-    let workers = n.div_ceil(NODES_PER_WORKER).max(1);
+    let workers = n.div_ceil(nodes_per_worker(n)).max(1);
     (0..workers)
         .map(|w| (0..n).filter(|i| i % workers == w).collect())
         .collect()
@@ -235,7 +250,13 @@ mod tests {
         let ten = layout(500);
         assert_eq!(ten.len(), 10);
         assert!(ten.iter().all(|s| s.len() == 50));
-        assert_eq!(layout(51).len(), 2);
+        assert_eq!(layout(51).len(), 1);
+        assert_eq!(layout(100).len(), 1);
+        assert_eq!(nodes_per_worker(100), 100);
+        assert_eq!(nodes_per_worker(175), 100);
+        assert_eq!(nodes_per_worker(300), 59);
+        assert_eq!(layout(300).len(), 6);
+        assert_eq!(nodes_per_worker(500), 50);
         assert_eq!(max_connections_for(50), 357);
         assert_eq!(max_connections_for(100), 177);
         assert_eq!(max_connections_for(20), 897);
