@@ -177,6 +177,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     let mut out = Answers {
         framed: FramedWrite::new(write, ApiCodec),
         unflushed: false,
+        stop: shutdown.clone(),
     };
     // Set only while a request is partly received: when it passes the message deadline.
     let next_check = |deadline| {
@@ -347,6 +348,8 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     // Answers of the requests read so far still go out before the connection closes
     // (each within the GET deadline); when the server stops, after a short grace.
     drop(answers_tx);
+    // From here the writes are bounded by the grace below instead.
+    out.stop = CancellationToken::new();
     let last_answers = async {
         while let Some(answer) = answers_rx.recv().await {
             out.feed(answer).await?;
@@ -378,18 +381,24 @@ async fn serve(stream: TcpStream, shared: &Shared) {
 }
 
 /// The writing half of a client connection: answers are encoded as they come and
-/// written out by [`Answers::flush`].
+/// written out by [`Answers::flush`]. A write that blocks (a client that does not read
+/// its answers) gives way when `stop` is cancelled, so that such a client cannot hold
+/// the server's shutdown.
 struct Answers {
     framed: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ApiCodec>,
     unflushed: bool,
+    stop: CancellationToken,
 }
 
 impl Answers {
     async fn feed(&mut self, answer: ApiMessage) -> Result<(), ApiError> {
         self.unflushed = true;
-        self.framed.feed(answer).await.inspect_err(|e| {
-            debug!(error = %e, "client write failed");
-        })
+        let stop = &self.stop;
+        let fed = tokio::select! {
+            fed = self.framed.feed(answer) => fed,
+            () = stop.cancelled() => Err(stopped()),
+        };
+        fed.inspect_err(|e| debug!(error = %e, "client write failed"))
     }
 
     async fn flush(&mut self) -> Result<(), ApiError> {
@@ -397,10 +406,17 @@ impl Answers {
             return Ok(());
         }
         self.unflushed = false;
-        SinkExt::<ApiMessage>::flush(&mut self.framed)
-            .await
-            .inspect_err(|e| debug!(error = %e, "client write failed"))
+        let stop = &self.stop;
+        let flushed = tokio::select! {
+            flushed = SinkExt::<ApiMessage>::flush(&mut self.framed) => flushed,
+            () = stop.cancelled() => Err(stopped()),
+        };
+        flushed.inspect_err(|e| debug!(error = %e, "client write failed"))
     }
+}
+
+fn stopped() -> ApiError {
+    ApiError::Io(io::Error::other("the server is stopping"))
 }
 
 /// How often a connection with no request partly received wakes to look (a request's
