@@ -198,7 +198,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         let permit = match in_flight.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => loop {
-                if out.flush().await.is_err() {
+                if out.send_ready(&mut answers_rx).await.is_err() {
                     break 'serve;
                 }
                 tokio::select! {
@@ -229,12 +229,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
             None => {
                 check.as_mut().reset(next_check(deadline));
                 loop {
-                    while let Ok(answer) = answers_rx.try_recv() {
-                        if out.feed(answer).await.is_err() {
-                            break 'serve;
-                        }
-                    }
-                    if out.flush().await.is_err() {
+                    if out.send_ready(&mut answers_rx).await.is_err() {
                         break 'serve;
                     }
                     tokio::select! {
@@ -399,6 +394,14 @@ impl Answers {
             () = stop.cancelled() => Err(stopped()),
         };
         fed.inspect_err(|e| debug!(error = %e, "client write failed"))
+    }
+
+    /// Feeds the answers already queued in `queue`, then flushes.
+    async fn send_ready(&mut self, queue: &mut mpsc::Receiver<ApiMessage>) -> Result<(), ApiError> {
+        while let Ok(answer) = queue.try_recv() {
+            self.feed(answer).await?;
+        }
+        self.flush().await
     }
 
     async fn flush(&mut self) -> Result<(), ApiError> {

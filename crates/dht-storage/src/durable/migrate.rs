@@ -57,35 +57,42 @@ pub(crate) fn from_redb(
 /// Copies every entry of both tables of the redb file at `old` into `db`, committed;
 /// returns how many.
 fn copy(old: &Path, db: &Connection) -> Result<usize, String> {
-    let text = |e: &dyn std::fmt::Display| e.to_string();
-    let redb = redb::Database::open(old).map_err(|e| text(&e))?;
-    let read = redb.begin_read().map_err(|e| text(&e))?;
-    let txn = begin(db).map_err(|e| text(&e))?;
+    let redb = redb::Database::open(old).map_err(|e| e.to_string())?;
+    let read = redb.begin_read().map_err(|e| e.to_string())?;
+    let txn = begin(db).map_err(|e| e.to_string())?;
+    let entries = copy_table(&read, OLD_RECORDS, &txn, "records (slot, entry)")?
+        + copy_table(&read, OLD_META, &txn, "meta (name, value)")?;
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(entries)
+}
+
+/// Copies the redb table `table` into the SQLite table and columns `into`; returns how
+/// many entries.
+fn copy_table<K>(
+    read: &redb::ReadTransaction,
+    table: TableDefinition<'static, K, &'static [u8]>,
+    db: &Connection,
+    into: &str,
+) -> Result<usize, String>
+where
+    K: redb::Key + 'static,
+    for<'a> K::SelfType<'a>: rusqlite::ToSql,
+{
+    let mut insert = db
+        .prepare(&format!("INSERT OR REPLACE INTO {into} VALUES (?1, ?2)"))
+        .map_err(|e| e.to_string())?;
     let mut entries = 0;
+    for item in read
+        .open_table(table)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map_err(|e| e.to_string())?
     {
-        let mut insert = txn
-            .prepare("INSERT OR REPLACE INTO records (slot, entry) VALUES (?1, ?2)")
-            .map_err(|e| text(&e))?;
-        let records = read.open_table(OLD_RECORDS).map_err(|e| text(&e))?;
-        for item in records.iter().map_err(|e| text(&e))? {
-            let (slot, sealed) = item.map_err(|e| text(&e))?;
-            insert
-                .execute((slot.value(), sealed.value()))
-                .map_err(|e| text(&e))?;
-            entries += 1;
-        }
-        let mut insert = txn
-            .prepare("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
-            .map_err(|e| text(&e))?;
-        let meta = read.open_table(OLD_META).map_err(|e| text(&e))?;
-        for item in meta.iter().map_err(|e| text(&e))? {
-            let (name, value) = item.map_err(|e| text(&e))?;
-            insert
-                .execute((name.value(), value.value()))
-                .map_err(|e| text(&e))?;
-            entries += 1;
-        }
+        let (key, value) = item.map_err(|e| e.to_string())?;
+        insert
+            .execute((key.value(), value.value()))
+            .map_err(|e| e.to_string())?;
+        entries += 1;
     }
-    txn.commit().map_err(|e| text(&e))?;
     Ok(entries)
 }
