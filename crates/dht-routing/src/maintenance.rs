@@ -12,7 +12,7 @@ impl RoutingTable {
     /// Records that a lookup of `target` ran at `now`: it refreshes `target`'s bucket.
     pub fn note_lookup(&mut self, target: &Key, now: Instant) {
         if let Some(index) = self.local_id.bucket_index(target) {
-            self.buckets[index].last_lookup = Some(now);
+            self.bucket_mut(index).last_lookup = Some(now);
         }
     }
 

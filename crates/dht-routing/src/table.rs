@@ -74,6 +74,9 @@ pub enum InsertOutcome {
 pub struct RoutingTable {
     pub(crate) local_id: NodeId,
     config: RoutingConfig,
+    /// Buckets `0..buckets.len()`; the ones beyond are empty and not allocated. A network
+    /// of N nodes fills about log2(N) buckets, so a table holds a dozen rather than 256
+    /// (32 kB per node, and every scan over the buckets, saved).
     pub(crate) buckets: Vec<Bucket>,
     len: usize,
     /// Group counts of all bucket entries.
@@ -90,7 +93,7 @@ impl RoutingTable {
         RoutingTable {
             local_id,
             config,
-            buckets: vec![Bucket::default(); KEY_BITS],
+            buckets: Vec::new(),
             len: 0,
             groups: GroupCounts::default(),
         }
@@ -115,6 +118,11 @@ impl RoutingTable {
         self.local_id
             .bucket_index(id)
             .and_then(|index| self.buckets.get(index))
+    }
+
+    /// Bucket `index` (below 256), allocating it and the ones before it when needed.
+    pub(crate) fn bucket_mut(&mut self, index: usize) -> &mut Bucket {
+        allocated(&mut self.buckets, index)
     }
 
     /// The diversity group the table assigns to `ip`: None without diversity limits or when
@@ -144,13 +152,10 @@ impl RoutingTable {
         let cache = self.config.replacement_cache;
         let diversity = self.config.diversity;
         let group = self.group_of(contact.addr.ip());
-        let Some(bucket) = self
-            .local_id
-            .bucket_index(&contact.id)
-            .and_then(|index| self.buckets.get_mut(index))
-        else {
+        let Some(index) = self.local_id.bucket_index(&contact.id) else {
             return InsertOutcome::SelfId;
         };
+        let bucket = allocated(&mut self.buckets, index);
         let fresh = Entry {
             contact,
             last_seen: now,
@@ -271,7 +276,8 @@ impl RoutingTable {
     pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
         let mut out = Vec::with_capacity(n.min(self.len));
         let mut scratch: Vec<(Distance, Contact)> = Vec::new();
-        for index in bucket_order(&self.local_id.distance(target)) {
+        let distance = self.local_id.distance(target);
+        for index in bucket_order(&distance, self.buckets.len()) {
             if out.len() >= n {
                 break;
             }
@@ -343,11 +349,21 @@ impl RoutingTable {
     /// [`RoutingTable::closest`]), so this is a sum of bucket sizes.
     pub fn count_closer_than_local(&self, target: &Key) -> usize {
         let d = self.local_id.distance(target);
-        (0..KEY_BITS)
-            .filter(|&i| bit(&d, i))
-            .map(|i| self.bucket_len(i))
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| bit(&d, i))
+            .map(|(_, bucket)| bucket.entries.len())
             .sum()
     }
+}
+
+/// `buckets[index]`, allocating it and the ones before it when needed.
+fn allocated(buckets: &mut Vec<Bucket>, index: usize) -> &mut Bucket {
+    if buckets.len() <= index {
+        buckets.resize_with(index + 1, Bucket::default);
+    }
+    &mut buckets[index]
 }
 
 /// Bit `i` (0 = most significant) of a distance.
@@ -357,10 +373,12 @@ fn bit(d: &Distance, i: usize) -> bool {
         .is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
 }
 
-/// Bucket indices in increasing distance from the target, `d` being `local ^ target`.
-fn bucket_order(d: &Distance) -> impl Iterator<Item = usize> + '_ {
-    let ones = (0..KEY_BITS).filter(move |&i| bit(d, i));
-    let zeros = (0..KEY_BITS).rev().filter(move |&i| !bit(d, i));
+/// Indices of the buckets `0..count` in increasing distance from the target, `d` being
+/// `local ^ target`.
+fn bucket_order(d: &Distance, count: usize) -> impl Iterator<Item = usize> + '_ {
+    let count = count.min(KEY_BITS);
+    let ones = (0..count).filter(move |&i| bit(d, i));
+    let zeros = (0..count).rev().filter(move |&i| !bit(d, i));
     ones.chain(zeros)
 }
 

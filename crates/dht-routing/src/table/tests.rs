@@ -230,7 +230,28 @@ fn zero_k_is_one() {
 fn bucket_order_is_a_permutation() {
     let mut rng = StdRng::seed_from_u64(11);
     let d = Key::random(&mut rng).distance(&Key::random(&mut rng));
-    let mut order: Vec<usize> = bucket_order(&d).collect();
-    order.sort_unstable();
-    assert_eq!(order, (0..KEY_BITS).collect::<Vec<_>>());
+    for count in [0, 1, 13, KEY_BITS, KEY_BITS + 1] {
+        let mut order: Vec<usize> = bucket_order(&d, count).collect();
+        order.sort_unstable();
+        assert_eq!(order, (0..count.min(KEY_BITS)).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn buckets_are_allocated_up_to_the_closest_one_used() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let local = Key::random(&mut rng);
+    let mut t = RoutingTable::new(local, RoutingConfig::default());
+    assert!(t.buckets.is_empty());
+    let now = Instant::now();
+    for i in 0..500u16 {
+        t.insert(contact(Key::random(&mut rng), i), now);
+    }
+    // 500 random ids share at most a dozen or so leading bits with ours.
+    let top = t.closest_bucket_index().unwrap();
+    assert_eq!(t.buckets.len(), top + 1);
+    assert!(t.buckets.len() < 24, "{} buckets", t.buckets.len());
+    // A bucket beyond the last allocated one reads as empty.
+    assert_eq!(t.bucket_len(top + 1), 0);
+    assert_eq!(t.bucket_entries(200).count(), 0);
 }
