@@ -2,7 +2,7 @@
 //! panicking when the message is too short, so the codecs can turn a shortfall into an
 //! error naming the field.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 /// Reads big-endian fields from the front of a message.
 pub(crate) struct Reader {
@@ -20,14 +20,29 @@ impl Reader {
         self.buf.len()
     }
 
-    /// The next `n` bytes, without copying.
+    /// The next `n` bytes, copied: a value that is kept (in a record store, say) must not
+    /// keep alive the whole receive buffer it arrived in, which a slice would (a 100-byte
+    /// value pinned a connection's 1 KiB buffer, or a 64 KiB one after a large frame).
     pub(crate) fn bytes(&mut self, n: usize) -> Option<Bytes> {
-        (n <= self.buf.len()).then(|| self.buf.split_to(n))
+        let copy = Bytes::copy_from_slice(self.buf.get(..n)?);
+        self.buf.advance(n);
+        Some(copy)
     }
 
-    /// Everything not read yet, without copying.
+    /// Skips the next `n` bytes; false (and nothing skipped) when fewer remain.
+    pub(crate) fn skip(&mut self, n: usize) -> bool {
+        let enough = n <= self.buf.len();
+        if enough {
+            self.buf.advance(n);
+        }
+        enough
+    }
+
+    /// Everything not read yet, copied (see [`Reader::bytes`]).
     pub(crate) fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf)
+        let copy = Bytes::copy_from_slice(&self.buf);
+        self.buf.clear();
+        copy
     }
 
     /// The next `N` bytes as an array.
@@ -78,5 +93,28 @@ mod tests {
         assert_eq!(r.rest().as_ref(), &[10, 11, 12, 13, 14]);
         assert_eq!(r.u8(), None);
         assert_eq!(r.bytes(0).as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn skips_only_what_is_there() {
+        let mut r = Reader::new(Bytes::from_static(&[1, 2, 3]));
+        assert!(!r.skip(4));
+        assert_eq!(r.remaining(), 3);
+        assert!(r.skip(2));
+        assert_eq!(r.u8(), Some(3));
+    }
+
+    #[test]
+    fn values_do_not_share_the_received_buffer() {
+        let received = Bytes::from(vec![7u8; 1024]);
+        let mut r = Reader::new(received.clone());
+        let value = r.bytes(100).expect("long enough");
+        let rest = r.rest();
+        assert_eq!(rest.len(), 924);
+        // A slice of `received` would share its allocation, which is still alive here.
+        assert!(value.is_unique(), "the value has an allocation of its own");
+        assert!(rest.is_unique(), "so has the rest");
+        drop(r);
+        assert!(received.is_unique(), "nothing read from it keeps it alive");
     }
 }

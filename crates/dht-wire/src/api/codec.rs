@@ -54,7 +54,9 @@ pub fn decode_message(src: &mut BytesMut) -> Result<Option<ApiMessage>, ApiError
     }
     let mut r = Reader::new(src.split_to(len).freeze());
     let wrong = || ApiError::WrongSize { msg_type, size };
-    r.bytes(API_HEADER_LEN).ok_or_else(wrong)?;
+    if !r.skip(API_HEADER_LEN) {
+        return Err(wrong());
+    }
     let message = match msg_type {
         DHT_PUT => {
             let ttl = r.u16().ok_or_else(wrong)?;
