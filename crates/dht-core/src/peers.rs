@@ -21,7 +21,7 @@ use crate::error::RpcError;
 use crate::handshake::{Role, Shaken, handshake};
 use crate::node::{Inner, lock};
 use crate::stats::Counters;
-use crate::stream::{PeerReader, shrink_read_buffer};
+use crate::stream::{PeerReader, release_read_buffer};
 use crate::transport::{Incoming, Listener};
 
 /// STOREs of one connection being committed at once; beyond, the reader waits.
@@ -414,7 +414,7 @@ impl Inner {
                 }
                 None => return,
             };
-            shrink_read_buffer(&mut stream);
+            release_read_buffer(&mut stream);
             conn.touch();
             if frame.is_response {
                 if !conn.complete(frame.request_id, frame.message) && !conn.issued(frame.request_id)
