@@ -269,6 +269,46 @@ impl RawPeer {
     }
 }
 
+/// A peer that a node dials: a TLS listener with its own identity, driven frame by
+/// frame once the node has connected.
+pub struct RawAcceptor {
+    listener: tokio::net::TcpListener,
+    /// Who this peer is.
+    pub identity: PeerIdentity,
+}
+
+impl RawAcceptor {
+    /// Listens on 127.0.0.1 (any free port) with a fresh identity.
+    pub async fn bind() -> anyhow::Result<RawAcceptor> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let identity = PeerIdentity::new()?;
+        Ok(RawAcceptor { listener, identity })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Accepts one connection and completes TLS as the server; nothing of the peer
+    /// protocol is read or sent yet.
+    pub async fn accept(
+        &self,
+    ) -> anyhow::Result<Framed<tokio_rustls::server::TlsStream<TcpStream>, PeerCodec>> {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(5), self.listener.accept())
+            .await
+            .context("no connection came")??;
+        let config = dht_security::tls::server_config(&self.identity.host)?;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_rustls::TlsAcceptor::from(config).accept(tcp),
+        )
+        .await
+        .context("TLS handshake timed out")??;
+        Ok(Framed::new(stream, PeerCodec))
+    }
+}
+
 /// A TCP connection to `addr` from the local address `local_ip` (any free port).
 pub async fn tcp_from(local_ip: IpAddr, addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let socket = match local_ip {

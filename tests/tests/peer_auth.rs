@@ -1,14 +1,16 @@
 //! Peers that cannot prove their identity are refused before any DHT message is
 //! processed: plain TCP, TLS 1.2, a certificate whose key does not sign the handshake,
 //! a malformed certificate, a HELLO claiming an id its key does not make, and an id
-//! without enough proof of work. Each is a crafted client against a real node.
+//! without enough proof of work. Each is a crafted client against a real node. And when
+//! a node dials a peer whose id it knows, its first request follows its HELLO at once,
+//! but nothing the peer sends counts before the peer's own HELLO has proven that id.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dht_core::{Node, NodeConfig};
 use dht_security::{HostKey, pow};
-use dht_tests::raw_peer::{PeerIdentity, RawPeer};
+use dht_tests::raw_peer::{PeerIdentity, RawAcceptor, RawPeer};
 use dht_tests::{TEST_POW, init_tracing, test_config};
 use dht_wire::{PeerCodec, PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
@@ -274,4 +276,105 @@ impl ServerCertVerifier for AcceptAnyServer {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The next frame the node sends on `framed`, within 5 s.
+async fn next_frame<S>(framed: &mut Framed<S, PeerCodec>) -> PeerFrame
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(5), framed.next())
+        .await
+        .expect("a frame in time")
+        .expect("not closed")
+        .expect("well formed")
+}
+
+#[tokio::test]
+async fn a_dialled_peer_gets_the_first_request_right_behind_the_hello() {
+    init_tracing();
+    let node = Arc::new(node().await);
+    let peer = RawAcceptor::bind().await.expect("bind");
+    let contact = dht_core::Contact {
+        id: peer.identity.id,
+        addr: peer.addr().expect("addr"),
+    };
+    let ping = tokio::spawn({
+        let node = node.clone();
+        async move { node.ping(contact).await }
+    });
+    let mut framed = peer.accept().await.expect("accepted");
+    let hello = next_frame(&mut framed).await;
+    assert!(matches!(hello.message, PeerMessage::Hello(_)), "{hello:?}");
+    // Nothing has been answered yet, and the request is here already: it did not wait
+    // for our HELLO.
+    let request = next_frame(&mut framed).await;
+    assert_eq!(request.message, PeerMessage::Ping, "{request:?}");
+    assert!(
+        !node.routing_contacts().iter().any(|c| c.id == contact.id),
+        "the peer is not in the table before its HELLO"
+    );
+    framed
+        .send(PeerFrame::response(
+            0,
+            PeerMessage::Hello(peer.identity.hello()),
+        ))
+        .await
+        .expect("HELLO sent");
+    framed
+        .send(PeerFrame::response(request.request_id, PeerMessage::Pong))
+        .await
+        .expect("PONG sent");
+    let answered = tokio::time::timeout(Duration::from_secs(5), ping)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(answered.is_ok(), "{answered:?}");
+    assert!(node.routing_contacts().iter().any(|c| c.id == contact.id));
+}
+
+#[tokio::test]
+async fn an_answer_behind_a_hello_of_another_id_is_refused() {
+    init_tracing();
+    let node = Arc::new(node().await);
+    let peer = RawAcceptor::bind().await.expect("bind");
+    // The node expects someone else at the peer's address.
+    let expected = PeerIdentity::new().expect("identity").id;
+    let contact = dht_core::Contact {
+        id: expected,
+        addr: peer.addr().expect("addr"),
+    };
+    let ping = tokio::spawn({
+        let node = node.clone();
+        async move { node.ping(contact).await }
+    });
+    let mut framed = peer.accept().await.expect("accepted");
+    let _hello = next_frame(&mut framed).await;
+    let request = next_frame(&mut framed).await;
+    // A well-formed HELLO of the peer's own (proven) id, and a prompt answer.
+    framed
+        .send(PeerFrame::response(
+            0,
+            PeerMessage::Hello(peer.identity.hello()),
+        ))
+        .await
+        .expect("HELLO sent");
+    let _ = framed
+        .send(PeerFrame::response(request.request_id, PeerMessage::Pong))
+        .await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), ping)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(
+        matches!(&answered, Err(dht_core::RpcError::Connect(reason)) if reason.contains("expected node")),
+        "{answered:?}"
+    );
+    let known = node.routing_contacts();
+    assert!(
+        !known
+            .iter()
+            .any(|c| c.id == expected || c.id == peer.identity.id)
+    );
+    assert_eq!(node.connected_peers(), 0, "the connection is gone");
 }

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use dht_id::NodeId;
@@ -57,6 +57,9 @@ pub(crate) struct PeerConn {
     /// Milliseconds after `established` when the connection was retired.
     retired_at_ms: AtomicU64,
     retire_notify: Notify,
+    /// Why the peer's HELLO was refused, on a connection whose requests went out before
+    /// it came: what those requests fail with.
+    refused: OnceLock<String>,
 }
 
 impl PeerConn {
@@ -85,6 +88,7 @@ impl PeerConn {
             retired: AtomicBool::new(false),
             retired_at_ms: AtomicU64::new(0),
             retire_notify: Notify::new(),
+            refused: OnceLock::new(),
         }
     }
 
@@ -151,6 +155,22 @@ impl PeerConn {
         self.pending().clear();
     }
 
+    /// Closes a connection whose peer failed the HELLO checks: its requests fail as a
+    /// refused connection, not as a lost one.
+    pub(crate) fn refuse(&self, reason: String) {
+        let _ = self.refused.set(reason);
+        self.closed.cancel();
+        self.fail_pending();
+    }
+
+    /// What a request fails with when the connection ends before its answer.
+    fn closed_error(&self) -> RpcError {
+        match self.refused.get() {
+            Some(reason) => RpcError::Connect(reason.clone()),
+            None => RpcError::Closed,
+        }
+    }
+
     /// Sends `message` as a request and waits up to `timeout` for its answer.
     pub(crate) async fn request(
         &self,
@@ -171,15 +191,15 @@ impl PeerConn {
         // Checked after registering: `fail_pending` runs after `closed` is cancelled,
         // so either it sees this entry or this sees the cancellation.
         if self.closed.is_cancelled() {
-            return Err(RpcError::Closed);
+            return Err(self.closed_error());
         }
         self.touch();
         let exchange = async {
             self.tx
                 .send(Box::new(PeerFrame::request(id, message)))
                 .await
-                .map_err(|_| RpcError::Closed)?;
-            answer_rx.await.map_err(|_| RpcError::Closed)
+                .map_err(|_| self.closed_error())?;
+            answer_rx.await.map_err(|_| self.closed_error())
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,

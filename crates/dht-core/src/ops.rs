@@ -1,10 +1,11 @@
 //! Iterative lookups, PUT, GET and joining the network.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dht_id::Key;
+use dht_id::{Key, NodeId};
 use dht_routing::{Contact, Lookup, LookupConfig, LookupResult, LookupState};
 use dht_security::pow;
 use dht_storage::{Origin, Record};
@@ -221,8 +222,8 @@ impl Inner {
                 }
             };
             for addr in addrs {
-                match self.connection(peer.id, addr).await {
-                    Ok(_) => {
+                match self.reach(peer.id, addr).await {
+                    Ok(()) => {
                         reached += 1;
                         break;
                     }
@@ -255,9 +256,7 @@ impl Inner {
             return 0;
         }
         let mut attempts = futures::stream::iter(saved.into_iter().map(|contact| async move {
-            self.connection(Some(contact.id), contact.addr)
-                .await
-                .is_ok()
+            self.reach(Some(contact.id), contact.addr).await.is_ok()
         }))
         .buffer_unordered(SAVED_CONTACTS_TRIED);
         let mut reached = 0;
@@ -269,6 +268,16 @@ impl Inner {
             "rejoined through contacts saved before the restart"
         );
         reached
+    }
+
+    /// Connects to a peer and waits until it has proven its id and entered the routing
+    /// table: a peer dialled by id proves it with the HELLO that comes with its first
+    /// answer (here, to a PING), one dialled by address only during the handshake.
+    async fn reach(self: &Arc<Self>, id: Option<NodeId>, addr: SocketAddr) -> Result<(), RpcError> {
+        match id {
+            Some(id) => self.ping(Contact { id, addr }).await,
+            None => self.connection(None, addr).await.map(drop),
+        }
     }
 
     /// One lookup of a random id in every bucket farther than the closest neighbour.

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, warn};
 use crate::conn::{PeerConn, RETIRE_IDLE, WRITE_QUEUE};
 use crate::deadline::PartialSince;
 use crate::error::RpcError;
-use crate::handshake::{Role, Shaken, handshake};
+use crate::handshake::{HelloCheck, Role, Shaken, handshake, send_hello};
 use crate::node::{Inner, lock};
 use crate::stats::Counters;
 use crate::stream::{PeerReader, release_read_buffer};
@@ -137,7 +137,7 @@ impl Inner {
             },
         };
         let dialer = shaken.contact.id;
-        self.establish(shaken, dialer, Slot::new(permit, Some(ip_slot)));
+        self.establish(shaken, dialer, Slot::new(permit, Some(ip_slot)), None);
     }
 
     /// A connection slot, closing the least recently used idle connection when none is
@@ -238,17 +238,24 @@ impl Inner {
             .await
             .map_err(|_| RpcError::Connect("connect timed out".into()))?
             .map_err(|e| RpcError::Connect(e.to_string()))?;
-        let shaken = handshake(
-            conn,
-            Role::Dialer { addr, expected },
-            self.hello,
-            self.config.min_pow_difficulty,
-            timeout,
-        )
-        .await
+        let min_pow = self.config.min_pow_difficulty;
+        // With the peer's id known, requests follow our HELLO without waiting for the
+        // peer's (checked by the reader before anything else); dialled by address only,
+        // the peer's HELLO must first tell who it is.
+        let (shaken, check) = match expected {
+            Some(expected) => send_hello(conn, addr, expected, self.hello, min_pow, timeout)
+                .await
+                .map(|(shaken, check)| (shaken, Some(check))),
+            None => {
+                let role = Role::Dialer { addr, expected };
+                handshake(conn, role, self.hello, min_pow, timeout)
+                    .await
+                    .map(|shaken| (shaken, None))
+            }
+        }
         .map_err(RpcError::Connect)?;
         let peer = shaken.contact.id;
-        let ours = self.establish(shaken, self.id, slot);
+        let ours = self.establish(shaken, self.id, slot, check);
         // When the peer's simultaneous dial won the tie-break, use that one.
         Ok(self.usable_conn(&peer).unwrap_or(ours))
     }
@@ -263,8 +270,17 @@ impl Inner {
     }
 
     /// Registers an authenticated connection, starts its tasks and records the peer in
-    /// the routing table. The slot is held until the connection ends.
-    fn establish(self: &Arc<Self>, shaken: Shaken, dialer: NodeId, slot: Slot) -> Arc<PeerConn> {
+    /// the routing table. The slot is held until the connection ends. With `check`, the
+    /// peer's HELLO is still to come: the connection takes requests at once, but the
+    /// reader lets nothing else in, and the peer into the routing table, only once the
+    /// HELLO has passed.
+    fn establish(
+        self: &Arc<Self>,
+        shaken: Shaken,
+        dialer: NodeId,
+        slot: Slot,
+        check: Option<HelloCheck>,
+    ) -> Arc<PeerConn> {
         let Shaken {
             framed,
             contact,
@@ -285,8 +301,10 @@ impl Inner {
         self.register(&conn);
         // Into the routing table before the reader runs: a reader that penalises the
         // peer at once must find it there to remove it.
-        self.observe(contact);
-        let (stream, writer) = crate::stream::split(framed);
+        if check.is_none() {
+            self.observe(contact);
+        }
+        let (mut stream, writer) = crate::stream::split(framed);
         let span = tracing::debug_span!(parent: &self.span, "conn", peer = %contact.id.short(), addr = %contact.addr);
         self.tasks.spawn(
             crate::stream::write_loop(writer, rx, conn.closed.clone()).instrument(span.clone()),
@@ -295,7 +313,14 @@ impl Inner {
         let reader_conn = conn.clone();
         self.tasks.spawn(
             async move {
-                inner.read_loop(stream, &reader_conn, &partial).await;
+                let proven = match &check {
+                    Some(check) => inner.await_hello(&mut stream, &reader_conn, check).await,
+                    None => true,
+                };
+                drop(check);
+                if proven {
+                    inner.read_loop(stream, &reader_conn, &partial).await;
+                }
                 reader_conn.closed.cancel();
                 reader_conn.fail_pending();
                 {
@@ -312,6 +337,38 @@ impl Inner {
             .instrument(span),
         );
         conn
+    }
+
+    /// Waits for the HELLO of a peer dialled with [`send_hello`] and checks it; true when
+    /// it passed (the peer then enters the routing table). A refused or missing HELLO
+    /// fails the requests already sent with the reason.
+    async fn await_hello(
+        self: &Arc<Self>,
+        stream: &mut PeerReader,
+        conn: &PeerConn,
+        check: &HelloCheck,
+    ) -> bool {
+        let first = tokio::select! {
+            first = tokio::time::timeout(self.config.connect_timeout, stream.next()) => first,
+            () = conn.closed.cancelled() => return false,
+        };
+        let outcome = match first {
+            Ok(first) => check.check(first),
+            Err(_) => Err("handshake timed out".into()),
+        };
+        release_read_buffer(stream);
+        match outcome {
+            Ok(()) => {
+                conn.touch();
+                self.observe(conn.contact);
+                true
+            }
+            Err(reason) => {
+                debug!(%reason, "the dialled peer's HELLO was refused");
+                conn.refuse(reason);
+                false
+            }
+        }
     }
 
     /// Keeps one connection per peer. When both peers dialled each other at once (the
