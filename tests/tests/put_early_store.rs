@@ -1,6 +1,7 @@
 //! A PUT's STOREs start while its lookup still runs: on a node as soon as the lookup
 //! has settled it among the `r` closest, not when the last (farther, slower) peer of
-//! the lookup has answered. The replicas counted are still the lookup's final closest.
+//! the lookup has answered; and the PUT is done once those have acknowledged, while the
+//! lookup goes on to its end by itself.
 
 use std::time::Duration;
 
@@ -50,14 +51,11 @@ async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyh
     let put = a
         .spawn_put(key, Bytes::from_static(b"early"), options)
         .await?;
-    assert!(
-        wait_for(Duration::from_secs(10), || async { boot.holds(&key) }).await,
-        "the STORE on the closest node waited for the slow peer"
-    );
-    assert!(
-        !put.is_finished(),
-        "the lookup ended without the slow peer's answer"
-    );
+    // Done, with its one replica, while the slow peer has not said a word.
+    let report = tokio::time::timeout(Duration::from_secs(10), put).await??;
+    assert_eq!(report.replicas, 1);
+    assert!(report.stored_locally);
+    assert!(boot.holds(&key));
 
     // The slow peer answers now (no closer nodes): the lookup ends, and the replica is
     // the one already stored on. The slow peer, farther, gets no STORE.
@@ -80,9 +78,6 @@ async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyh
         }
         stored
     });
-    let report = tokio::time::timeout(Duration::from_secs(10), put).await??;
-    assert_eq!(report.replicas, 1);
-    assert!(report.stored_locally);
     a.shutdown().await;
     boot.shutdown().await;
     let slow_stored = tokio::time::timeout(Duration::from_secs(10), answering).await??;
@@ -90,5 +85,85 @@ async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyh
         !slow_stored,
         "a STORE went to a node farther than the replica"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> anyhow::Result<()> {
+    let boot = Node::start(patient(&[])).await?;
+    let a = Node::start(patient(&[boot.listen_addr()])).await?;
+    // Known to nobody but the slow peer, which will name it in its answer.
+    let hidden = Node::start(patient(&[])).await?;
+    let (mut slow, _) = RawPeer::connect(a.listen_addr()).await?;
+    let slow_id = slow.identity.id;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            a.routing_table_len() == 2
+        })
+        .await,
+        "`a` did not learn both peers"
+    );
+    // `hidden` is the key's closest node, then `boot`, then the slow peer.
+    let key = (0u32..)
+        .map(|i| Key::sha256(&i.to_be_bytes()))
+        .find(|k| {
+            let (h, b, s) = (
+                hidden.id().distance(k),
+                boot.id().distance(k),
+                slow_id.distance(k),
+            );
+            h < b && b < s
+        })
+        .expect("one key in six qualifies");
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 1,
+    };
+    let put = a
+        .spawn_put(key, Bytes::from_static(b"refined"), options)
+        .await?;
+    let report = tokio::time::timeout(Duration::from_secs(10), put).await??;
+    assert_eq!(
+        report.replicas, 1,
+        "done on `boot`, the closest node known then"
+    );
+    assert!(!hidden.holds(&key));
+
+    // Now the slow peer's answer reveals `hidden`: the lookup, still running, asks it and
+    // stores the record there (the hand-off to a newly seen node would give it the
+    // record too: this checks where the record ends up, whichever gets there first).
+    let hidden_contact = dht_wire::WireContact {
+        id: hidden.id(),
+        addr: hidden.listen_addr(),
+    };
+    let answering = tokio::spawn(async move {
+        while let Some(Ok(frame)) = slow.framed.next().await {
+            if frame.is_response {
+                continue;
+            }
+            let answer = match frame.message {
+                PeerMessage::FindNode { .. } => PeerMessage::Nodes {
+                    contacts: vec![hidden_contact],
+                },
+                ref other => honest_answer(other),
+            };
+            if slow
+                .framed
+                .send(PeerFrame::response(frame.request_id, answer))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    assert!(
+        wait_for(Duration::from_secs(10), || async { hidden.holds(&key) }).await,
+        "the node found closer after the PUT returned did not get the record"
+    );
+    a.shutdown().await;
+    boot.shutdown().await;
+    hidden.shutdown().await;
+    answering.abort();
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! PUT: the record made and committed here, the FIND_NODE lookup of its key, and the
-//! STOREs on the closest nodes found, which start while the lookup still runs. Periodic
-//! replication stores the same way.
+//! STOREs on the closest nodes found, which start while the lookup still runs: the PUT
+//! is done once the closest nodes the lookup has settled acknowledge, and the lookup
+//! finishes by itself. Periodic replication stores the same way.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use dht_storage::{Origin, PutOutcome, Record};
 use dht_wire::{PeerMessage, StoreStatus};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use crate::error::{Error, RpcError};
 use crate::node::{Inner, to_wire, unix_now};
@@ -107,14 +109,16 @@ impl Inner {
     }
 
     /// Stores `record` on the `r` nodes closest to its key (`r` its replication), found
-    /// by a FIND_NODE lookup. A STORE does not wait for the lookup to end: it starts on
-    /// a node as soon as the lookup has settled it among the `r` closest (every closer
-    /// peer the lookup knows has answered, see `Lookup::settled_closest`). When the lookup
-    /// ends, the `r` closest of its result are the replicas; a STORE on a node that was
-    /// later displaced still completes (one extra copy) but is not counted. So a PUT
-    /// usually costs its lookup, not the lookup plus a STORE round trip and a commit.
-    /// `replication`: sent as REPLICATE (periodic replication), not as a new PUT's
-    /// STORE. Returns how many acknowledged.
+    /// by a FIND_NODE lookup, and returns how many acknowledged. A STORE does not wait
+    /// for the lookup to end: it starts on a node as soon as the lookup has settled it
+    /// among the `r` closest (every closer peer the lookup knows has answered, see
+    /// `Lookup::settled_closest`), and the count is of the first `r` so settled: a PUT
+    /// costs about the time to settle its closest nodes plus one STORE, not its whole
+    /// lookup (whose last answers come from farther peers). The lookup still runs to its
+    /// end, in a task of its own: a node it finds among the `r` closest later (which a
+    /// settled node's own answer did not reveal, so rarely) gets the record too, so the
+    /// copies end up where a full lookup puts them. `replication`: sent as REPLICATE
+    /// (periodic replication), not as a new PUT's STORE.
     pub(crate) async fn store_on_closest(
         self: &Arc<Self>,
         record: &Record,
@@ -122,18 +126,95 @@ impl Inner {
     ) -> usize {
         let wanted = usize::from(record.replication);
         let message = store_message(record, replication);
-        let mut started: HashMap<NodeId, JoinHandle<StoreAnswer>> = HashMap::new();
-        let found = self
-            .lookup_observed(record.key, false, |lookup| {
-                for contact in lookup.settled_closest(wanted).into_iter().flatten() {
-                    started
-                        .entry(contact.id)
-                        .or_insert_with(|| self.spawn_store(contact, message.clone()));
+        let (settled_tx, settled_rx) = oneshot::channel();
+        let (finished_tx, finished_rx) = oneshot::channel();
+        let inner = self.clone();
+        let (key, for_lookup) = (record.key, message.clone());
+        let tracker = if replication { &self.tasks } else { &self.puts };
+        tracker.spawn(
+            async move {
+                let mut started: HashSet<NodeId> = HashSet::new();
+                let mut settled_tx = Some(settled_tx);
+                let found = inner
+                    .lookup_observed(key, false, |lookup| {
+                        let Some(settled) = lookup.settled_closest(wanted) else {
+                            return;
+                        };
+                        let stores = inner.spawn_stores(&settled, &for_lookup, &mut started);
+                        if let Some(tx) = settled_tx.take() {
+                            let _ = tx.send(stores);
+                        }
+                    })
+                    .await;
+                let closest: Vec<Contact> = found.result.closest;
+                let last = closest.iter().take(wanted);
+                let stores = inner.spawn_stores(last, &for_lookup, &mut started);
+                match settled_tx {
+                    // Never settled (fewer than `r` nodes answered): the caller counts
+                    // on what the lookup found.
+                    Some(tx) => {
+                        let _ = tx.send(stores);
+                    }
+                    // Settled earlier: STOREs on nodes found among the closest since
+                    // then go on by themselves.
+                    None => drop(stores),
                 }
-            })
-            .await;
-        self.store_on_started(&message, &found.result.closest, wanted, started)
-            .await
+                let _ = finished_tx.send(closest);
+            }
+            .in_current_span(),
+        );
+        let Ok(stores) = settled_rx.await else {
+            return 0;
+        };
+        let spare = async { finished_rx.await.unwrap_or_default() };
+        self.count_stores(&message, stores, spare).await
+    }
+
+    /// STOREs on those of `contacts` not in `started` yet (which they then join), each
+    /// in a task of its own.
+    fn spawn_stores<'a>(
+        self: &Arc<Self>,
+        contacts: impl IntoIterator<Item = &'a Contact>,
+        message: &PeerMessage,
+        started: &mut HashSet<NodeId>,
+    ) -> Vec<(NodeId, JoinHandle<StoreAnswer>)> {
+        contacts
+            .into_iter()
+            .filter(|contact| started.insert(contact.id))
+            .map(|contact| (contact.id, self.spawn_store(*contact, message.clone())))
+            .collect()
+    }
+
+    /// Counts the acknowledgements of `stores`. A STORE that fails is replaced by one on
+    /// the next of the `spare` candidates not tried yet (asked for at the first failure:
+    /// for a PUT, the closest nodes of its lookup once that has ended).
+    async fn count_stores(
+        self: &Arc<Self>,
+        message: &PeerMessage,
+        stores: Vec<(NodeId, JoinHandle<StoreAnswer>)>,
+        spare: impl Future<Output = Vec<Contact>>,
+    ) -> usize {
+        let mut tried: HashSet<NodeId> = stores.iter().map(|(id, _)| *id).collect();
+        let mut in_flight: FuturesUnordered<_> =
+            stores.into_iter().map(|(_, store)| store).collect();
+        let mut spare = Some(spare);
+        let mut candidates = Vec::new().into_iter();
+        let mut acked = 0;
+        while let Some(answer) = in_flight.next().await {
+            match stored(&answer) {
+                Stored::Yes => acked += 1,
+                Stored::KeptNewer => {}
+                Stored::Failed => {
+                    if let Some(spare) = spare.take() {
+                        candidates = spare.await.into_iter();
+                    }
+                    if let Some(next) = candidates.by_ref().find(|c| tried.insert(c.id)) {
+                        in_flight.push(self.spawn_store(next, message.clone()));
+                    }
+                }
+            }
+        }
+        acked
     }
 
     /// Sends STORE (or REPLICATE, see [`Inner::store_on_closest`]) to the closest
@@ -147,46 +228,10 @@ impl Inner {
         replication: bool,
     ) -> usize {
         let message = store_message(record, replication);
-        self.store_on_started(&message, candidates, wanted, HashMap::new())
-            .await
-    }
-
-    /// [`Inner::store_on`], where the STOREs of `started` are already on their way.
-    async fn store_on_started(
-        self: &Arc<Self>,
-        message: &PeerMessage,
-        candidates: &[Contact],
-        wanted: usize,
-        mut started: HashMap<NodeId, JoinHandle<StoreAnswer>>,
-    ) -> usize {
-        let mut send = |contact: &Contact| {
-            started
-                .remove(&contact.id)
-                .unwrap_or_else(|| self.spawn_store(*contact, message.clone()))
-        };
-        let mut next = candidates.iter();
-        let mut in_flight: FuturesUnordered<_> =
-            next.by_ref().take(wanted).map(&mut send).collect();
-        let mut acked = 0;
-        while let Some(answer) = in_flight.next().await {
-            match answer {
-                Ok(Ok(PeerMessage::StoreResult {
-                    status: StoreStatus::Stored,
-                })) => acked += 1,
-                // The peer holds a newer version: nothing to replace there.
-                Ok(Ok(PeerMessage::StoreResult {
-                    status: StoreStatus::KeptNewer,
-                })) => {}
-                _ => {
-                    if let Some(contact) = next.next() {
-                        in_flight.push(send(contact));
-                    }
-                }
-            }
-        }
-        // STOREs started on nodes the lookup later found farther than the replicas
-        // finish on their own.
-        acked
+        let first = candidates.iter().take(wanted);
+        let stores = self.spawn_stores(first, &message, &mut HashSet::new());
+        let spare = std::future::ready(candidates.to_vec());
+        self.count_stores(&message, stores, spare).await
     }
 
     /// One STORE in a task of its own, so that it goes on whoever waits for it.
@@ -203,6 +248,29 @@ impl Inner {
 
 /// A peer's answer to a STORE.
 type StoreAnswer = Result<PeerMessage, RpcError>;
+
+/// What a STORE's task brought.
+#[derive(PartialEq, Eq)]
+enum Stored {
+    /// Acknowledged.
+    Yes,
+    /// The peer holds a newer version: nothing to replace there (not counted, and not
+    /// tried elsewhere instead).
+    KeptNewer,
+    /// Failed: the next candidate is tried instead.
+    Failed,
+}
+
+fn stored(answer: &Result<StoreAnswer, tokio::task::JoinError>) -> Stored {
+    match answer {
+        Ok(Ok(PeerMessage::StoreResult { status })) => match status {
+            StoreStatus::Stored => Stored::Yes,
+            StoreStatus::KeptNewer => Stored::KeptNewer,
+            _ => Stored::Failed,
+        },
+        _ => Stored::Failed,
+    }
+}
 
 fn store_message(record: &Record, replication: bool) -> PeerMessage {
     let record = to_wire(record);
