@@ -50,9 +50,11 @@ pub fn node_config(index: usize, settings: &NodeSettings, bootstrap: &[String]) 
                 address: address.clone(),
             })
             .collect(),
+        // As dht-node keeps it: commits reach the disk within a second.
         storage: StorageBackend::Durable {
             data_dir: settings.data_dir.join(format!("node-{index}")),
             key: None,
+            sync: dht_core::DiskSync::default(),
         },
         max_connections: settings.max_connections,
         ..NodeConfig::default()

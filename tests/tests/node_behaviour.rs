@@ -37,6 +37,7 @@ fn durable_config(dir: &std::path::Path, bootstrap: &[BootstrapPeer]) -> NodeCon
         storage: dht_core::StorageBackend::Durable {
             data_dir: dir.join("data"),
             key: None,
+            sync: dht_core::DiskSync::default(),
         },
         ..config(bootstrap)
     }

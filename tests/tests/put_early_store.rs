@@ -92,10 +92,29 @@ async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyh
 async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> anyhow::Result<()> {
     let boot = Node::start(patient(&[])).await?;
     let a = Node::start(patient(&[boot.listen_addr()])).await?;
-    // Known to nobody but the slow peer, which will name it in its answer.
-    let hidden = Node::start(patient(&[])).await?;
+    // `hidden` must be the key's closest node, then `boot`, then the slow peer. Three
+    // ids do not allow every order (XOR distances follow their shared prefixes), so a
+    // `hidden` for which no key of a few thousand has it is started again.
     let (mut slow, _) = RawPeer::connect(a.listen_addr()).await?;
     let slow_id = slow.identity.id;
+    let (hidden, key) = loop {
+        // Known to nobody but the slow peer, which will name it in its answer.
+        let hidden = Node::start(patient(&[])).await?;
+        let key = (0u32..4096)
+            .map(|i| Key::sha256(&i.to_be_bytes()))
+            .find(|k| {
+                let (h, b, s) = (
+                    hidden.id().distance(k),
+                    boot.id().distance(k),
+                    slow_id.distance(k),
+                );
+                h < b && b < s
+            });
+        match key {
+            Some(key) => break (hidden, key),
+            None => hidden.shutdown().await,
+        }
+    };
     assert!(
         wait_for(Duration::from_secs(10), || async {
             a.routing_table_len() == 2
@@ -103,18 +122,6 @@ async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> any
         .await,
         "`a` did not learn both peers"
     );
-    // `hidden` is the key's closest node, then `boot`, then the slow peer.
-    let key = (0u32..)
-        .map(|i| Key::sha256(&i.to_be_bytes()))
-        .find(|k| {
-            let (h, b, s) = (
-                hidden.id().distance(k),
-                boot.id().distance(k),
-                slow_id.distance(k),
-            );
-            h < b && b < s
-        })
-        .expect("one key in six qualifies");
     let options = PutOptions {
         ttl: Duration::from_secs(600),
         replication: 1,

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dht_core::{BootstrapPeer, MAX_LIMIT, NodeConfig, StorageBackend, StoreLimits};
+use dht_core::{BootstrapPeer, DiskSync, MAX_LIMIT, NodeConfig, StorageBackend, StoreLimits};
 use serde::Deserialize;
 
 use crate::server::ApiConfig;
@@ -126,6 +126,7 @@ struct StorageSection {
     backend: Option<String>,
     data_dir: Option<PathBuf>,
     storage_key: Option<String>,
+    sync_interval_ms: Option<u64>,
 }
 
 /// The `[dht]` section. Defaults come from [`NodeConfig::default`] and
@@ -387,6 +388,7 @@ fn storage_backend(
         backend: None,
         data_dir: None,
         storage_key: None,
+        sync_interval_ms: None,
     });
     match section.backend.as_deref().unwrap_or("durable") {
         "memory" => return Ok(StorageBackend::Memory),
@@ -421,8 +423,26 @@ fn storage_backend(
                 })?,
         ),
     };
-    Ok(StorageBackend::Durable { data_dir, key })
+    let sync = match section.sync_interval_ms {
+        None => DiskSync::default(),
+        Some(0) => DiskSync::EveryCommit,
+        Some(ms) if ms <= MAX_SYNC_INTERVAL_MS => DiskSync::Within(Duration::from_millis(ms)),
+        Some(ms) => {
+            return Err((
+                "storage.sync_interval_ms",
+                format!("must be 0 (every commit) to {MAX_SYNC_INTERVAL_MS} ms, got {ms}"),
+            ));
+        }
+    };
+    Ok(StorageBackend::Durable {
+        data_dir,
+        key,
+        sync,
+    })
 }
+
+/// The longest `[storage] sync_interval_ms` accepted: what a power loss may take.
+const MAX_SYNC_INTERVAL_MS: u64 = 60_000;
 
 #[cfg(test)]
 mod tests {
@@ -443,9 +463,25 @@ mod tests {
             c.node.storage,
             StorageBackend::Durable {
                 data_dir: PathBuf::from("/etc/dht/node-data"),
-                key: None
+                key: None,
+                sync: DiskSync::Within(Duration::from_secs(1)),
             }
         );
+        let every =
+            parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nsync_interval_ms = 0\n")
+                .unwrap();
+        assert!(matches!(
+            every.node.storage,
+            StorageBackend::Durable {
+                sync: DiskSync::EveryCommit,
+                ..
+            }
+        ));
+        let bad =
+            parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nsync_interval_ms = 600000\n")
+                .unwrap_err()
+                .to_string();
+        assert!(bad.contains("storage.sync_interval_ms"), "{bad}");
         let memory =
             parse("[dht]\np2p_address = \"127.0.0.1:1\"\n[storage]\nbackend = \"memory\"\n")
                 .unwrap();

@@ -118,7 +118,7 @@ fn every_key_reads_the_same_as_in_toml() {
     );
     assert!(matches!(
         &node.storage,
-        StorageBackend::Durable { data_dir, key: Some(_) } if data_dir == Path::new("/var/lib/dht")
+        StorageBackend::Durable { data_dir, key: Some(_), .. } if data_dir == Path::new("/var/lib/dht")
     ));
     assert_eq!(from_ini.api.get_deadline, Duration::from_millis(4000));
     assert_eq!(
@@ -256,7 +256,8 @@ fn hostkey_is_relative_to_the_file() {
         absent.node.storage,
         StorageBackend::Durable {
             data_dir: PathBuf::from("/etc/voidphone/peer-data"),
-            key: None
+            key: None,
+            sync: dht_core::DiskSync::default(),
         }
     );
 }

@@ -42,7 +42,8 @@ fn voidphone_ini_loads_only_the_dht_parts() {
         config.node.storage,
         dht_core::StorageBackend::Durable {
             data_dir: folder.join("voidphone-data"),
-            key: None
+            key: None,
+            sync: dht_core::DiskSync::default(),
         }
     );
 }

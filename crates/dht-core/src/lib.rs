@@ -49,7 +49,8 @@ use dht_storage::RecordStore;
 use tracing::{Instrument, debug};
 
 pub use config::{
-    BootstrapPeer, DEFAULT_NETWORK_ID, MAX_LIMIT, MAX_POW_DIFFICULTY, NodeConfig, StorageBackend,
+    BootstrapPeer, DEFAULT_NETWORK_ID, DEFAULT_SYNC_INTERVAL, DiskSync, MAX_LIMIT,
+    MAX_POW_DIFFICULTY, NodeConfig, StorageBackend,
 };
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
@@ -111,6 +112,7 @@ impl Node {
         let (inner, listener) = Inner::start(config, transport, store).await?;
         inner.spawn_accept_loop(listener);
         inner.spawn_maintenance();
+        inner.spawn_disk_sync();
         tracing::info!(
             parent: &inner.span,
             id = %inner.id,

@@ -1,8 +1,9 @@
 //! Kademlia upkeep, on timers: liveness pings of quiet contacts (removed after
 //! `ping_failures` failures in a row), refresh of buckets without a recent lookup,
 //! periodic replication of every record held to its `r` closest live nodes, and the
-//! hand-off of records to a newly seen node that is among their closest. The decisions
-//! about the routing table are made by `dht-routing`; this module runs them.
+//! hand-off of records to a newly seen node that is among their closest, and the flush
+//! to disk of a store whose commits wait for the OS only. The decisions about the
+//! routing table are made by `dht-routing`; this module runs them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use rand::Rng;
 use tracing::{Instrument, debug};
 
+use crate::config::{DiskSync, StorageBackend};
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now, unix_now};
 
@@ -31,6 +33,28 @@ impl Inner {
         let inner = self.clone();
         self.tasks
             .spawn(async move { inner.maintain().await }.instrument(self.span.clone()));
+    }
+
+    /// With commits that wait for the OS only ([`DiskSync::Within`]), flushes the store
+    /// to disk at most `interval` after it changed. An idle store wakes nobody.
+    pub(crate) fn spawn_disk_sync(self: &Arc<Self>) {
+        let StorageBackend::Durable {
+            sync: DiskSync::Within(interval),
+            ..
+        } = self.config.storage
+        else {
+            return;
+        };
+        let inner = self.clone();
+        self.tasks.spawn(
+            async move {
+                inner
+                    .store
+                    .flush_after_changes(interval, &inner.shutdown)
+                    .await;
+            }
+            .instrument(self.span.clone()),
+        );
     }
 
     async fn maintain(self: Arc<Self>) {

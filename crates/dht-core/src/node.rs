@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::{NodeConfig, StorageBackend};
+use crate::config::{DiskSync, NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
 use crate::metrics::Metrics;
@@ -124,13 +124,23 @@ impl Inner {
             Some(store) => store,
             None => open_store(&config, &identity.host).await?,
         };
+        let every_commit = !matches!(
+            config.storage,
+            StorageBackend::Durable {
+                sync: DiskSync::Within(_),
+                ..
+            }
+        );
         // Reading the saved contacts is file IO: off the async workers.
-        let (store, saved) = tokio::task::spawn_blocking(move || {
+        let (store, synced, saved) = tokio::task::spawn_blocking(move || {
+            let mut store = store;
+            let synced = store.set_sync_every_commit(every_commit);
             let saved = store.load_contacts();
-            (store, saved)
+            (store, synced, saved)
         })
         .await
         .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;
+        synced.map_err(Error::Store)?;
         let saved_contacts = match saved {
             Ok(Some(blob)) => decode_contacts(&blob, id),
             Ok(None) => Vec::new(),
@@ -571,7 +581,7 @@ fn group_of_public(ip: IpAddr) -> Option<u64> {
 /// and reported).
 async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn RecordStore>, Error> {
     let limits = config.store_limits.clone();
-    let StorageBackend::Durable { data_dir, key } = &config.storage else {
+    let StorageBackend::Durable { data_dir, key, .. } = &config.storage else {
         return Ok(Box::new(MemoryStore::new(limits)));
     };
     let key = match key {

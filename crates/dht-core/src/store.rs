@@ -5,9 +5,12 @@
 //! never runs on an async worker.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError, StoreLimits};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::node::unix_now;
 
@@ -23,23 +26,27 @@ pub(crate) struct Store {
     shared: Arc<Mutex<Box<dyn RecordStore>>>,
     writes: Mutex<Option<mpsc::Sender<(Record, Origin, Reply)>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Signalled after changes (at most one wakeup kept): what [`Store::changed`] waits for.
+    changed: Arc<Notify>,
 }
 
 impl Store {
     /// Starts the writer thread over `store`.
     pub(crate) fn new(store: Box<dyn RecordStore>) -> std::io::Result<Store> {
         let shared = Arc::new(Mutex::new(store));
+        let changed = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("dht-store-writer".into())
             .spawn({
-                let shared = shared.clone();
-                move || write_loop(&shared, rx)
+                let (shared, changed) = (shared.clone(), changed.clone());
+                move || write_loop(&shared, rx, &changed)
             })?;
         Ok(Store {
             shared,
             writes: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            changed,
         })
     }
 
@@ -75,12 +82,46 @@ impl Store {
         work: impl FnOnce(&mut dyn RecordStore) -> T + Send + 'static,
     ) -> Option<T> {
         let shared = self.shared.clone();
+        let changed = self.changed.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-            work(store.as_mut())
+            let done = work(store.as_mut());
+            changed.notify_one();
+            done
         })
         .await
         .ok()
+    }
+
+    /// Flushes the store to disk (`RecordStore::flush`) `interval` after it changed (a
+    /// batch of puts, or a [`Store::blocking`] run), until `stop`: the changes of one
+    /// interval share one flush, and an unchanged store is not woken.
+    pub(crate) async fn flush_after_changes(&self, interval: Duration, stop: &CancellationToken) {
+        loop {
+            tokio::select! {
+                () = self.changed.notified() => {}
+                () = stop.cancelled() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = stop.cancelled() => return,
+            }
+            // Changes made while waiting are in this flush: their wakeup is spent.
+            let _ = futures::FutureExt::now_or_never(self.changed.notified());
+            if let Err(e) = self.flush().await {
+                warn!(error = %e, "the store could not flush to disk");
+            }
+        }
+    }
+
+    /// Makes what was committed durable on disk (see `RecordStore::flush`).
+    async fn flush(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("flush task failed: {e}")))?
     }
 
     /// Stops the writer after the puts already queued, and waits for it: the store (a
@@ -98,8 +139,15 @@ impl Store {
             max_bytes: 0,
             ..StoreLimits::default()
         }));
-        let old = std::mem::replace(&mut *self.lock(), closed);
-        let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        let mut old = std::mem::replace(&mut *self.lock(), closed);
+        let _ = tokio::task::spawn_blocking(move || {
+            // Closing checkpoints the log anyway; flushed first so that a failure shows.
+            if let Err(e) = old.flush() {
+                warn!(error = %e, "the store could not flush to disk at close");
+            }
+            drop(old);
+        })
+        .await;
     }
 }
 
@@ -110,6 +158,7 @@ fn closed() -> StoreError {
 fn write_loop(
     shared: &Mutex<Box<dyn RecordStore>>,
     mut rx: mpsc::Receiver<(Record, Origin, Reply)>,
+    changed: &Notify,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -127,6 +176,7 @@ fn write_loop(
             let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
             store.put_many(puts, unix_now())
         };
+        changed.notify_one();
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -172,5 +222,91 @@ mod tests {
         );
         store.close().await;
         assert!(store.put(record(60), Origin::Local).await.is_err());
+    }
+
+    /// A memory store that counts its flushes.
+    struct Flushes {
+        inner: MemoryStore,
+        flushes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl RecordStore for Flushes {
+        fn put_from(
+            &mut self,
+            record: Record,
+            now: u64,
+            origin: Origin,
+        ) -> Result<PutOutcome, StoreError> {
+            self.inner.put_from(record, now, origin)
+        }
+        fn usage_of(&self, peer: &Key) -> (usize, usize) {
+            self.inner.usage_of(peer)
+        }
+        fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError> {
+            self.inner.get(key, now)
+        }
+        fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
+            self.inner.remove(key)
+        }
+        fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
+            self.inner.purge_expired(now)
+        }
+        fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
+            self.inner.records(now)
+        }
+        fn flush(&mut self) -> Result<(), StoreError> {
+            self.flushes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn bytes(&self) -> usize {
+            self.inner.bytes()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_are_flushed_after_the_interval_and_an_idle_store_is_left_alone() {
+        let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = || flushes.load(std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(
+            Store::new(Box::new(Flushes {
+                inner: MemoryStore::default(),
+                flushes: flushes.clone(),
+            }))
+            .expect("writer"),
+        );
+        let stop = CancellationToken::new();
+        let interval = Duration::from_secs(1);
+        let flusher = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move { store.flush_after_changes(interval, &stop).await }
+        });
+        // Idle: no flush, however long.
+        tokio::time::sleep(interval * 10).await;
+        assert_eq!(counted(), 0);
+        // Changes are flushed `interval` after the first of them.
+        let started = tokio::time::Instant::now();
+        for i in 0..3 {
+            store.put(record(i), Origin::Local).await.expect("put");
+        }
+        while counted() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started.elapsed() >= interval);
+        // At most one flush per change (paused time runs on while the test waits for
+        // the writer thread, so the three puts may fall into separate intervals).
+        tokio::time::sleep(interval * 3).await;
+        let after_burst = counted();
+        assert!(after_burst <= 3, "{after_burst} flushes for three changes");
+        // Idle again: nothing more.
+        tokio::time::sleep(interval * 10).await;
+        assert_eq!(counted(), after_burst);
+        stop.cancel();
+        flusher.await.expect("the flusher stops");
+        store.close().await;
+        assert_eq!(counted(), after_burst + 1, "and one more at close");
     }
 }

@@ -187,6 +187,25 @@ pub trait RecordStore: Send {
         Ok(None)
     }
 
+    /// Whether a commit waits for the disk (`true`) or for the OS only (`false`, made
+    /// durable by [`flush`](Self::flush)); see [`DurableStore::set_sync_every_commit`].
+    /// Stores that keep nothing on disk ignore it.
+    ///
+    /// [`DurableStore::set_sync_every_commit`]: crate::DurableStore::set_sync_every_commit
+    fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
+        let _ = on;
+        Ok(())
+    }
+
+    /// Makes every change committed so far durable on disk, for a store that commits
+    /// without waiting for the disk (see [`DurableStore::set_sync_every_commit`]); stores
+    /// that keep nothing on disk, or wait for it at every commit, have nothing to do.
+    ///
+    /// [`DurableStore::set_sync_every_commit`]: crate::DurableStore::set_sync_every_commit
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Number of records held (expired ones not yet purged included).
     fn len(&self) -> usize;
 

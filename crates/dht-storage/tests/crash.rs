@@ -1,6 +1,7 @@
-//! A put that returned `Ok` survives `kill -9`: the test runs itself again as a child
-//! process that stores records and acknowledges each committed batch on stdout, kills it
-//! with SIGKILL mid-stream, and reopens the store.
+//! A put that returned `Ok` survives `kill -9`, with a commit that waits for the disk and
+//! with one that waits for the OS only: the test runs itself again as a child process
+//! that stores records and acknowledges each committed batch on stdout, kills it with
+//! SIGKILL mid-stream, and reopens the store.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use dht_storage::{DurableStore, Origin, Record, RecordStore, StorageKey, StoreLi
 
 /// Set in the child: the directory of its store.
 const CHILD_DIR: &str = "DHT_STORAGE_CRASH_CHILD_DIR";
+/// Set in the child when its commits wait for the OS only.
+const CHILD_NO_SYNC: &str = "DHT_STORAGE_CRASH_CHILD_NO_SYNC";
 const NOW: u64 = 1_000;
 /// Records per batch.
 const BATCH: u32 = 4;
@@ -33,9 +36,12 @@ fn storage_key() -> StorageKey {
 }
 
 /// The child: stores batches until killed, printing `ack <n>` after batch `n` committed.
-fn child(dir: PathBuf) {
+fn child(dir: PathBuf, sync_every_commit: bool) {
     let (mut store, _) =
         DurableStore::open(&dir, storage_key(), StoreLimits::default()).expect("child opens");
+    store
+        .set_sync_every_commit(sync_every_commit)
+        .expect("child sets the sync mode");
     for batch in 0..10_000u32 {
         let puts = (0..BATCH)
             .map(|j| (record(batch * BATCH + j), Origin::Local))
@@ -50,40 +56,63 @@ fn child(dir: PathBuf) {
 #[test]
 fn acknowledged_puts_survive_kill_9() {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        child(PathBuf::from(dir));
+        child(
+            PathBuf::from(dir),
+            std::env::var_os(CHILD_NO_SYNC).is_none(),
+        );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("dht-storage-crash-{}", std::process::id()));
+    kill_and_reopen("acknowledged_puts_survive_kill_9", "sync");
+}
+
+#[test]
+fn acknowledged_puts_survive_kill_9_without_a_sync_per_commit() {
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        child(
+            PathBuf::from(dir),
+            std::env::var_os(CHILD_NO_SYNC).is_none(),
+        );
+        return;
+    }
+    kill_and_reopen(
+        "acknowledged_puts_survive_kill_9_without_a_sync_per_commit",
+        "nosync",
+    );
+}
+
+/// Runs the test `name` as the child (`mode` "nosync": commits wait for the OS only),
+/// kills it after `ACKED` batches and checks that every acknowledged record is there.
+fn kill_and_reopen(name: &str, mode: &str) {
+    let dir = std::env::temp_dir().join(format!("dht-storage-crash-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "acknowledged_puts_survive_kill_9",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut command = Command::new(std::env::current_exe().expect("the test executable"));
+    command
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, &dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+        .stdout(Stdio::piped());
+    if mode == "nosync" {
+        command.env(CHILD_NO_SYNC, "1");
+    }
+    let mut child = command.spawn().expect("the child starts");
+    let stdout = child.stdout.take().expect("piped");
     let mut last = None;
     for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
+        let line = line.expect("the child's output");
         if let Some(n) = line.strip_prefix("ack ") {
-            let n: u32 = n.parse().unwrap();
+            let n: u32 = n.parse().expect("a batch number");
             last = Some(n);
             if n + 1 == ACKED {
                 // SIGKILL, while the child goes on writing.
-                child.kill().unwrap();
+                child.kill().expect("killed");
                 break;
             }
         }
     }
-    child.wait().unwrap();
+    child.wait().expect("reaped");
     assert_eq!(last, Some(ACKED - 1), "the child stopped early");
 
-    let (store, report) = DurableStore::open(&dir, storage_key(), StoreLimits::default()).unwrap();
+    let (store, report) =
+        DurableStore::open(&dir, storage_key(), StoreLimits::default()).expect("the store reopens");
     assert_eq!(report.corrupt_skipped, 0);
     assert_eq!(report.moved_aside, None);
     for i in 0..ACKED * BATCH {
@@ -92,5 +121,5 @@ fn acknowledged_puts_survive_kill_9() {
     // Whole batches only: a batch is one transaction.
     assert_eq!(store.len() % BATCH as usize, 0);
     drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
 }

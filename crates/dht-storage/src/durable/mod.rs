@@ -69,12 +69,15 @@
 //!
 //! # Durability
 //!
-//! The database runs with a write-ahead log and `synchronous = FULL`: a call that
-//! returned `Ok` has had its log `fsync`ed (one `fsync` per commit), so its changes survive
-//! the process being killed (`kill -9`) at any point (tested: `tests/crash.rs`), and a
-//! batch is all or nothing. They also survive power loss as far as the disk honours
+//! The database runs with a write-ahead log and, by default, `synchronous = FULL`: a call
+//! that returned `Ok` has had its log `fsync`ed (one `fsync` per commit), so its changes
+//! survive the process being killed (`kill -9`) at any point (tested: `tests/crash.rs`),
+//! and a batch is all or nothing. They also survive power loss as far as the disk honours
 //! `fsync`, SQLite's documented assumption; a crash mid-commit rolls back that commit
-//! only. Why SQLite rather than redb, the store of earlier versions: `docs/STORAGE.md`.
+//! only. With [`DurableStore::set_sync_every_commit`]`(false)` (`synchronous = NORMAL`) a
+//! commit waits for the OS only: `kill -9` still loses nothing (tested too), a power loss
+//! may lose what came after the last [`RecordStore::flush`]. Why SQLite rather than redb,
+//! the store of earlier versions: `docs/STORAGE.md`.
 //!
 //! [SQLite]: https://sqlite.org
 
@@ -141,6 +144,9 @@ pub struct DurableStore {
     sealer: Sealer,
     cache: MemoryStore,
     path: PathBuf,
+    /// Whether a commit waits for the disk (`synchronous = FULL`) or only for the OS
+    /// (`NORMAL`, the disk being reached at [`RecordStore::flush`] and at checkpoints).
+    sync_every_commit: bool,
 }
 
 impl DurableStore {
@@ -199,6 +205,7 @@ impl DurableStore {
                             sealer,
                             cache,
                             path,
+                            sync_every_commit: true,
                         };
                         return Ok((store, report));
                     }
@@ -227,6 +234,21 @@ impl DurableStore {
         Err(StoreError::Backend(
             "the new database cannot be used".into(),
         ))
+    }
+
+    /// Whether a commit returns only once it is on disk (`true`, the default: one `fsync`
+    /// per commit), or once the OS has it (`false`): a commit then survives a crash of the
+    /// process (`kill -9`) as before, but a power loss or an OS crash may lose what was
+    /// committed since the last [`flush`](RecordStore::flush) or log checkpoint (never a
+    /// part of a commit: SQLite's log checksums bring the file back to the last whole one).
+    /// The caller that turns it off flushes on a schedule of its own.
+    pub fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
+        let mode = if on { "FULL" } else { "NORMAL" };
+        self.db
+            .pragma_update(None, "synchronous", mode)
+            .map_err(|e| backend("setting the sync mode", e))?;
+        self.sync_every_commit = on;
+        Ok(())
     }
 
     /// Applies `puts` in order in ONE write transaction with one durable commit (group
@@ -414,6 +436,22 @@ impl fmt::Debug for DurableStore {
 }
 
 impl RecordStore for DurableStore {
+    /// With [`set_sync_every_commit`](DurableStore::set_sync_every_commit)`(false)`:
+    /// checkpoints the write-ahead log, which `fsync`s it (and then the database file).
+    /// Otherwise every commit is on disk already.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.sync_every_commit {
+            return Ok(());
+        }
+        self.db
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| backend("flushing to disk", e))
+    }
+
+    fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
+        DurableStore::set_sync_every_commit(self, on)
+    }
+
     fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
         DurableStore::save_contacts(self, blob)
     }

@@ -302,3 +302,45 @@ fn boxed_store_is_object_safe_and_debug_shows_no_values() {
     assert!(!shown.contains("secret"), "{shown}");
     assert!(shown.contains("records: 1"), "{shown}");
 }
+
+#[test]
+fn commits_can_wait_for_the_os_only_and_a_flush_puts_them_on_disk() {
+    let dir = TempDir::new("nosync");
+    let (mut store, _) = open_default(&dir);
+    let synchronous = |store: &DurableStore| -> i64 {
+        store
+            .db
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    };
+    // SQLite's numbers: NORMAL is 1, FULL is 2.
+    assert_eq!(
+        synchronous(&store),
+        2,
+        "every commit waits for the disk by default"
+    );
+    store.flush().unwrap();
+    store.set_sync_every_commit(false).unwrap();
+    assert_eq!(synchronous(&store), 1);
+    for k in 0..10 {
+        store.put(rec(k, 1, b"v", NOW + 100), NOW).unwrap();
+    }
+    // (busy, frames in the log, frames checkpointed) of a checkpoint that copies nothing.
+    let log = |store: &DurableStore| -> (i64, i64, i64) {
+        store
+            .db
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap()
+    };
+    store.flush().unwrap();
+    let (busy, frames, checkpointed) = log(&store);
+    assert_eq!(busy, 0);
+    assert!(frames > 0, "the commits went through the log");
+    assert_eq!(frames, checkpointed, "the flush checkpointed all of it");
+    drop(store);
+    let (store, report) = open_default(&dir);
+    assert_eq!(report.records, 10);
+    assert_eq!(store.len(), 10);
+}
