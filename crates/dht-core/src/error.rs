@@ -61,6 +61,10 @@ pub enum RpcError {
     /// Too many requests to this peer are waiting already.
     #[error("too many requests in flight to this peer")]
     Overloaded,
+    /// The peer answered "overloaded": its rate limit for this node was reached (after
+    /// the retries of `Inner::rpc`).
+    #[error("the peer is overloaded (its rate limit for us)")]
+    PeerOverloaded,
     /// This node is at its own connection limit (says nothing about the peer).
     #[error("at max_connections, and no idle connection to close")]
     LocalLimit,

@@ -173,7 +173,8 @@ impl Node {
     /// Starts a PUT: returns once the value is in the local store (committed, for a
     /// durable store), so that a GET on this node sees it; the replication to the closest
     /// nodes runs as a task of the node, which [`Node::shutdown`] waits for. Await the
-    /// handle for the report.
+    /// handle for the report. While 256 PUTs replicate at once, a new one waits for one of
+    /// them to finish before it starts (back-pressure on whoever sends the PUTs).
     pub async fn spawn_put(
         &self,
         key: Key,
@@ -191,14 +192,25 @@ impl Node {
                 return Err(e);
             }
         };
+        // Back-pressure: at most PUTS_IN_FLIGHT network parts at once.
+        let slot = tokio::select! {
+            slot = self.inner.put_slots.clone().acquire_owned() => {
+                slot.map_err(|_| Error::ShuttingDown)?
+            }
+            () = self.inner.shutdown.cancelled() => return Err(Error::ShuttingDown),
+        };
         // The STOREs on the key's closest nodes (and the lookup that finds them) run
         // while the record is committed here: a PUT costs the longer of the two, not
         // their sum.
         let inner = self.inner.clone();
         let remote_record = record.clone();
         let remote = self.inner.puts.spawn(
-            async move { inner.store_on_closest(&remote_record, false).await }
-                .instrument(self.inner.span.clone()),
+            async move {
+                inner
+                    .store_on_closest(&remote_record, false, Some(slot))
+                    .await
+            }
+            .instrument(self.inner.span.clone()),
         );
         let stored_locally = self.inner.store_locally(&record).await;
         let inner = self.inner.clone();

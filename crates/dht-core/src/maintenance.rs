@@ -113,7 +113,12 @@ impl Inner {
             // Shutting down, our own limits, or a peer that answered (busy, or with an
             // error): nothing says the peer is gone.
             Err(_) if self.shutdown.is_cancelled() => {}
-            Err(RpcError::LocalLimit | RpcError::Overloaded | RpcError::Unexpected(_)) => {}
+            Err(
+                RpcError::LocalLimit
+                | RpcError::Overloaded
+                | RpcError::PeerOverloaded
+                | RpcError::Unexpected(_),
+            ) => {}
             Err(e) => {
                 // Only contacts of the table are counted: the map stays bounded by it.
                 if !self.routing().contains(&contact.id) {
@@ -180,7 +185,7 @@ impl Inner {
         debug!(records = records.len(), "replicating");
         let mut work = futures::stream::iter(records.into_iter().map(|record| {
             let inner = self.clone();
-            async move { inner.store_on_closest(&record, true).await }
+            async move { inner.store_on_closest(&record, true, None).await }
         }))
         .buffer_unordered(REPLICATION_PARALLELISM);
         while work.next().await.is_some() {

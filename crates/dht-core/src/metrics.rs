@@ -45,7 +45,7 @@ pub(crate) fn rpc_outcome(result: &Result<PeerMessage, RpcError>) -> &'static st
         Err(RpcError::Closed) => "closed",
         Err(RpcError::Overloaded) => "in_flight_limit",
         Err(RpcError::LocalLimit) => "local_connection_limit",
-        Err(RpcError::Unexpected("peer overloaded")) => "peer_overloaded",
+        Err(RpcError::PeerOverloaded) => "peer_overloaded",
         Err(RpcError::Unexpected(_)) => "peer_error",
     }
 }

@@ -74,8 +74,22 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// PUTs in flight: shutdown waits for them.
     pub(crate) puts: TaskTracker,
+    /// One per PUT whose network part (its lookup and STOREs) runs: [`PUTS_IN_FLIGHT`].
+    pub(crate) put_slots: Arc<Semaphore>,
     pub(crate) span: tracing::Span,
 }
+
+/// The first pause before asking a peer that answered "overloaded" again (at its
+/// default rate, 25 requests' worth of its tokens).
+pub(crate) const OVERLOAD_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+/// How often a request answered "overloaded" is sent again (pauses of 25, 50, 100 ms).
+pub(crate) const OVERLOAD_RETRIES: u32 = 3;
+
+/// PUTs whose network part runs at once. A PUT beyond waits for a slot before it
+/// starts (and the API server then stops reading its client): the lookups and STOREs of
+/// PUTs accepted faster than the network takes them would otherwise pile up without
+/// bound, and push the peers past their rate limits.
+pub(crate) const PUTS_IN_FLIGHT: usize = 256;
 
 /// Handshakes that may run while every connection slot is taken.
 pub(crate) const HANDSHAKE_RESERVE: usize = 64;
@@ -211,6 +225,7 @@ impl Inner {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             puts: TaskTracker::new(),
+            put_slots: Arc::new(Semaphore::new(PUTS_IN_FLIGHT)),
             span,
             config,
         });
@@ -421,8 +436,9 @@ impl Inner {
                     Ok(()) => {
                         inner.routing().insert(oldest, mono_now());
                     }
-                    // Our own limits say nothing about the peer: keep it.
-                    Err(RpcError::LocalLimit | RpcError::Closed) => {}
+                    // Our own limits say nothing about the peer, and a peer that
+                    // answers "overloaded" is alive: keep it.
+                    Err(RpcError::LocalLimit | RpcError::Closed | RpcError::PeerOverloaded) => {}
                     Err(e) => {
                         debug!(peer = %oldest.id.short(), error = %e, "evicting contact that failed a ping");
                         inner.routing().remove(&oldest.id);
@@ -445,7 +461,11 @@ impl Inner {
         }
     }
 
-    /// Sends one request to `contact`, connecting first when needed.
+    /// Sends one request to `contact`, connecting first when needed. A peer that
+    /// answers "overloaded" (its rate limit for us) is asked again after a pause that
+    /// doubles each time ([`OVERLOAD_BACKOFF`], at most [`OVERLOAD_RETRIES`] times): the
+    /// work that sent the request slows down instead of failing, and with it, through the
+    /// bounded PUTs in flight, whoever feeds this node PUTs.
     pub(crate) async fn rpc(
         self: &Arc<Self>,
         contact: Contact,
@@ -453,7 +473,22 @@ impl Inner {
     ) -> Result<PeerMessage, RpcError> {
         let started = std::time::Instant::now();
         let kind = crate::metrics::request_kind(&message);
-        let result = self.rpc_unmeasured(contact, message).await;
+        let mut pause = OVERLOAD_BACKOFF;
+        let mut retries = 0;
+        let result = loop {
+            let result = self.rpc_unmeasured(contact, message.clone()).await;
+            if !matches!(result, Err(RpcError::PeerOverloaded)) || retries == OVERLOAD_RETRIES {
+                break result;
+            }
+            retries += 1;
+            // Jitter, so that the requests a burst made do not all come back at once.
+            let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5);
+            tokio::select! {
+                () = tokio::time::sleep(pause.mul_f64(jitter)) => {}
+                () = self.shutdown.cancelled() => break result,
+            }
+            pause *= 2;
+        };
         self.metrics.rpc(
             kind,
             crate::metrics::rpc_outcome(&result),
@@ -469,8 +504,10 @@ impl Inner {
     ) -> Result<PeerMessage, RpcError> {
         let conn = self.connection(Some(contact.id), contact.addr).await?;
         match conn.request(message, self.config.rpc_timeout).await? {
+            PeerMessage::Error {
+                code: ErrorCode::Overloaded,
+            } => Err(RpcError::PeerOverloaded),
             PeerMessage::Error { code } => Err(RpcError::Unexpected(match code {
-                ErrorCode::Overloaded => "peer overloaded",
                 ErrorCode::UnexpectedMessage => "peer did not expect the request",
                 _ => "peer error",
             })),

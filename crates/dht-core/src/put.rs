@@ -14,7 +14,7 @@ use dht_storage::{Origin, PutOutcome, Record};
 use dht_wire::{PeerMessage, StoreStatus};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, warn};
 
@@ -118,11 +118,13 @@ impl Inner {
     /// end, in a task of its own: a node it finds among the `r` closest later (which a
     /// settled node's own answer did not reveal, so rarely) gets the record too, so the
     /// copies end up where a full lookup puts them. `replication`: sent as REPLICATE
-    /// (periodic replication), not as a new PUT's STORE.
+    /// (periodic replication), not as a new PUT's STORE. `slot` is held until the lookup
+    /// ends (a PUT's place among `PUTS_IN_FLIGHT`).
     pub(crate) async fn store_on_closest(
         self: &Arc<Self>,
         record: &Record,
         replication: bool,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> usize {
         let wanted = usize::from(record.replication);
         let message = store_message(record, replication);
@@ -160,6 +162,7 @@ impl Inner {
                     None => drop(stores),
                 }
                 let _ = finished_tx.send(closest);
+                drop(slot);
             }
             .in_current_span(),
         );
