@@ -1,7 +1,7 @@
 //! Kademlia upkeep, on timers: liveness pings of quiet contacts (removed after
 //! `ping_failures` failures in a row), refresh of buckets without a recent lookup,
 //! periodic replication of every record held to its `r` closest live nodes, and the
-//! hand-off of records to a newly seen node that is among their closest, and the flush
+//! hand-off of records to a newly seen node that is among their closest, and the sync
 //! to disk of a store whose commits wait for the OS only. The decisions about the
 //! routing table are made by `dht-routing`; this module runs them.
 
@@ -35,8 +35,8 @@ impl Inner {
             .spawn(async move { inner.maintain().await }.instrument(self.span.clone()));
     }
 
-    /// With commits that wait for the OS only ([`DiskSync::Within`]), flushes the store
-    /// to disk at most `interval` after it changed. An idle store wakes nobody.
+    /// With commits that wait for the OS only ([`DiskSync::Within`]), syncs the store to
+    /// disk at most `interval` after it changed. An idle store wakes nobody.
     pub(crate) fn spawn_disk_sync(self: &Arc<Self>) {
         let StorageBackend::Durable {
             sync: DiskSync::Within(interval),
@@ -50,7 +50,7 @@ impl Inner {
             async move {
                 inner
                     .store
-                    .flush_after_changes(interval, &inner.shutdown)
+                    .sync_after_changes(interval, &inner.shutdown)
                     .await;
             }
             .instrument(self.span.clone()),

@@ -93,10 +93,14 @@ impl Store {
         .ok()
     }
 
-    /// Flushes the store to disk (`RecordStore::flush`) `interval` after it changed (a
-    /// batch of puts, or a [`Store::blocking`] run), until `stop`: the changes of one
-    /// interval share one flush, and an unchanged store is not woken.
-    pub(crate) async fn flush_after_changes(&self, interval: Duration, stop: &CancellationToken) {
+    /// Makes the store's commits durable on disk (its `RecordStore::syncer`) `interval`
+    /// after it changed (a batch of puts, or a [`Store::blocking`] run), until `stop`: the
+    /// changes of one interval share one sync, an unchanged store is not woken, and the
+    /// store stays free for readers and the writer meanwhile.
+    pub(crate) async fn sync_after_changes(&self, interval: Duration, stop: &CancellationToken) {
+        let Some(syncer) = self.lock().syncer() else {
+            return;
+        };
         loop {
             tokio::select! {
                 () = self.changed.notified() => {}
@@ -106,22 +110,16 @@ impl Store {
                 () = tokio::time::sleep(interval) => {}
                 () = stop.cancelled() => return,
             }
-            // Changes made while waiting are in this flush: their wakeup is spent.
+            // Changes made while waiting are in this sync: their wakeup is spent.
             let _ = futures::FutureExt::now_or_never(self.changed.notified());
-            if let Err(e) = self.flush().await {
-                warn!(error = %e, "the store could not flush to disk");
+            let syncer = syncer.clone();
+            let synced = tokio::task::spawn_blocking(move || syncer())
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Backend(format!("sync task failed: {e}"))));
+            if let Err(e) = synced {
+                warn!(error = %e, "the store could not sync to disk");
             }
         }
-    }
-
-    /// Makes what was committed durable on disk (see `RecordStore::flush`).
-    async fn flush(&self) -> Result<(), StoreError> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared.lock().unwrap_or_else(|e| e.into_inner()).flush()
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("flush task failed: {e}")))?
     }
 
     /// Stops the writer after the puts already queued, and waits for it: the store (a
@@ -139,11 +137,11 @@ impl Store {
             max_bytes: 0,
             ..StoreLimits::default()
         }));
-        let mut old = std::mem::replace(&mut *self.lock(), closed);
+        let old = std::mem::replace(&mut *self.lock(), closed);
         let _ = tokio::task::spawn_blocking(move || {
-            // Closing checkpoints the log anyway; flushed first so that a failure shows.
-            if let Err(e) = old.flush() {
-                warn!(error = %e, "the store could not flush to disk at close");
+            // Closing checkpoints the log anyway; synced first so that a failure shows.
+            if let Some(Err(e)) = old.syncer().map(|sync| sync()) {
+                warn!(error = %e, "the store could not sync to disk at close");
             }
             drop(old);
         })
@@ -224,10 +222,10 @@ mod tests {
         assert!(store.put(record(60), Origin::Local).await.is_err());
     }
 
-    /// A memory store that counts its flushes.
+    /// A memory store that counts the runs of its syncer.
     struct Flushes {
         inner: MemoryStore,
-        flushes: Arc<std::sync::atomic::AtomicUsize>,
+        syncs: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl RecordStore for Flushes {
@@ -254,10 +252,12 @@ mod tests {
         fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
             self.inner.records(now)
         }
-        fn flush(&mut self) -> Result<(), StoreError> {
-            self.flushes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+        fn syncer(&self) -> Option<dht_storage::Syncer> {
+            let syncs = self.syncs.clone();
+            Some(Arc::new(move || {
+                syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }))
         }
         fn len(&self) -> usize {
             self.inner.len()
@@ -268,26 +268,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn changes_are_flushed_after_the_interval_and_an_idle_store_is_left_alone() {
-        let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = || flushes.load(std::sync::atomic::Ordering::SeqCst);
+    async fn changes_are_synced_after_the_interval_and_an_idle_store_is_left_alone() {
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = || syncs.load(std::sync::atomic::Ordering::SeqCst);
         let store = Arc::new(
             Store::new(Box::new(Flushes {
                 inner: MemoryStore::default(),
-                flushes: flushes.clone(),
+                syncs: syncs.clone(),
             }))
             .expect("writer"),
         );
         let stop = CancellationToken::new();
         let interval = Duration::from_secs(1);
-        let flusher = tokio::spawn({
+        let syncer_task = tokio::spawn({
             let (store, stop) = (store.clone(), stop.clone());
-            async move { store.flush_after_changes(interval, &stop).await }
+            async move { store.sync_after_changes(interval, &stop).await }
         });
-        // Idle: no flush, however long.
+        // Idle: no sync, however long.
         tokio::time::sleep(interval * 10).await;
         assert_eq!(counted(), 0);
-        // Changes are flushed `interval` after the first of them.
+        // Changes are synced `interval` after the first of them.
         let started = tokio::time::Instant::now();
         for i in 0..3 {
             store.put(record(i), Origin::Local).await.expect("put");
@@ -296,16 +296,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(started.elapsed() >= interval);
-        // At most one flush per change (paused time runs on while the test waits for
+        // At most one sync per change (paused time runs on while the test waits for
         // the writer thread, so the three puts may fall into separate intervals).
         tokio::time::sleep(interval * 3).await;
         let after_burst = counted();
-        assert!(after_burst <= 3, "{after_burst} flushes for three changes");
+        assert!(after_burst <= 3, "{after_burst} syncs for three changes");
         // Idle again: nothing more.
         tokio::time::sleep(interval * 10).await;
         assert_eq!(counted(), after_burst);
         stop.cancel();
-        flusher.await.expect("the flusher stops");
+        syncer_task.await.expect("the syncer_task stops");
         store.close().await;
         assert_eq!(counted(), after_burst + 1, "and one more at close");
     }

@@ -110,6 +110,9 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// Makes a store's committed changes durable on disk (see [`RecordStore::syncer`]).
+pub type Syncer = std::sync::Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
 /// A store of [`Record`]s, one per key. Object safe: the node holds a
 /// `Box<dyn RecordStore>`.
 ///
@@ -188,8 +191,8 @@ pub trait RecordStore: Send {
     }
 
     /// Whether a commit waits for the disk (`true`) or for the OS only (`false`, made
-    /// durable by [`flush`](Self::flush)); see [`DurableStore::set_sync_every_commit`].
-    /// Stores that keep nothing on disk ignore it.
+    /// durable by the [`syncer`](Self::syncer)); see
+    /// [`DurableStore::set_sync_every_commit`]. Stores that keep nothing on disk ignore it.
     ///
     /// [`DurableStore::set_sync_every_commit`]: crate::DurableStore::set_sync_every_commit
     fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
@@ -197,13 +200,11 @@ pub trait RecordStore: Send {
         Ok(())
     }
 
-    /// Makes every change committed so far durable on disk, for a store that commits
-    /// without waiting for the disk (see [`DurableStore::set_sync_every_commit`]); stores
-    /// that keep nothing on disk, or wait for it at every commit, have nothing to do.
-    ///
-    /// [`DurableStore::set_sync_every_commit`]: crate::DurableStore::set_sync_every_commit
-    fn flush(&mut self) -> Result<(), StoreError> {
-        Ok(())
+    /// What makes the changes committed so far durable on disk, callable from any thread
+    /// while the store goes on serving (it needs no access to the store); `None` for
+    /// stores that keep nothing on disk.
+    fn syncer(&self) -> Option<Syncer> {
+        None
     }
 
     /// Number of records held (expired ones not yet purged included).

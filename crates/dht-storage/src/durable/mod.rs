@@ -76,7 +76,7 @@
 //! `fsync`, SQLite's documented assumption; a crash mid-commit rolls back that commit
 //! only. With [`DurableStore::set_sync_every_commit`]`(false)` (`synchronous = NORMAL`) a
 //! commit waits for the OS only: `kill -9` still loses nothing (tested too), a power loss
-//! may lose what came after the last [`RecordStore::flush`]. Why SQLite rather than redb,
+//! may lose what came after the last run of its [`RecordStore::syncer`]. Why SQLite rather than redb,
 //! the store of earlier versions: `docs/STORAGE.md`.
 //!
 //! [SQLite]: https://sqlite.org
@@ -103,7 +103,7 @@ use self::seal::Sealer;
 use crate::memory::{Change, MemoryStore};
 use crate::quota::Origin;
 use crate::record::Record;
-use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits};
+use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits, Syncer};
 
 /// Largest contacts blob [`DurableStore::save_contacts`] accepts (4 MiB).
 pub const MAX_CONTACTS_LEN: usize = 4 * 1024 * 1024;
@@ -145,7 +145,8 @@ pub struct DurableStore {
     cache: MemoryStore,
     path: PathBuf,
     /// Whether a commit waits for the disk (`synchronous = FULL`) or only for the OS
-    /// (`NORMAL`, the disk being reached at [`RecordStore::flush`] and at checkpoints).
+    /// (`NORMAL`, the disk being reached through the [`RecordStore::syncer`] and at
+    /// checkpoints).
     sync_every_commit: bool,
 }
 
@@ -239,9 +240,9 @@ impl DurableStore {
     /// Whether a commit returns only once it is on disk (`true`, the default: one `fsync`
     /// per commit), or once the OS has it (`false`): a commit then survives a crash of the
     /// process (`kill -9`) as before, but a power loss or an OS crash may lose what was
-    /// committed since the last [`flush`](RecordStore::flush) or log checkpoint (never a
-    /// part of a commit: SQLite's log checksums bring the file back to the last whole one).
-    /// The caller that turns it off flushes on a schedule of its own.
+    /// committed since the last run of the [`syncer`](RecordStore::syncer) or log
+    /// checkpoint (never a part of a commit: SQLite's log checksums bring the file back to
+    /// the last whole one). The caller that turns it off syncs on a schedule of its own.
     pub fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
         let mode = if on { "FULL" } else { "NORMAL" };
         self.db
@@ -436,16 +437,23 @@ impl fmt::Debug for DurableStore {
 }
 
 impl RecordStore for DurableStore {
-    /// With [`set_sync_every_commit`](DurableStore::set_sync_every_commit)`(false)`:
-    /// checkpoints the write-ahead log, which `fsync`s it (and then the database file).
-    /// Otherwise every commit is on disk already.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        if self.sync_every_commit {
-            return Ok(());
-        }
-        self.db
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| backend("flushing to disk", e))
+    /// `fsync`s the write-ahead log, through a handle of its own: what was committed is
+    /// in the log (or, once checkpointed, in the database file, which SQLite `fsync`s at
+    /// each checkpoint), and the store need not be locked while the disk works. An
+    /// `fsync` more never harms SQLite's consistency; a log not there yet holds nothing.
+    fn syncer(&self) -> Option<Syncer> {
+        let mut log = self.path.clone().into_os_string();
+        log.push("-wal");
+        let log = PathBuf::from(log);
+        Some(std::sync::Arc::new(move || {
+            match std::fs::File::open(&log) {
+                Ok(file) => file
+                    .sync_data()
+                    .map_err(|e| backend(&format!("syncing {}", log.display()), e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(backend(&format!("opening {}", log.display()), e)),
+            }
+        }))
     }
 
     fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
