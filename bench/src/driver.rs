@@ -17,7 +17,7 @@ use crate::network::{self, Network};
 use crate::nodes::{BenchNode, start_node};
 use crate::protocol::ProcessStatus;
 use crate::results::NetworkResult;
-use crate::stats::median;
+use crate::stats::{Summary, median};
 use crate::{measure, throughput};
 
 /// What to run.
@@ -192,6 +192,7 @@ async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyh
     api_throughput(run, options, &local).await?;
     progress(n, "throughput done");
     new_node(run, n, entry).await?;
+    connection_cost(run, n).await?;
     let after = run.net.status().await?;
     memory(run, &after, "mem.after_ops_kb", "after the measurements");
     churn(run, &after);
@@ -437,6 +438,52 @@ async fn new_node(run: &mut Run, n: usize, entry: &[String]) -> anyhow::Result<(
         "a new node: start until its first successful GET",
         first_get.map(ms),
         "ms",
+    );
+    Ok(())
+}
+
+/// Peers a node that knows nobody pings in [`connection_cost`].
+const COST_PEERS: usize = 50;
+
+/// What a new peer connection costs here: a node that knows nobody (so that every
+/// first request dials) pings up to [`COST_PEERS`] worker nodes twice, first over a new
+/// connection (TCP connect, mutual TLS 1.3, HELLO, the PING right behind it), then over
+/// the open one. The anchor tls-pingpong gives the floor of the same in the same run.
+async fn connection_cost(run: &mut Run, n: usize) -> anyhow::Result<()> {
+    let settings = crate::protocol::NodeSettings {
+        data_dir: run.net.settings.data_dir.join("lone-node"),
+        ..run.net.settings.clone()
+    };
+    let lone = start_node(n + 3, &settings, &[]).await?;
+    let peers: Vec<dht_core::Contact> = run
+        .net
+        .ids()?
+        .into_iter()
+        .zip(&run.net.nodes)
+        .take(COST_PEERS)
+        .map(|(id, node)| dht_core::Contact { id, addr: node.p2p })
+        .collect();
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    for contact in peers {
+        for times in [&mut first, &mut again] {
+            let started = Instant::now();
+            lone.node
+                .ping(contact)
+                .await
+                .with_context(|| format!("pinging {}", contact.id.short()))?;
+            times.push(started.elapsed());
+        }
+    }
+    lone.stop().await;
+    run.result.latency(
+        "conn.new",
+        "a first request over a new connection (TCP, mutual TLS 1.3, HELLO, PING)",
+        Summary::of(&first),
+    );
+    run.result.latency(
+        "conn.open",
+        "a request over an open connection (PING)",
+        Summary::of(&again),
     );
     Ok(())
 }

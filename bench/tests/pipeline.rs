@@ -139,5 +139,10 @@ fn a_small_network_yields_every_figure() {
         assert!(value(key) > 0.0, "{key}");
     }
     assert!(value("startup.new_node_join_ms") <= value("startup.new_node_first_get_ms"));
+    // Every worker node was pinged twice by a node that knew none of them.
+    for key in ["conn.new", "conn.open"] {
+        assert_eq!(value(&format!("{key}.count")), 6.0, "{key}");
+        assert!(value(&format!("{key}.p50")) > 0.0, "{key}");
+    }
     assert!(!result.notes.is_empty(), "the notes say what ran where");
 }

@@ -245,6 +245,18 @@ pub(super) const ROWS: &[Row] = &[
         "kB",
     ),
     row(
+        "first request over a new connection (TCP, TLS, HELLO, PING), p50",
+        "conn.new.p50",
+        None,
+        "ms",
+    ),
+    row(
+        "request over an open connection (PING), p50",
+        "conn.open.p50",
+        None,
+        "ms",
+    ),
+    row(
         "open connections per node, median",
         "conns.median",
         Some("conns.median"),
