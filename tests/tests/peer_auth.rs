@@ -378,3 +378,46 @@ async fn an_answer_behind_a_hello_of_another_id_is_refused() {
     );
     assert_eq!(node.connected_peers(), 0, "the connection is gone");
 }
+
+#[tokio::test]
+async fn a_peer_still_to_prove_its_id_does_not_stand_in_for_that_node() {
+    init_tracing();
+    let real = node().await;
+    let node = Arc::new(node().await);
+    // Someone at another address, whom a lookup named as `real`.
+    let impostor = RawAcceptor::bind().await.expect("bind");
+    let claimed = dht_core::Contact {
+        id: real.id(),
+        addr: impostor.addr().expect("addr"),
+    };
+    let misled = tokio::spawn({
+        let node = node.clone();
+        async move { node.ping(claimed).await }
+    });
+    let mut framed = impostor.accept().await.expect("accepted");
+    let _hello = next_frame(&mut framed).await;
+    let _ping = next_frame(&mut framed).await;
+    // While the impostor keeps its HELLO back, the real node is reached as ever.
+    let direct = tokio::time::timeout(Duration::from_secs(5), node.ping(real.contact()))
+        .await
+        .expect("the real node answered in time");
+    assert!(direct.is_ok(), "{direct:?}");
+    // Then the impostor's HELLO shows it is someone else: only its own request fails.
+    framed
+        .send(PeerFrame::response(
+            0,
+            PeerMessage::Hello(impostor.identity.hello()),
+        ))
+        .await
+        .expect("HELLO sent");
+    let misled = tokio::time::timeout(Duration::from_secs(5), misled)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(
+        matches!(&misled, Err(dht_core::RpcError::Connect(_))),
+        "{misled:?}"
+    );
+    assert!(node.routing_contacts().contains(&real.contact()));
+    assert!(node.ping(real.contact()).await.is_ok());
+}

@@ -60,6 +60,9 @@ pub(crate) struct PeerConn {
     /// Why the peer's HELLO was refused, on a connection whose requests went out before
     /// it came: what those requests fail with.
     refused: OnceLock<String>,
+    /// Whether the peer has proven the id in `contact` (false only while the HELLO of a
+    /// connection we dialled with its first requests right behind ours is awaited).
+    proven: AtomicBool,
 }
 
 impl PeerConn {
@@ -71,6 +74,7 @@ impl PeerConn {
         tx: mpsc::Sender<QueuedFrame>,
         max_pending: usize,
         closed: CancellationToken,
+        proven: bool,
     ) -> Self {
         PeerConn {
             contact,
@@ -89,6 +93,7 @@ impl PeerConn {
             retired_at_ms: AtomicU64::new(0),
             retire_notify: Notify::new(),
             refused: OnceLock::new(),
+            proven: AtomicBool::new(proven),
         }
     }
 
@@ -99,6 +104,23 @@ impl PeerConn {
     /// True while new requests may use this connection.
     pub(crate) fn is_usable(&self) -> bool {
         !self.closed.is_cancelled() && !self.retired.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer has proven its id (see [`PeerConn::prove`]).
+    pub(crate) fn is_proven(&self) -> bool {
+        self.proven.load(Ordering::Acquire)
+    }
+
+    /// Records that the peer's HELLO proved the id the connection was dialled for.
+    pub(crate) fn prove(&self) {
+        self.proven.store(true, Ordering::Release);
+    }
+
+    /// Whether a request to the peer `contact.id` at `addr` may go over this
+    /// connection: a proven peer is that node wherever it was reached; one still to
+    /// prove itself only stands for the address it was dialled at.
+    pub(crate) fn serves(&self, addr: SocketAddr) -> bool {
+        self.is_usable() && (self.is_proven() || self.contact.addr == addr)
     }
 
     pub(crate) fn is_retired(&self) -> bool {
@@ -273,6 +295,7 @@ mod tests {
             tx,
             max_pending,
             CancellationToken::new(),
+            true,
         );
         (conn, rx)
     }

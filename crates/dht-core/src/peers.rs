@@ -201,7 +201,7 @@ impl Inner {
         id: Option<NodeId>,
         addr: SocketAddr,
     ) -> Result<Arc<PeerConn>, RpcError> {
-        if let Some(conn) = id.and_then(|id| self.usable_conn(&id)) {
+        if let Some(conn) = id.and_then(|id| self.usable_conn(&id, addr)) {
             return Ok(conn);
         }
         if self.shutdown.is_cancelled() {
@@ -210,7 +210,7 @@ impl Inner {
         // One dial per address at a time; the others wait and reuse its result.
         let dial_lock = DialLock::new(self, addr);
         let _dialling = dial_lock.lock.lock().await;
-        if let Some(conn) = id.and_then(|id| self.usable_conn(&id)) {
+        if let Some(conn) = id.and_then(|id| self.usable_conn(&id, addr)) {
             return Ok(conn);
         }
         tokio::select! {
@@ -219,8 +219,12 @@ impl Inner {
         }
     }
 
-    fn usable_conn(&self, id: &NodeId) -> Option<Arc<PeerConn>> {
-        lock(&self.peers).get(id).filter(|c| c.is_usable()).cloned()
+    /// The registered connection that may carry a request to `id` at `addr`.
+    fn usable_conn(&self, id: &NodeId, addr: SocketAddr) -> Option<Arc<PeerConn>> {
+        lock(&self.peers)
+            .get(id)
+            .filter(|c| c.serves(addr))
+            .cloned()
     }
 
     async fn dial(
@@ -257,7 +261,7 @@ impl Inner {
         let peer = shaken.contact.id;
         let ours = self.establish(shaken, self.id, slot, check);
         // When the peer's simultaneous dial won the tie-break, use that one.
-        Ok(self.usable_conn(&peer).unwrap_or(ours))
+        Ok(self.usable_conn(&peer, addr).unwrap_or(ours))
     }
 
     /// A connection slot for a dial (counted against the IP too: a peer cannot make us
@@ -297,6 +301,7 @@ impl Inner {
             tx,
             self.config.max_pending_requests,
             self.shutdown.child_token(),
+            check.is_none(),
         ));
         self.register(&conn);
         // Into the routing table before the reader runs: a reader that penalises the
@@ -345,7 +350,7 @@ impl Inner {
     async fn await_hello(
         self: &Arc<Self>,
         stream: &mut PeerReader,
-        conn: &PeerConn,
+        conn: &Arc<PeerConn>,
         check: &HelloCheck,
     ) -> bool {
         let first = tokio::select! {
@@ -359,7 +364,16 @@ impl Inner {
         release_read_buffer(stream);
         match outcome {
             Ok(()) => {
+                conn.prove();
                 conn.touch();
+                // Kept out of the registry while another connection to the peer was
+                // there: now it is proven, the usual rules apply.
+                let registered = lock(&self.peers)
+                    .get(&conn.contact.id)
+                    .is_some_and(|c| c.seq == conn.seq);
+                if !registered && conn.is_usable() {
+                    self.register(conn);
+                }
                 self.observe(conn.contact);
                 true
             }
@@ -375,10 +389,24 @@ impl Inner {
     /// older connection is younger than the connect timeout), both keep the connection
     /// dialled by the smaller node id. Otherwise the newer connection wins: the peer
     /// reconnected because it lost the old one, which may be dead without our knowing.
+    ///
+    /// A connection whose peer has not proven its id yet (its HELLO is awaited) never
+    /// displaces another: it is registered only where there is none, so that whoever
+    /// answers at an address a lookup was told cannot take over, or even delay, the
+    /// traffic to the node it claims to be. A proven connection displaces an unproven one.
     fn register(&self, conn: &Arc<PeerConn>) {
         let id = conn.contact.id;
         let mut peers = lock(&self.peers);
-        if let Some(existing) = peers.get(&id).filter(|c| !c.closed.is_cancelled()) {
+        let existing = peers.get(&id).filter(|c| !c.closed.is_cancelled());
+        if !conn.is_proven() && existing.is_some_and(|c| c.is_usable()) {
+            return;
+        }
+        if let Some(existing) = existing.filter(|c| !c.is_proven()) {
+            existing.retire();
+            peers.insert(id, conn.clone());
+            return;
+        }
+        if let Some(existing) = existing {
             let simultaneous = existing.dialer != conn.dialer
                 && existing.established.elapsed() < self.config.connect_timeout;
             let keep_new = !simultaneous || conn.dialer == self.id.min(id);
