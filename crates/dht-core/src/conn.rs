@@ -74,7 +74,6 @@ impl PeerConn {
         tx: mpsc::Sender<QueuedFrame>,
         max_pending: usize,
         closed: CancellationToken,
-        proven: bool,
     ) -> Self {
         PeerConn {
             contact,
@@ -93,7 +92,7 @@ impl PeerConn {
             retired_at_ms: AtomicU64::new(0),
             retire_notify: Notify::new(),
             refused: OnceLock::new(),
-            proven: AtomicBool::new(proven),
+            proven: AtomicBool::new(true),
         }
     }
 
@@ -104,6 +103,12 @@ impl PeerConn {
     /// True while new requests may use this connection.
     pub(crate) fn is_usable(&self) -> bool {
         !self.closed.is_cancelled() && !self.retired.load(Ordering::Acquire)
+    }
+
+    /// The connection of a dial whose peer has still to prove its id with its HELLO.
+    pub(crate) fn awaiting_hello(self) -> Self {
+        self.proven.store(false, Ordering::Release);
+        self
     }
 
     /// Whether the peer has proven its id (see [`PeerConn::prove`]).
@@ -295,7 +300,6 @@ mod tests {
             tx,
             max_pending,
             CancellationToken::new(),
-            true,
         );
         (conn, rx)
     }

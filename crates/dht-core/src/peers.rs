@@ -293,7 +293,7 @@ impl Inner {
         } = shaken;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let seq = self.next_conn_seq();
-        let conn = Arc::new(PeerConn::new(
+        let conn = PeerConn::new(
             contact,
             dialer,
             remote_addr.ip(),
@@ -301,8 +301,11 @@ impl Inner {
             tx,
             self.config.max_pending_requests,
             self.shutdown.child_token(),
-            check.is_none(),
-        ));
+        );
+        let conn = Arc::new(match check {
+            Some(_) => conn.awaiting_hello(),
+            None => conn,
+        });
         self.register(&conn);
         // Into the routing table before the reader runs: a reader that penalises the
         // peer at once must find it there to remove it.
