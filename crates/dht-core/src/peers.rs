@@ -396,7 +396,8 @@ impl Inner {
     /// A connection whose peer has not proven its id yet (its HELLO is awaited) never
     /// displaces another: it is registered only where there is none, so that whoever
     /// answers at an address a lookup was told cannot take over, or even delay, the
-    /// traffic to the node it claims to be. A proven connection displaces an unproven one.
+    /// traffic to the node it claims to be. A proven connection takes an unproven one's
+    /// place in the registry without closing it.
     fn register(&self, conn: &Arc<PeerConn>) {
         let id = conn.contact.id;
         let mut peers = lock(&self.peers);
@@ -404,8 +405,9 @@ impl Inner {
         if !conn.is_proven() && existing.is_some_and(|c| c.is_usable()) {
             return;
         }
-        if let Some(existing) = existing.filter(|c| !c.is_proven()) {
-            existing.retire();
+        if existing.is_some_and(|c| !c.is_proven()) {
+            // The unproven one lives on for its own requests; proven in turn, it meets
+            // this one under the rules below (both peers may have dialled at once).
             peers.insert(id, conn.clone());
             return;
         }
