@@ -5,14 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dht_core::{Contact, Key, Node, NodeConfig, PutOptions};
+use dht_core::{Contact, Key, Node, NodeConfig, PUTS_IN_FLIGHT, PutOptions};
 use dht_tests::raw_peer::{RawPeer, honest_answer};
 use dht_tests::{test_config, wait_for};
 use dht_wire::{ErrorCode, PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
-
-/// The PUTs whose network part runs at once (`PUTS_IN_FLIGHT` in dht-core).
-const PUTS_IN_FLIGHT: usize = 256;
 
 /// Peers get a minute to answer, and many requests may wait for one peer.
 fn patient() -> NodeConfig {
@@ -100,7 +97,7 @@ async fn puts_beyond_those_in_flight_wait_for_a_slot() -> anyhow::Result<()> {
             waiting.push(frame);
         }
     }
-    // So one more does not start.
+    // So one more does not start (within a generous moment: it would start at once).
     let extra = Key::sha256(b"one too many");
     let blocked = tokio::time::timeout(
         Duration::from_millis(300),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dht_core::{Key, Node, NodeConfig, PutOptions};
-use dht_tests::raw_peer::{RawPeer, honest_answer};
+use dht_tests::raw_peer::{RawAcceptor, RawPeer, honest_answer};
 use dht_tests::{test_config, wait_for};
 use dht_wire::{PeerFrame, PeerMessage};
 use futures::{SinkExt, StreamExt};
@@ -92,27 +92,23 @@ async fn a_put_stores_on_a_settled_closest_node_before_its_lookup_ends() -> anyh
 async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> anyhow::Result<()> {
     let boot = Node::start(patient(&[])).await?;
     let a = Node::start(patient(&[boot.listen_addr()])).await?;
-    // `hidden` must be the key's closest node, then `boot`, then the slow peer. Three
-    // ids do not allow every order (XOR distances follow their shared prefixes), so a
-    // `hidden` for which no key of a few thousand has it is started again.
     let (mut slow, _) = RawPeer::connect(a.listen_addr()).await?;
     let slow_id = slow.identity.id;
+    // `hidden` (known to nobody but the slow peer, which will name it in its answer)
+    // must be the key's closest node, then `boot`, then the slow peer. Three ids do not
+    // allow every order (XOR distances follow their shared prefixes), so a `hidden` for
+    // which no key of a few thousand has it is made anew.
     let (hidden, key) = loop {
-        // Known to nobody but the slow peer, which will name it in its answer.
-        let hidden = Node::start(patient(&[])).await?;
+        let hidden = RawAcceptor::bind().await?;
+        let id = hidden.identity.id;
         let key = (0u32..4096)
             .map(|i| Key::sha256(&i.to_be_bytes()))
             .find(|k| {
-                let (h, b, s) = (
-                    hidden.id().distance(k),
-                    boot.id().distance(k),
-                    slow_id.distance(k),
-                );
+                let (h, b, s) = (id.distance(k), boot.id().distance(k), slow_id.distance(k));
                 h < b && b < s
             });
-        match key {
-            Some(key) => break (hidden, key),
-            None => hidden.shutdown().await,
+        if let Some(key) = key {
+            break (hidden, key);
         }
     };
     assert!(
@@ -134,14 +130,11 @@ async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> any
         report.replicas, 1,
         "done on `boot`, the closest node known then"
     );
-    assert!(!hidden.holds(&key));
 
-    // Now the slow peer's answer reveals `hidden`: the lookup, still running, asks it and
-    // stores the record there (the hand-off to a newly seen node would give it the
-    // record too: this checks where the record ends up, whichever gets there first).
+    // Now the slow peer's answer reveals `hidden`: the lookup, still running, asks it.
     let hidden_contact = dht_wire::WireContact {
-        id: hidden.id(),
-        addr: hidden.listen_addr(),
+        id: hidden.identity.id,
+        addr: hidden.addr()?,
     };
     let answering = tokio::spawn(async move {
         while let Some(Ok(frame)) = slow.framed.next().await {
@@ -164,13 +157,40 @@ async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> any
             }
         }
     });
+    // `hidden` answers as an honest node with no contacts, and must get the PUT's STORE
+    // (the hand-off to a newly seen node sends REPLICATE instead, which does not count).
+    let mut framed = hidden.accept().await?;
+    let mut hello_answered = false;
+    let stored = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = framed.next().await {
+            if !hello_answered {
+                framed
+                    .send(PeerFrame::response(
+                        0,
+                        PeerMessage::Hello(hidden.identity.hello()),
+                    ))
+                    .await?;
+                hello_answered = true;
+                continue;
+            }
+            let answer = honest_answer(&frame.message);
+            framed
+                .send(PeerFrame::response(frame.request_id, answer))
+                .await?;
+            if let PeerMessage::Store { record } = &frame.message {
+                anyhow::ensure!(record.key == key, "a STORE of another key");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
     assert!(
-        wait_for(Duration::from_secs(10), || async { hidden.holds(&key) }).await,
-        "the node found closer after the PUT returned did not get the record"
+        stored,
+        "the node found closer after the PUT returned did not get its STORE"
     );
     a.shutdown().await;
     boot.shutdown().await;
-    hidden.shutdown().await;
     answering.abort();
     Ok(())
 }

@@ -56,6 +56,7 @@ pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
 pub use error::{Error, RpcError};
+pub use node::PUTS_IN_FLIGHT;
 pub use ops::LookupStats;
 pub use put::{PutOptions, PutReport};
 pub use stats::NodeStats;
@@ -173,8 +174,8 @@ impl Node {
     /// Starts a PUT: returns once the value is in the local store (committed, for a
     /// durable store), so that a GET on this node sees it; the replication to the closest
     /// nodes runs as a task of the node, which [`Node::shutdown`] waits for. Await the
-    /// handle for the report. While 256 PUTs replicate at once, a new one waits for one of
-    /// them to finish before it starts (back-pressure on whoever sends the PUTs).
+    /// handle for the report. While [`PUTS_IN_FLIGHT`] PUTs replicate, a new one waits for
+    /// one of them to finish before it starts (back-pressure on whoever sends the PUTs).
     pub async fn spawn_put(
         &self,
         key: Key,
@@ -199,6 +200,10 @@ impl Node {
             }
             () = self.inner.shutdown.cancelled() => return Err(Error::ShuttingDown),
         };
+        // The wait may have outlasted the start of a shutdown.
+        if self.inner.puts.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
         // The STOREs on the key's closest nodes (and the lookup that finds them) run
         // while the record is committed here: a PUT costs the longer of the two, not
         // their sum.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::{DiskSync, NodeConfig, StorageBackend};
+use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
 use crate::metrics::Metrics;
@@ -89,7 +89,7 @@ pub(crate) const OVERLOAD_RETRIES: u32 = 3;
 /// starts (and the API server then stops reading its client): the lookups and STOREs of
 /// PUTs accepted faster than the network takes them would otherwise pile up without
 /// bound, and push the peers past their rate limits.
-pub(crate) const PUTS_IN_FLIGHT: usize = 256;
+pub const PUTS_IN_FLIGHT: usize = 256;
 
 /// Handshakes that may run while every connection slot is taken.
 pub(crate) const HANDSHAKE_RESERVE: usize = 64;
@@ -138,13 +138,7 @@ impl Inner {
             Some(store) => store,
             None => open_store(&config, &identity.host).await?,
         };
-        let every_commit = !matches!(
-            config.storage,
-            StorageBackend::Durable {
-                sync: DiskSync::Within(_),
-                ..
-            }
-        );
+        let every_commit = config.storage.sync_interval().is_none();
         // Reading the saved contacts is file IO: off the async workers.
         let (store, synced, saved) = tokio::task::spawn_blocking(move || {
             let mut store = store;
@@ -436,9 +430,9 @@ impl Inner {
                     Ok(()) => {
                         inner.routing().insert(oldest, mono_now());
                     }
-                    // Our own limits say nothing about the peer, and a peer that
-                    // answers "overloaded" is alive: keep it.
-                    Err(RpcError::LocalLimit | RpcError::Closed | RpcError::PeerOverloaded) => {}
+                    // Our own limits say nothing about the peer: keep it. (One that
+                    // answers only "overloaded", even after the retries, makes way.)
+                    Err(RpcError::LocalLimit | RpcError::Overloaded | RpcError::Closed) => {}
                     Err(e) => {
                         debug!(peer = %oldest.id.short(), error = %e, "evicting contact that failed a ping");
                         inner.routing().remove(&oldest.id);

@@ -118,8 +118,9 @@ impl Inner {
     /// end, in a task of its own: a node it finds among the `r` closest later (which a
     /// settled node's own answer did not reveal, so rarely) gets the record too, so the
     /// copies end up where a full lookup puts them. `replication`: sent as REPLICATE
-    /// (periodic replication), not as a new PUT's STORE. `slot` is held until the lookup
-    /// ends (a PUT's place among `PUTS_IN_FLIGHT`).
+    /// (periodic replication), not as a new PUT's STORE; a replication returns only once
+    /// its lookup has ended. `slot` (a PUT's place among `PUTS_IN_FLIGHT`) is held until
+    /// both the lookup and the STOREs counted are done.
     pub(crate) async fn store_on_closest(
         self: &Arc<Self>,
         record: &Record,
@@ -132,8 +133,11 @@ impl Inner {
         let (finished_tx, finished_rx) = oneshot::channel();
         let inner = self.clone();
         let (key, for_lookup) = (record.key, message.clone());
+        // Held by the lookup and by the count of its STOREs, until both are done.
+        let slot = slot.map(Arc::new);
+        let lookup_slot = slot.clone();
         let tracker = if replication { &self.tasks } else { &self.puts };
-        tracker.spawn(
+        let lookup = tracker.spawn(
             async move {
                 let mut started: HashSet<NodeId> = HashSet::new();
                 let mut settled_tx = Some(settled_tx);
@@ -161,8 +165,13 @@ impl Inner {
                     // then go on by themselves.
                     None => drop(stores),
                 }
-                let _ = finished_tx.send(closest);
-                drop(slot);
+                // The spares for a failed STORE: none the lookup already stored on.
+                let spare: Vec<Contact> = closest
+                    .into_iter()
+                    .filter(|c| !started.contains(&c.id))
+                    .collect();
+                let _ = finished_tx.send(spare);
+                drop(lookup_slot);
             }
             .in_current_span(),
         );
@@ -170,7 +179,14 @@ impl Inner {
             return 0;
         };
         let spare = async { finished_rx.await.unwrap_or_default() };
-        self.count_stores(&message, stores, spare).await
+        let acked = self.count_stores(&message, stores, spare).await;
+        // Periodic replication runs a bounded number of records at once: its lookups
+        // count among them until they end.
+        if replication {
+            let _ = lookup.await;
+        }
+        drop(slot);
+        acked
     }
 
     /// STOREs on those of `contacts` not in `started` yet (which they then join), each
@@ -237,15 +253,19 @@ impl Inner {
         self.count_stores(&message, stores, spare).await
     }
 
-    /// One STORE in a task of its own, so that it goes on whoever waits for it.
+    /// One STORE in a task of its own, so that it goes on whoever waits for it: a PUT's
+    /// among the PUTs that shutdown waits for, a REPLICATE among the node's tasks.
     fn spawn_store(
         self: &Arc<Self>,
         contact: Contact,
         message: PeerMessage,
     ) -> JoinHandle<StoreAnswer> {
         let inner = self.clone();
-        self.tasks
-            .spawn(async move { inner.rpc(contact, message).await })
+        let tracker = match message {
+            PeerMessage::Store { .. } => &self.puts,
+            _ => &self.tasks,
+        };
+        tracker.spawn(async move { inner.rpc(contact, message).await })
     }
 }
 
