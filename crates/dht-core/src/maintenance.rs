@@ -14,7 +14,6 @@ use futures::stream::FuturesUnordered;
 use rand::Rng;
 use tracing::{Instrument, debug};
 
-use crate::config::{DiskSync, StorageBackend};
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now, unix_now};
 
@@ -35,14 +34,10 @@ impl Inner {
             .spawn(async move { inner.maintain().await }.instrument(self.span.clone()));
     }
 
-    /// With commits that wait for the OS only ([`DiskSync::Within`]), syncs the store to
+    /// With commits that wait for the OS only (`DiskSync::Within`), syncs the store to
     /// disk at most `interval` after it changed. An idle store wakes nobody.
     pub(crate) fn spawn_disk_sync(self: &Arc<Self>) {
-        let StorageBackend::Durable {
-            sync: DiskSync::Within(interval),
-            ..
-        } = self.config.storage
-        else {
+        let Some(interval) = self.config.storage.sync_interval() else {
             return;
         };
         let inner = self.clone();
@@ -110,15 +105,12 @@ impl Inner {
                 lock(&self.ping_failures).remove(&contact.id);
                 self.routing().insert(contact, mono_now());
             }
-            // Shutting down, our own limits, or a peer that answered (busy, or with an
-            // error): nothing says the peer is gone.
+            // Shutting down, our own limits, or a peer that answered with an error:
+            // nothing says the peer is gone. (A peer that answers "overloaded" even after
+            // the retries counts as failing: it could hold its bucket place for ever
+            // without serving anyone. Lookups do not report that answer here.)
             Err(_) if self.shutdown.is_cancelled() => {}
-            Err(
-                RpcError::LocalLimit
-                | RpcError::Overloaded
-                | RpcError::PeerOverloaded
-                | RpcError::Unexpected(_),
-            ) => {}
+            Err(RpcError::LocalLimit | RpcError::Overloaded | RpcError::Unexpected(_)) => {}
             Err(e) => {
                 // Only contacts of the table are counted: the map stays bounded by it.
                 if !self.routing().contains(&contact.id) {

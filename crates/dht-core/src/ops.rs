@@ -124,7 +124,10 @@ impl Inner {
                         Err(e) => {
                             debug!(peer = %contact.id.short(), error = %e, "lookup request failed");
                             lookup.on_failure(&contact.id, now);
-                            self.record_ping(contact, Err(e));
+                            // A peer busy with our own load is not failing.
+                            if !matches!(e, RpcError::PeerOverloaded) {
+                                self.record_ping(contact, Err(e));
+                            }
                         }
                     }
                 }
@@ -270,12 +273,16 @@ impl Inner {
         reached
     }
 
-    /// Connects to a peer and waits until it has proven its id and entered the routing
-    /// table: a peer dialled by id proves it with the HELLO that comes with its first
-    /// answer (here, to a PING), one dialled by address only during the handshake.
+    /// Connects to a peer and waits until it has proven its id (and has been offered to
+    /// the routing table): a peer dialled by id proves it with the HELLO that comes with
+    /// its first answer (here, to a PING; "overloaded" is an answer too), one dialled by
+    /// address only during the handshake.
     async fn reach(self: &Arc<Self>, id: Option<NodeId>, addr: SocketAddr) -> Result<(), RpcError> {
         match id {
-            Some(id) => self.ping(Contact { id, addr }).await,
+            Some(id) => match self.ping(Contact { id, addr }).await {
+                Err(RpcError::PeerOverloaded) => Ok(()),
+                other => other,
+            },
             None => self.connection(None, addr).await.map(drop),
         }
     }
