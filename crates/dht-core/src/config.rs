@@ -72,6 +72,20 @@ pub enum StorageBackend {
     },
 }
 
+impl StorageBackend {
+    /// How long commits may wait for the disk: `None` when each waits for it (or
+    /// nothing goes to disk).
+    pub fn sync_interval(&self) -> Option<Duration> {
+        match self {
+            StorageBackend::Durable {
+                sync: DiskSync::Within(interval),
+                ..
+            } => Some(*interval),
+            _ => None,
+        }
+    }
+}
+
 /// When a durable store's commits reach the disk. Either way a STORE is acknowledged,
 /// and a PUT done here, only once committed, and survives the node's process being
 /// killed (`kill -9`): the difference is what a power loss or an OS crash can take.

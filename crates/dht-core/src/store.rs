@@ -10,7 +10,7 @@ use std::time::Duration;
 use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError, StoreLimits};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::node::unix_now;
 
@@ -117,7 +117,21 @@ impl Store {
                 .await
                 .unwrap_or_else(|e| Err(StoreError::Backend(format!("sync task failed: {e}"))));
             if let Err(e) = synced {
-                warn!(error = %e, "the store could not sync to disk");
+                // After a failed fsync the OS may have dropped what it could not write,
+                // and a later fsync would not say so: from now on every commit waits
+                // for the disk, so that nothing acknowledged later can be lost that way.
+                error!(
+                    error = %e,
+                    "the store could not sync to disk: commits since the last sync may be \
+                     lost in a power loss; every commit now waits for the disk"
+                );
+                let every_commit = self
+                    .blocking(|store| store.set_sync_every_commit(true))
+                    .await;
+                if let Some(Err(e)) = every_commit {
+                    error!(error = %e, "the store cannot make its commits wait for the disk");
+                }
+                return;
             }
         }
     }
@@ -226,6 +240,10 @@ mod tests {
     struct Flushes {
         inner: MemoryStore,
         syncs: Arc<std::sync::atomic::AtomicUsize>,
+        /// Whether its syncs fail.
+        failing: bool,
+        /// What `set_sync_every_commit` was last told.
+        every_commit: Arc<Mutex<Option<bool>>>,
     }
 
     impl RecordStore for Flushes {
@@ -253,11 +271,18 @@ mod tests {
             self.inner.records(now)
         }
         fn syncer(&self) -> Option<dht_storage::Syncer> {
-            let syncs = self.syncs.clone();
+            let (syncs, failing) = (self.syncs.clone(), self.failing);
             Some(Arc::new(move || {
                 syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if failing {
+                    return Err(StoreError::Backend("EIO".into()));
+                }
                 Ok(())
             }))
+        }
+        fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
+            *self.every_commit.lock().unwrap() = Some(on);
+            Ok(())
         }
         fn len(&self) -> usize {
             self.inner.len()
@@ -275,6 +300,8 @@ mod tests {
             Store::new(Box::new(Flushes {
                 inner: MemoryStore::default(),
                 syncs: syncs.clone(),
+                failing: false,
+                every_commit: Arc::default(),
             }))
             .expect("writer"),
         );
@@ -287,26 +314,66 @@ mod tests {
         // Idle: no sync, however long.
         tokio::time::sleep(interval * 10).await;
         assert_eq!(counted(), 0);
-        // Changes are synced `interval` after the first of them.
+        // A put is synced `interval` after it (and no sooner).
         let started = tokio::time::Instant::now();
-        for i in 0..3 {
-            store.put(record(i), Origin::Local).await.expect("put");
-        }
-        while counted() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        store.put(record(0), Origin::Local).await.expect("put");
+        let synced = tokio::time::timeout(interval * 5, async {
+            while counted() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(synced.is_ok(), "no sync after a put");
         assert!(started.elapsed() >= interval);
-        // At most one sync per change (paused time runs on while the test waits for
-        // the writer thread, so the three puts may fall into separate intervals).
+        assert_eq!(counted(), 1);
+        // Changes within one interval share one sync (signalled here without the writer
+        // thread, whose replies paused time would not wait for).
+        for _ in 0..3 {
+            store.changed.notify_one();
+            tokio::time::sleep(interval / 10).await;
+        }
         tokio::time::sleep(interval * 3).await;
-        let after_burst = counted();
-        assert!(after_burst <= 3, "{after_burst} syncs for three changes");
+        assert_eq!(counted(), 2, "one sync for three changes");
         // Idle again: nothing more.
         tokio::time::sleep(interval * 10).await;
-        assert_eq!(counted(), after_burst);
+        assert_eq!(counted(), 2);
         stop.cancel();
         syncer_task.await.expect("the syncer_task stops");
         store.close().await;
-        assert_eq!(counted(), after_burst + 1, "and one more at close");
+        assert_eq!(counted(), 3, "and one more at close");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_sync_makes_every_commit_wait_for_the_disk() {
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let every_commit = Arc::new(Mutex::new(None));
+        let store = Arc::new(
+            Store::new(Box::new(Flushes {
+                inner: MemoryStore::default(),
+                syncs: syncs.clone(),
+                failing: true,
+                every_commit: every_commit.clone(),
+            }))
+            .expect("writer"),
+        );
+        let stop = CancellationToken::new();
+        let syncer_task = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                store
+                    .sync_after_changes(Duration::from_secs(1), &stop)
+                    .await
+            }
+        });
+        store.put(record(1), Origin::Local).await.expect("put");
+        // The loop ends by itself after the failure, having switched the store.
+        tokio::time::timeout(Duration::from_secs(60), syncer_task)
+            .await
+            .expect("the sync loop stops after a failed sync")
+            .expect("join");
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(*every_commit.lock().unwrap(), Some(true));
+        stop.cancel();
+        store.close().await;
     }
 }

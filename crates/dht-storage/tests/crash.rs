@@ -55,25 +55,11 @@ fn child(dir: PathBuf, sync_every_commit: bool) {
 
 #[test]
 fn acknowledged_puts_survive_kill_9() {
-    if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        child(
-            PathBuf::from(dir),
-            std::env::var_os(CHILD_NO_SYNC).is_none(),
-        );
-        return;
-    }
     kill_and_reopen("acknowledged_puts_survive_kill_9", "sync");
 }
 
 #[test]
 fn acknowledged_puts_survive_kill_9_without_a_sync_per_commit() {
-    if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        child(
-            PathBuf::from(dir),
-            std::env::var_os(CHILD_NO_SYNC).is_none(),
-        );
-        return;
-    }
     kill_and_reopen(
         "acknowledged_puts_survive_kill_9_without_a_sync_per_commit",
         "nosync",
@@ -82,7 +68,16 @@ fn acknowledged_puts_survive_kill_9_without_a_sync_per_commit() {
 
 /// Runs the test `name` as the child (`mode` "nosync": commits wait for the OS only),
 /// kills it after `ACKED` batches and checks that every acknowledged record is there.
+///
+/// In the child (started by it), stores until killed instead.
 fn kill_and_reopen(name: &str, mode: &str) {
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        child(
+            PathBuf::from(dir),
+            std::env::var_os(CHILD_NO_SYNC).is_none(),
+        );
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("dht-storage-crash-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut command = Command::new(std::env::current_exe().expect("the test executable"));

@@ -144,10 +144,6 @@ pub struct DurableStore {
     sealer: Sealer,
     cache: MemoryStore,
     path: PathBuf,
-    /// Whether a commit waits for the disk (`synchronous = FULL`) or only for the OS
-    /// (`NORMAL`, the disk being reached through the [`RecordStore::syncer`] and at
-    /// checkpoints).
-    sync_every_commit: bool,
 }
 
 impl DurableStore {
@@ -206,7 +202,6 @@ impl DurableStore {
                             sealer,
                             cache,
                             path,
-                            sync_every_commit: true,
                         };
                         return Ok((store, report));
                     }
@@ -247,9 +242,7 @@ impl DurableStore {
         let mode = if on { "FULL" } else { "NORMAL" };
         self.db
             .pragma_update(None, "synchronous", mode)
-            .map_err(|e| backend("setting the sync mode", e))?;
-        self.sync_every_commit = on;
-        Ok(())
+            .map_err(|e| backend("setting the sync mode", e))
     }
 
     /// Applies `puts` in order in ONE write transaction with one durable commit (group
@@ -437,22 +430,36 @@ impl fmt::Debug for DurableStore {
 }
 
 impl RecordStore for DurableStore {
-    /// `fsync`s the write-ahead log, through a handle of its own: what was committed is
-    /// in the log (or, once checkpointed, in the database file, which SQLite `fsync`s at
-    /// each checkpoint), and the store need not be locked while the disk works. An
-    /// `fsync` more never harms SQLite's consistency; a log not there yet holds nothing.
+    /// `fsync`s the write-ahead log, through a handle of its own (on Linux an `fsync`
+    /// acts on the file, whatever handle it comes through): what was committed is in the
+    /// log or, once checkpointed, in the database file, which SQLite `fsync`s at each
+    /// checkpoint. The store need not be locked while the disk works, and an `fsync` more
+    /// never harms SQLite's consistency. The first sync also `fsync`s the folder, so that
+    /// a log created since the store opened is found after a power loss. A log that is not
+    /// there (SQLite removes it when it closes the database) holds nothing to sync.
     fn syncer(&self) -> Option<Syncer> {
         let mut log = self.path.clone().into_os_string();
         log.push("-wal");
         let log = PathBuf::from(log);
+        let dir = self.path.parent().map(Path::to_path_buf);
+        let dir_synced = std::sync::atomic::AtomicBool::new(false);
         Some(std::sync::Arc::new(move || {
+            let fail =
+                |what: &str, path: &Path, e| backend(&format!("{what} {}", path.display()), e);
             match std::fs::File::open(&log) {
-                Ok(file) => file
-                    .sync_data()
-                    .map_err(|e| backend(&format!("syncing {}", log.display()), e)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(backend(&format!("opening {}", log.display()), e)),
+                Ok(file) => file.sync_data().map_err(|e| fail("syncing", &log, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(fail("opening", &log, e)),
             }
+            if let Some(dir) = dir.as_deref() {
+                if !dir_synced.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| fail("syncing", dir, e))?;
+                    dir_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok(())
         }))
     }
 

@@ -325,6 +325,13 @@ fn commits_can_wait_for_the_os_only_and_the_syncer_runs_beside_the_store() {
     for k in 0..10 {
         store.put(rec(k, 1, b"v", NOW + 100), NOW).unwrap();
     }
+    let mut log = dir.file().into_os_string();
+    log.push("-wal");
+    let log = std::path::PathBuf::from(log);
+    assert!(
+        log.exists(),
+        "the syncer's file is the log the commits went to"
+    );
     // From another thread, while the store is in use here.
     let syncing = std::thread::spawn({
         let syncer = syncer.clone();
@@ -338,10 +345,8 @@ fn commits_can_wait_for_the_os_only_and_the_syncer_runs_beside_the_store() {
     assert_eq!(report.records, 11);
     assert_eq!(store.len(), 11);
     drop(store);
-    let mut log = dir.file().into_os_string();
-    log.push("-wal");
     assert!(
-        !std::path::Path::new(&log).exists(),
+        !log.exists(),
         "SQLite removes the log when it closes the database"
     );
     // No log: nothing to sync, no error.
