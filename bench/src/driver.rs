@@ -152,6 +152,8 @@ async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyh
     tokio::time::sleep(Duration::from_secs(1)).await;
     idle(run, options.idle_window).await?;
     progress(n, "idle figures taken");
+    // While the network is quiet (after the throughput phase it is still replicating).
+    connection_cost(run, n).await?;
 
     let mut rng = StdRng::from_entropy();
     let worker_ids = run.net.ids()?;
@@ -192,7 +194,6 @@ async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyh
     api_throughput(run, options, &local).await?;
     progress(n, "throughput done");
     new_node(run, n, entry).await?;
-    connection_cost(run, n).await?;
     let after = run.net.status().await?;
     memory(run, &after, "mem.after_ops_kb", "after the measurements");
     churn(run, &after);
