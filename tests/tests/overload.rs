@@ -143,3 +143,47 @@ async fn puts_beyond_those_in_flight_wait_for_a_slot() -> anyhow::Result<()> {
     answering.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_that_answers_only_overloaded_leaves_the_table() -> anyhow::Result<()> {
+    let mut config = test_config(&[]);
+    config.liveness_interval = Duration::from_millis(200);
+    config.ping_failures = 2;
+    let node = Node::start(config).await?;
+    let (mut peer, _) = RawPeer::connect(node.listen_addr()).await?;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            node.routing_table_len() == 1
+        })
+        .await
+    );
+    // Every request is refused as over the rate limit, however often it comes back.
+    let refusing = tokio::spawn(async move {
+        while let Some(Ok(frame)) = peer.framed.next().await {
+            if frame.is_response {
+                continue;
+            }
+            let refusal = PeerMessage::Error {
+                code: ErrorCode::Overloaded,
+            };
+            if peer
+                .framed
+                .send(PeerFrame::response(frame.request_id, refusal))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            node.routing_table_len() == 0
+        })
+        .await,
+        "a contact that serves nobody kept its place"
+    );
+    node.shutdown().await;
+    refusing.abort();
+    Ok(())
+}
