@@ -373,6 +373,20 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
         }
     }
     confirm_puts(run, &put_keys).await;
+    // The ceiling: the same client against a server that only answers.
+    let echo = crate::echo::EchoServer::start(&options.exe).await?;
+    let keys = throughput::Workload::Get(vec![Key::from_bytes([0x5a; 32])]);
+    let most = options.concurrency.iter().copied().max().unwrap_or(1);
+    let outcome = throughput::run(echo.addr, most, window, &keys).await?;
+    run.result.figure(
+        &format!("tput.echo.c{most}"),
+        &format!(
+            "the same client against a server that only answers (no DHT): GET/s, {most} \
+             connections, the ceiling here"
+        ),
+        Some(outcome.rate()),
+        "/s",
+    );
     Ok(())
 }
 

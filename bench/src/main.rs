@@ -54,6 +54,8 @@ enum Mode {
     },
     /// Host nodes for a driver: JSON commands on stdin, replies on stdout.
     Worker,
+    /// Answer every DHT_GET at once (the throughput ceiling), until stdin closes.
+    Echo,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Mode::Worker => dht_bench::worker::run().await,
+            Mode::Echo => dht_bench::echo::run().await,
             Mode::Run {
                 nodes,
                 ops,

@@ -111,6 +111,8 @@ fn a_small_network_yields_every_figure() {
         }
     }
     assert!(value("tput.put.confirmed") > 0.0);
+    // The ceiling, at the most connections measured.
+    assert!(value("tput.echo.c2") > 0.0);
     for key in [
         "mem.idle_kb",
         "mem.after_latency_kb",

@@ -245,6 +245,12 @@ pub(super) const ROWS: &[Row] = &[
         "kB",
     ),
     row(
+        "API GET/s, a server that only answers (the ceiling here), 64 conns",
+        "tput.echo.c64",
+        None,
+        "/s",
+    ),
+    row(
         "first request over a new connection (TCP, TLS, HELLO, PING), p50",
         "conn.new.p50",
         None,
