@@ -227,7 +227,11 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         let request = match buffered {
             Some(request) => request,
             None => {
-                check.as_mut().reset(next_check(deadline));
+                // Only a request partly received has a deadline to watch (a far-off
+                // check otherwise: resetting the timer for every request costs).
+                if let Some(at) = partial.overdue_at(deadline) {
+                    check.as_mut().reset(at);
+                }
                 loop {
                     if out.send_ready(&mut answers_rx).await.is_err() {
                         break 'serve;
@@ -389,9 +393,15 @@ impl Answers {
     async fn feed(&mut self, answer: ApiMessage) -> Result<(), ApiError> {
         self.unflushed = true;
         let stop = &self.stop;
-        let fed = tokio::select! {
-            fed = self.framed.feed(answer) => fed,
-            () = stop.cancelled() => Err(stopped()),
+        let mut feed = self.framed.feed(answer);
+        // Usually done at once; only a write that waits for the client must give way to
+        // the shutdown.
+        let fed = match (&mut feed).now_or_never() {
+            Some(fed) => fed,
+            None => tokio::select! {
+                fed = feed => fed,
+                () = stop.cancelled() => Err(stopped()),
+            },
         };
         fed.inspect_err(|e| debug!(error = %e, "client write failed"))
     }
@@ -410,9 +420,13 @@ impl Answers {
         }
         self.unflushed = false;
         let stop = &self.stop;
-        let flushed = tokio::select! {
-            flushed = SinkExt::<ApiMessage>::flush(&mut self.framed) => flushed,
-            () = stop.cancelled() => Err(stopped()),
+        let mut flush = SinkExt::<ApiMessage>::flush(&mut self.framed);
+        let flushed = match (&mut flush).now_or_never() {
+            Some(flushed) => flushed,
+            None => tokio::select! {
+                flushed = flush => flushed,
+                () = stop.cancelled() => Err(stopped()),
+            },
         };
         flushed.inspect_err(|e| debug!(error = %e, "client write failed"))
     }
