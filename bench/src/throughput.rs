@@ -13,7 +13,7 @@ use bytes::Bytes;
 use dht_core::Key;
 use rand::RngCore;
 
-use crate::client::ApiClient;
+use crate::client::{ANSWER_TIMEOUT, ApiClient};
 
 /// What the connections send.
 #[derive(Debug, Clone)]
@@ -70,7 +70,16 @@ pub async fn run(
     let end = start + duration;
     let tasks = clients.into_iter().enumerate().map(|(c, client)| {
         let workload = workload.clone();
-        tokio::spawn(async move { connection(client, c, end, workload).await })
+        // One time limit for the whole series: every answer's wait is within it.
+        let limit = duration + ANSWER_TIMEOUT;
+        tokio::spawn(async move {
+            tokio::time::timeout(limit, connection(client, c, end, workload))
+                .await
+                .unwrap_or_else(|_| Outcome {
+                    error: Some(format!("no answer within {ANSWER_TIMEOUT:?}")),
+                    ..Outcome::default()
+                })
+        })
     });
     let mut outcome = Outcome::default();
     for task in futures::future::join_all(tasks).await {
@@ -101,7 +110,7 @@ async fn connection(
             Workload::Get(keys) => {
                 turn = turn.wrapping_add(1);
                 client
-                    .get(keys[turn % keys.len()])
+                    .get_unbounded(keys[turn % keys.len()])
                     .await
                     .map(|v| (v.is_some(), None))
             }
@@ -110,7 +119,10 @@ async fn connection(
                 let mut value = vec![0u8; 100];
                 rand::thread_rng().fill_bytes(&mut value);
                 match client.put(key, Bytes::from(value), 3).await {
-                    Ok(()) => client.get(*barrier).await.map(|v| (v.is_some(), Some(key))),
+                    Ok(()) => client
+                        .get_unbounded(*barrier)
+                        .await
+                        .map(|v| (v.is_some(), Some(key))),
                     Err(e) => Err(e),
                 }
             }
