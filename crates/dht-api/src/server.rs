@@ -191,6 +191,10 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
     let in_flight = Arc::new(Semaphore::new(config.max_requests_per_connection));
+    // Waited on by every wait below: made once, so that it joins the token's waiters
+    // once (every connection shares the token, and its list of waiters, with the others).
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
     'serve: loop {
         // Back-pressure: no new request is read while the connection has its maximum
         // in flight.
@@ -211,7 +215,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                             break 'serve;
                         }
                     }
-                    () = shutdown.cancelled() => break 'serve,
+                    () = &mut stopping => break 'serve,
                 }
             },
         };
@@ -243,7 +247,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                                 break 'serve;
                             }
                         }
-                        () = shutdown.cancelled() => break 'serve,
+                        () = &mut stopping => break 'serve,
                         () = partial.started() => check.as_mut().reset(next_check(deadline)),
                         () = &mut check => {
                             if partial.overdue(deadline) {
