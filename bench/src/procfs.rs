@@ -68,6 +68,10 @@ mod tests {
         let stat = "4242 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 70 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(320));
         assert_eq!(parse_cpu_ticks("garbage"), None);
-        assert!(cpu_time() > Duration::ZERO || !std::path::Path::new("/proc").exists());
+        // The real file parses (its figure may still be 0 ticks this early in a
+        // test process, so only the parse is checked, not the value).
+        if let Ok(real) = std::fs::read_to_string("/proc/self/stat") {
+            assert!(parse_cpu_ticks(&real).is_some(), "{real}");
+        }
     }
 }
