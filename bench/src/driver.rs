@@ -348,6 +348,19 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
             throughput::Workload::Put { barrier },
         ),
     ];
+    // The ceiling first, while the network is as quiet as for the local GETs after it
+    // (after the PUTs it is still replicating them).
+    let most = options.concurrency.iter().copied().max().unwrap_or(1);
+    let ceiling = echo_ceiling(options, most).await?;
+    run.result.figure(
+        &format!("tput.echo.c{most}"),
+        &format!(
+            "the same client against a server that only answers (no DHT): GET/s, {most} \
+             connections, the ceiling here"
+        ),
+        Some(ceiling),
+        "/s",
+    );
     let mut put_keys = Vec::new();
     for (name, label, workload) in &workloads {
         for &c in &options.concurrency {
@@ -373,21 +386,15 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
         }
     }
     confirm_puts(run, &put_keys).await;
-    // The ceiling: the same client against a server that only answers.
+    Ok(())
+}
+
+/// GET/s of the throughput client on `most` connections against the echo server.
+async fn echo_ceiling(options: &Options, most: usize) -> anyhow::Result<f64> {
     let echo = crate::echo::EchoServer::start(&options.exe).await?;
     let keys = throughput::Workload::Get(vec![Key::from_bytes([0x5a; 32])]);
-    let most = options.concurrency.iter().copied().max().unwrap_or(1);
-    let outcome = throughput::run(echo.addr, most, window, &keys).await?;
-    run.result.figure(
-        &format!("tput.echo.c{most}"),
-        &format!(
-            "the same client against a server that only answers (no DHT): GET/s, {most} \
-             connections, the ceiling here"
-        ),
-        Some(outcome.rate()),
-        "/s",
-    );
-    Ok(())
+    let outcome = throughput::run(echo.addr, most, options.throughput_window, &keys).await?;
+    Ok(outcome.rate())
 }
 
 /// GETs through the embedded reader of up to 200 of the PUTs the throughput run made,

@@ -191,36 +191,46 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
     let in_flight = Arc::new(Semaphore::new(config.max_requests_per_connection));
-    // Waited on by every wait below: made once, so that it joins the token's waiters
-    // once (every connection shares the token, and its list of waiters, with the others).
-    let stopping = shutdown.cancelled();
+    // Waited on by every wait below, that is polled once or twice per request. Polling
+    // a token's future locks the token (its state and its list of waiters): a child
+    // token of this connection's own keeps those locks off the server-wide token, which
+    // every connection would otherwise take on every request.
+    let stop = shutdown.child_token();
+    let stopping = stop.cancelled();
     tokio::pin!(stopping);
+    // GETs whose answers are still to come through `answers_rx`: while there are none,
+    // the loop does not look at the queue (the usual case: every GET answered locally).
+    let mut awaited = 0usize;
     'serve: loop {
         // Back-pressure: no new request is read while the connection has its maximum
-        // in flight.
-        let waiting = Instant::now();
-        let permit = match in_flight.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => loop {
-                if out.send_ready(&mut answers_rx).await.is_err() {
-                    break 'serve;
-                }
-                tokio::select! {
-                    permit = in_flight.clone().acquire_owned() => match permit {
-                        Ok(permit) => break permit,
-                        Err(_) => break 'serve,
-                    },
-                    Some(answer) = answers_rx.recv() => {
-                        if out.feed(answer).await.is_err() {
-                            break 'serve;
-                        }
+        // in flight. Time spent waiting here does not count against the client.
+        let (permit, waited) = match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => (permit, Duration::ZERO),
+            Err(_) => {
+                let waiting = Instant::now();
+                let permit = loop {
+                    if out.send_ready(&mut answers_rx, &mut awaited).await.is_err() {
+                        break 'serve;
                     }
-                    () = &mut stopping => break 'serve,
-                }
-            },
+                    tokio::select! {
+                        biased;
+                        Some(answer) = answers_rx.recv(), if awaited > 0 => {
+                            awaited -= 1;
+                            if out.feed(answer).await.is_err() {
+                                break 'serve;
+                            }
+                        }
+                        permit = in_flight.clone().acquire_owned() => match permit {
+                            Ok(permit) => break permit,
+                            Err(_) => break 'serve,
+                        },
+                        () = &mut stopping => break 'serve,
+                    }
+                };
+                (permit, waiting.elapsed())
+            }
         };
-        // Time spent not reading (back-pressure) does not count against the client.
-        let deadline = config.message_deadline + waiting.elapsed();
+        let deadline = config.message_deadline + waited;
         // A request already received is taken at once (pipelined requests get their
         // answers in one write); before waiting for the next, the answers so far go out.
         let buffered = if requests.read_buffer().is_empty() {
@@ -237,12 +247,16 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                     check.as_mut().reset(at);
                 }
                 loop {
-                    if out.send_ready(&mut answers_rx).await.is_err() {
+                    if out.send_ready(&mut answers_rx, &mut awaited).await.is_err() {
                         break 'serve;
                     }
+                    // Biased: the branches are polled in this order, with no random
+                    // start to draw for every request.
                     tokio::select! {
+                        biased;
                         request = requests.next() => break request,
-                        Some(answer) = answers_rx.recv() => {
+                        Some(answer) = answers_rx.recv(), if awaited > 0 => {
+                            awaited -= 1;
                             if out.feed(answer).await.is_err() {
                                 break 'serve;
                             }
@@ -266,8 +280,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                 // A key this node answers from its own store needs no task of its own.
                 let read_at = Instant::now();
                 if let Some(value) = node.get_local(&key) {
-                    metrics.request("get", "found");
-                    metrics.latency("get", read_at.elapsed());
+                    metrics.get_found(read_at.elapsed());
                     if out.feed(ApiMessage::Success { key, value }).await.is_err() {
                         break;
                     }
@@ -280,6 +293,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                     config.get_deadline,
                     metrics.clone(),
                 );
+                awaited += 1;
                 tokio::spawn(
                     async move {
                         let (answer, outcome) = match tokio::time::timeout(deadline, node.get(key))
@@ -410,9 +424,16 @@ impl Answers {
         fed.inspect_err(|e| debug!(error = %e, "client write failed"))
     }
 
-    /// Feeds the answers already queued in `queue`, then flushes.
-    async fn send_ready(&mut self, queue: &mut mpsc::Receiver<ApiMessage>) -> Result<(), ApiError> {
-        while let Ok(answer) = queue.try_recv() {
+    /// Feeds the answers already queued in `queue` (`awaited` of them are to come),
+    /// then flushes.
+    async fn send_ready(
+        &mut self,
+        queue: &mut mpsc::Receiver<ApiMessage>,
+        awaited: &mut usize,
+    ) -> Result<(), ApiError> {
+        while *awaited > 0 {
+            let Ok(answer) = queue.try_recv() else { break };
+            *awaited -= 1;
             self.feed(answer).await?;
         }
         self.flush().await
