@@ -7,47 +7,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use dht_api::MetricsServer;
 use dht_core::Key;
+use dht_tests::http::{HttpAnswer, http_get, samples, serve_endpoint};
 use dht_tests::{ApiClient, init_tracing, start_network, wait_for};
-use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// An HTTP/1.1 GET of `path`: the status line, the headers and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .context("no response within 10 s")??;
-    let response = String::from_utf8(response)?;
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        bail!("no end of headers in {response:?}");
-    };
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    Ok((status.to_string(), headers.to_lowercase(), body.to_string()))
-}
-
-/// The samples of an OpenMetrics text: `name{labels}` → value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
+use tokio::io::AsyncWriteExt;
 
 async fn scrape(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
-    let (status, headers, body) = http_get(addr, "/metrics").await?;
+    let HttpAnswer {
+        status,
+        headers,
+        body,
+    } = http_get(addr, "/metrics").await?;
     anyhow::ensure!(status.contains("200"), "status {status}");
     anyhow::ensure!(
         headers.contains("content-type: application/openmetrics-text"),
@@ -73,13 +43,7 @@ async fn metrics_follow_what_the_node_did() -> anyhow::Result<()> {
     init_tracing();
     let (bootstrap, nodes) = start_network(6).await?;
     let a = &nodes[0];
-    let mut registry = Registry::default();
-    a.node.register_metrics(&mut registry);
-    a.api
-        .as_ref()
-        .context("node has an API")?
-        .register_metrics(&mut registry);
-    let server = MetricsServer::bind("127.0.0.1:0".parse()?, registry).await?;
+    let server = serve_endpoint(a).await?;
     let addr = server.local_addr();
 
     // Before any request: the families are there, with nothing counted.
@@ -164,9 +128,25 @@ async fn metrics_follow_what_the_node_did() -> anyhow::Result<()> {
         0.0
     );
 
-    // Anything but /metrics is refused.
-    let (status, _, _) = http_get(addr, "/nope").await?;
-    assert!(status.contains("404"), "{status}");
+    // The lookups and the upkeep of the join are counted, and the node is ready.
+    assert!(
+        value(
+            &s,
+            "dht_lookups_total{kind=\"find_node\",outcome=\"succeeded\"}"
+        ) >= 1.0
+    );
+    assert!(value(&s, "dht_lookup_duration_seconds_count{kind=\"find_value\"}") >= 1.0);
+    assert!(value(&s, "dht_lookups_last_minute{outcome=\"succeeded\"}") >= 2.0);
+    assert_eq!(
+        value(&s, "dht_lookups_last_minute{outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(value(&s, "dht_upkeep_rounds_total{kind=\"join\"}"), 1.0);
+    assert_eq!(value(&s, "dht_ready"), 1.0);
+
+    // Anything else is refused.
+    let answer = http_get(addr, "/nope").await?;
+    assert!(answer.status.contains("404"), "{}", answer.status);
 
     server.shutdown().await;
     for n in &nodes {

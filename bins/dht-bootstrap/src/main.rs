@@ -2,6 +2,7 @@
 //! stores) without the client API.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use dht_api::process::{BoxError, shutdown_signal};
 use dht_api::{Config, MetricsServer};
@@ -19,13 +20,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
-    let node = Node::start(config.node).await?;
+    let node = Arc::new(Node::start(config.node).await?);
     let metrics = match config.metrics_address {
         Some(address) => {
             let mut registry = prometheus_client::registry::Registry::default();
             node.register_metrics(&mut registry);
             Some(
-                MetricsServer::bind(address, registry)
+                MetricsServer::bind(address, registry, node.clone(), "dht-bootstrap")
                     .await
                     .map_err(|e| format!("binding metrics_address {address}: {e}"))?,
             )

@@ -29,7 +29,7 @@ async fn run(config: Config) -> Result<(), BoxError> {
             node.register_metrics(&mut registry);
             api.register_metrics(&mut registry);
             Some(
-                MetricsServer::bind(address, registry)
+                MetricsServer::bind(address, registry, node.clone(), "dht-node")
                     .await
                     .map_err(|e| format!("binding metrics_address {address}: {e}"))?,
             )

@@ -8,12 +8,14 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 mod config;
+mod http;
 mod ini;
 mod logs;
 mod metrics;
 pub mod process;
 mod server;
+mod status_page;
 
 pub use config::{Config, ConfigError, DEFAULT_HOSTKEY, LogConfig, LogFormat};
-pub use metrics::MetricsServer;
+pub use http::MetricsServer;
 pub use server::{ApiConfig, ApiServer};

@@ -22,6 +22,7 @@
 //! the runtime, the sockets (through a [`Transport`]) and the clocks.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
+mod activity;
 mod config;
 mod conn;
 pub mod deadline;
@@ -35,6 +36,7 @@ mod ops;
 mod peers;
 mod put;
 mod stats;
+mod status;
 mod store;
 mod stream;
 mod tls;
@@ -48,6 +50,7 @@ use bytes::Bytes;
 use dht_storage::RecordStore;
 use tracing::{Instrument, debug};
 
+pub use activity::{LookupCounts, LookupKind, RecentLookup, UpkeepKind, UpkeepRound};
 pub use config::{
     BootstrapPeer, DEFAULT_NETWORK_ID, DEFAULT_SYNC_INTERVAL, DiskSync, MAX_LIMIT,
     MAX_POW_DIFFICULTY, NodeConfig, StorageBackend,
@@ -60,6 +63,7 @@ pub use node::PUTS_IN_FLIGHT;
 pub use ops::LookupStats;
 pub use put::{PutOptions, PutReport};
 pub use stats::NodeStats;
+pub use status::{BucketStatus, NodeStatus, NotReady};
 pub use tls::TlsTransport;
 pub use transport::{
     Connection, Incoming, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo,
@@ -122,7 +126,10 @@ impl Node {
             "node started"
         );
         let has_saved = !node::lock(&inner.saved_contacts).is_empty();
-        if (!inner.config.bootstrap_peers.is_empty() || has_saved) && !inner.join().await {
+        if inner.config.bootstrap_peers.is_empty() && !has_saved {
+            // The first node of a network: there is nothing to join.
+            inner.activity.set_joined();
+        } else if !inner.join().await {
             let retry = inner.clone();
             let span = inner.span.clone();
             inner
@@ -336,6 +343,18 @@ impl Node {
     /// The node's counters and the sizes of its bounded structures.
     pub fn stats(&self) -> NodeStats {
         self.inner.stats()
+    }
+
+    /// What the node is and did recently: its routing table by bucket, its store
+    /// against its limits, its recent lookups and upkeep rounds. Never a stored value.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// `Ok` when the node is ready to serve: it runs, its store is open, it has joined
+    /// the network (or had none to join) and knows at least one live peer.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        self.inner.not_ready().map_or(Ok(()), Err)
     }
 
     /// Records in the local store.

@@ -14,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use rand::Rng;
 use tracing::{Instrument, debug};
 
+use crate::activity::UpkeepKind;
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now, unix_now};
 
@@ -80,20 +81,43 @@ impl Inner {
         }
     }
 
+    /// An upkeep round of `kind` that began at `started` worked on `items` (none: it
+    /// is not recorded), `failed` of them in vain.
+    pub(crate) fn upkeep_round(
+        &self,
+        kind: UpkeepKind,
+        started: std::time::Instant,
+        items: usize,
+        failed: usize,
+    ) {
+        if items == 0 {
+            return;
+        }
+        let now = mono_now();
+        let elapsed = now.saturating_duration_since(started);
+        self.metrics.upkeep(kind, elapsed);
+        self.activity.round(kind, elapsed, items, failed, now);
+    }
+
     /// Pings contacts that have been quiet for the liveness interval.
     async fn liveness_round(self: &Arc<Self>) {
+        let started = mono_now();
         let stale = self.routing().stale_contacts(
             mono_now(),
             self.config.liveness_interval,
             PINGS_PER_ROUND,
         );
+        let pinged = stale.len();
         let mut pings: FuturesUnordered<_> = stale
             .into_iter()
             .map(|contact| async move { (contact, self.ping(contact).await) })
             .collect();
+        let mut failed = 0;
         while let Some((contact, outcome)) = pings.next().await {
+            failed += usize::from(outcome.is_err());
             self.record_ping(contact, outcome);
         }
+        self.upkeep_round(UpkeepKind::Liveness, started, pinged, failed);
     }
 
     /// Updates the table after a ping: an answer refreshes the contact; the
@@ -134,6 +158,7 @@ impl Inner {
     /// Looks up a random id in each bucket that went without a lookup for the refresh
     /// interval (with jitter, so that many nodes with one interval do not refresh at once).
     async fn refresh_round(self: &Arc<Self>) {
+        let started = mono_now();
         let due = self
             .routing()
             .buckets_to_refresh(mono_now(), jittered(self.config.refresh_interval));
@@ -144,14 +169,20 @@ impl Inner {
                 .map(|bucket| self.id.random_in_bucket(bucket, &mut rng))
                 .collect()
         };
+        let refreshed = targets.len();
         let mut lookups: FuturesUnordered<_> =
             targets.into_iter().map(|t| self.lookup(t, false)).collect();
-        while lookups.next().await.is_some() {}
+        let mut failed = 0;
+        while let Some(found) = lookups.next().await {
+            failed += usize::from(found.result.succeeded == 0);
+        }
+        self.upkeep_round(UpkeepKind::Refresh, started, refreshed, failed);
     }
 
     /// Stores every record held again on the `r` closest live nodes to its key. The
     /// record travels as it is: its expiry and version never change on the way.
     async fn replicate_round(self: &Arc<Self>) {
+        let started = mono_now();
         let records = match self.store().records(unix_now()) {
             Ok(records) => records,
             Err(e) => {
@@ -174,17 +205,21 @@ impl Inner {
                 .filter(|record| !received.contains_key(&record.key))
                 .collect()
         };
-        debug!(records = records.len(), "replicating");
+        let count = records.len();
+        debug!(records = count, "replicating");
         let mut work = futures::stream::iter(records.into_iter().map(|record| {
             let inner = self.clone();
             async move { inner.store_on_closest(&record, true, None).await }
         }))
         .buffer_unordered(REPLICATION_PARALLELISM);
-        while work.next().await.is_some() {
+        let mut unreplicated = 0;
+        while let Some(replicas) = work.next().await {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            unreplicated += usize::from(replicas == 0);
         }
+        self.upkeep_round(UpkeepKind::Replication, started, count, unreplicated);
     }
 
     /// Hands a newly seen node the records it is now among the `r` closest nodes for

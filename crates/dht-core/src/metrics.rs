@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::activity::{LookupKind, UpkeepKind};
 use crate::error::RpcError;
 use crate::node::Inner;
 
@@ -93,6 +94,10 @@ pub(crate) struct Metrics {
     rpc_seconds: Family<KindLabel, Histogram>,
     lookup_hops: Family<KindLabel, Histogram>,
     lookup_contacted: Family<KindLabel, Histogram>,
+    lookups: Family<RpcLabels, Counter>,
+    lookup_seconds: Family<KindLabel, Histogram>,
+    upkeep_rounds: Family<KindLabel, Counter>,
+    upkeep_seconds: Family<KindLabel, Histogram>,
     gets: Family<OutcomeLabel, Counter>,
     /// `gets` of outcome `found`, resolved once: a local GET is the hot path, and a
     /// family lookup hashes the labels and takes the family's lock, shared by all
@@ -120,6 +125,10 @@ impl Default for Metrics {
             rpc_seconds: Family::new_with_constructor(latency_histogram),
             lookup_hops: Family::new_with_constructor(counts),
             lookup_contacted: Family::new_with_constructor(counts),
+            lookups: Family::default(),
+            lookup_seconds: Family::new_with_constructor(latency_histogram),
+            upkeep_rounds: Family::default(),
+            upkeep_seconds: Family::new_with_constructor(latency_histogram),
             gets,
             gets_found,
             get_seconds: latency_histogram(),
@@ -135,9 +144,17 @@ impl Default for Metrics {
             }
             drop(metrics.rpc_seconds.get_or_create(&KindLabel { kind }));
         }
-        for kind in ["find_node", "find_value"] {
+        for kind in [LookupKind::FindNode, LookupKind::FindValue].map(LookupKind::as_str) {
             drop(metrics.lookup_hops.get_or_create(&KindLabel { kind }));
             drop(metrics.lookup_contacted.get_or_create(&KindLabel { kind }));
+            drop(metrics.lookup_seconds.get_or_create(&KindLabel { kind }));
+            for outcome in ["succeeded", "failed"] {
+                drop(metrics.lookups.get_or_create(&RpcLabels { kind, outcome }));
+            }
+        }
+        for kind in UpkeepKind::ALL.map(UpkeepKind::as_str) {
+            drop(metrics.upkeep_rounds.get_or_create(&KindLabel { kind }));
+            drop(metrics.upkeep_seconds.get_or_create(&KindLabel { kind }));
         }
         for outcome in ["found", "not_found", "error"] {
             drop(metrics.gets.get_or_create(&OutcomeLabel { outcome }));
@@ -172,18 +189,39 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A lookup finished.
-    pub(crate) fn lookup(&self, want_value: bool, hops: usize, contacted: usize) {
-        let kind = if want_value {
-            "find_value"
-        } else {
-            "find_node"
-        };
+    /// A lookup finished after `elapsed`; `succeeded`: some peer answered it.
+    pub(crate) fn lookup(
+        &self,
+        kind: LookupKind,
+        hops: usize,
+        contacted: usize,
+        succeeded: bool,
+        elapsed: Duration,
+    ) {
+        let kind = kind.as_str();
         let label = KindLabel { kind };
         self.lookup_hops.get_or_create(&label).observe(hops as f64);
         self.lookup_contacted
             .get_or_create(&label)
             .observe(contacted as f64);
+        self.lookup_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+        let outcome = if succeeded { "succeeded" } else { "failed" };
+        self.lookups
+            .get_or_create(&RpcLabels { kind, outcome })
+            .inc();
+    }
+
+    /// An upkeep round that did some work took `elapsed`.
+    pub(crate) fn upkeep(&self, kind: UpkeepKind, elapsed: Duration) {
+        let label = KindLabel {
+            kind: kind.as_str(),
+        };
+        self.upkeep_rounds.get_or_create(&label).inc();
+        self.upkeep_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A GET finished: `outcome` is `found`, `not_found` or `error`.
@@ -226,6 +264,28 @@ impl Metrics {
             "dht_lookup_peers_contacted",
             "Distinct peers asked by one iterative lookup",
             self.lookup_contacted.clone(),
+        );
+        registry.register(
+            "dht_lookups",
+            "Iterative lookups by kind and outcome (succeeded: some peer answered)",
+            self.lookups.clone(),
+        );
+        registry.register_with_unit(
+            "dht_lookup_duration",
+            "Time an iterative lookup took",
+            Unit::Seconds,
+            self.lookup_seconds.clone(),
+        );
+        registry.register(
+            "dht_upkeep_rounds",
+            "Upkeep rounds that did some work, by kind (join, liveness, refresh, replication)",
+            self.upkeep_rounds.clone(),
+        );
+        registry.register_with_unit(
+            "dht_upkeep_round_duration",
+            "Time an upkeep round that did some work took",
+            Unit::Seconds,
+            self.upkeep_seconds.clone(),
         );
         registry.register(
             "dht_gets",
@@ -295,6 +355,32 @@ impl Collector for NodeCollector {
         let stats = inner.stats();
         let per_bucket = per_bucket_range(&inner);
         let to_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let now = crate::node::mono_now();
+        gauge(
+            &mut encoder,
+            "dht_ready",
+            "1 when the node is ready (joined, a live contact, the store open), else 0",
+            i64::from(inner.not_ready().is_none()),
+        )?;
+        gauge(
+            &mut encoder,
+            "dht_uptime_seconds",
+            "Seconds since the node started",
+            i64::try_from(inner.activity.uptime(now).as_secs()).unwrap_or(i64::MAX),
+        )?;
+        {
+            let minute = inner.activity.lookups_last_minute(now);
+            let mut family = encoder.encode_descriptor(
+                "dht_lookups_last_minute",
+                "Iterative lookups that ended in the last 60 seconds, by outcome",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (outcome, count) in [("succeeded", minute.succeeded), ("failed", minute.failed)] {
+                ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&OutcomeLabel { outcome })?)?;
+            }
+        }
         gauge(
             &mut encoder,
             "dht_open_connections",

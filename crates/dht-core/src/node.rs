@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::activity::Activity;
 use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::error::{Error, RpcError};
@@ -58,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Prometheus metrics updated as requests, lookups, GETs and PUTs finish.
     pub(crate) metrics: Metrics,
+    /// Recent lookups and upkeep rounds, and whether the node has joined.
+    pub(crate) activity: Activity,
     pinging: Mutex<HashSet<NodeId>>,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
@@ -214,6 +217,7 @@ impl Inner {
             limiters: Mutex::new(Limiters::new(config.peer_rate, config.ip_rate)),
             counters: Counters::default(),
             metrics: Metrics::default(),
+            activity: Activity::new(mono_now()),
             next_conn_seq: AtomicU64::new(1),
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),

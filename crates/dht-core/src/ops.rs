@@ -14,6 +14,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
+use crate::activity::{LookupKind, UpkeepKind};
 use crate::error::{Error, RpcError};
 use crate::node::{Inner, mono_now, unix_now};
 use crate::stats::Counters;
@@ -67,6 +68,7 @@ impl Inner {
         want_value: bool,
         mut observe: impl FnMut(&Lookup),
     ) -> Found {
+        let started = mono_now();
         let seeds = {
             let mut routing = self.routing();
             routing.note_lookup(&target, mono_now());
@@ -136,8 +138,19 @@ impl Inner {
             }
         }
         let result = lookup.into_result();
+        let kind = if want_value {
+            LookupKind::FindValue
+        } else {
+            LookupKind::FindNode
+        };
+        // Succeeded: some peer answered. A lookup nobody answered means this node is cut
+        // off from every peer it asked.
+        let succeeded = result.succeeded > 0 || record.is_some();
+        let now = mono_now();
+        let elapsed = now.saturating_duration_since(started);
         self.metrics
-            .lookup(want_value, result.hops, result.contacted);
+            .lookup(kind, result.hops, result.contacted, succeeded, elapsed);
+        self.activity.lookup(kind, elapsed, succeeded, now);
         Found { result, record }
     }
 
@@ -215,6 +228,7 @@ impl Inner {
     /// Joins through the bootstrap peers: connect to them, look up our own id, then
     /// refresh every bucket farther than our closest neighbour.
     pub(crate) async fn join(self: &Arc<Self>) -> bool {
+        let started = mono_now();
         let mut reached = 0;
         for peer in &self.config.bootstrap_peers {
             let addrs = match tokio::net::lookup_host(peer.address.as_str()).await {
@@ -242,11 +256,10 @@ impl Inner {
         }
         self.lookup(self.id, false).await;
         self.refresh_far_buckets().await;
-        info!(
-            contacts = self.routing().len(),
-            bootstrap_reached = reached,
-            "joined the network"
-        );
+        let contacts = self.routing().len();
+        info!(contacts, bootstrap_reached = reached, "joined the network");
+        self.activity.set_joined();
+        self.upkeep_round(UpkeepKind::Join, started, contacts, 0);
         true
     }
 

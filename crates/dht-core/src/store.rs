@@ -50,6 +50,18 @@ impl Store {
         })
     }
 
+    /// Whether the store takes writes: it has not been closed and its writer thread runs.
+    pub(crate) fn is_open(&self) -> bool {
+        let writing = self
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed());
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writing && writer.as_ref().is_some_and(|thread| !thread.is_finished())
+    }
+
     /// The store, for reads and for quick in-memory operations.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Box<dyn RecordStore>> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
