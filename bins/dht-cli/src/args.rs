@@ -24,6 +24,11 @@ dht-cli speaks only the VoidPhone DHT API (DHT_PUT, DHT_GET, DHT_SUCCESS, DHT_FA
 so it works against any node's api_address and doubles as a reference client for the
 authors of other modules (its Client is in bins/dht-cli/src/client.rs).
 
+The node: --api HOST:PORT, else $DHT_API, else the first node of the local deployment
+when `cargo xtask deploy` left its record (target/deploy/cluster.json in this folder or
+one above; dht-cli says on stderr which node it took), else 127.0.0.1:7401. --node NAME
+picks a member of that deployment by name.
+
 KEY is 64 hex digits, used as the 32 bytes of the key, or any other text, whose SHA-256
 (of its UTF-8 bytes) is the key. --key-hex and --key-string force one of the two.
 
@@ -44,6 +49,7 @@ Examples:
   echo hello | dht-cli put greeting           the value from stdin
   dht-cli put greeting hello --confirm        exit 0 only once a GET returns the value
   dht-cli --api node1.example:7401 get 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824
+  dht-cli --node node-3 get greeting          through node-3 of the local deployment
   dht-cli key greeting                        print the 64 hex digits of a key";
 
 const PUT_LONG_ABOUT: &str = "\
@@ -109,16 +115,22 @@ Examples:
     after_help = EXAMPLES
 )]
 pub struct Cli {
-    /// The node's API address; HOST is a name or an IP address ([v6] in brackets)
+    /// The node's API address; HOST is a name or an IP address ([v6] in brackets).
+    /// Default: node-1 of the local deployment (target/deploy/cluster.json in this
+    /// folder or one above) when there is one, else 127.0.0.1:7401
     #[arg(
         long,
         global = true,
         env = "DHT_API",
-        default_value = DEFAULT_API,
         value_name = "HOST:PORT",
         value_parser = parse_api_address
     )]
-    pub api: ApiAddress,
+    pub api: Option<ApiAddress>,
+
+    /// A member of the local deployment by name (node-3), its API address read from
+    /// target/deploy/cluster.json (in this folder or one above); wins over --api
+    #[arg(long, global = true, value_name = "NAME")]
+    pub node: Option<String>,
 
     /// Seconds (fractions allowed) the whole command may wait for the node
     #[arg(
@@ -401,9 +413,10 @@ mod tests {
     #[test]
     fn put_with_defaults() {
         let cli = parse(&["put", "greeting", "hello"]).unwrap();
-        // The environment may name another node; the default applies only without it.
-        let api = std::env::var("DHT_API").unwrap_or_else(|_| DEFAULT_API.into());
-        assert_eq!(cli.api.as_str(), api);
+        // The environment may name a node; else the address is chosen when run.
+        let api = std::env::var("DHT_API").ok();
+        assert_eq!(cli.api.as_ref().map(|a| a.as_str().to_string()), api);
+        assert_eq!(cli.node, None);
         assert_eq!(cli.timeout, Duration::from_secs(10));
         let Command::Put(put) = cli.command else {
             panic!("not put")
@@ -434,7 +447,10 @@ mod tests {
             "1.5",
         ])
         .unwrap();
-        assert_eq!(cli.api.as_str(), "[::1]:9");
+        assert_eq!(
+            cli.api.as_ref().map(|a| a.as_str()).unwrap_or_default(),
+            "[::1]:9"
+        );
         assert_eq!(cli.timeout, Duration::from_millis(1500));
         let Command::Put(put) = cli.command else {
             panic!("not put")

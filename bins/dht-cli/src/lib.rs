@@ -7,10 +7,13 @@
 //!
 //! - [`args`]: the command line (clap), and the parsing of keys and addresses.
 //! - [`client`]: one API connection: `connect`, `put`, `get`, `close`.
+//! - [`deployment`]: which node to use when `--api` does not say: the record of a local
+//!   deployment (`--node NAME`, or its first node).
 //! - `run`: reading the value, the deadline, printing, exit statuses.
 
 pub mod args;
 pub mod client;
+pub mod deployment;
 mod run;
 
 pub use run::run;

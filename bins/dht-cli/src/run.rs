@@ -20,6 +20,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::args::{ApiAddress, Cli, Command, GetArgs, PutArgs};
 use crate::client::{Client, ClientError, PutOptions};
+use crate::deployment;
 
 /// How often `put --confirm` asks again while the node does not return the value.
 const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
@@ -87,6 +88,17 @@ fn usage_error(e: &clap::Error) -> String {
     format!("{message} (see dht-cli --help)")
 }
 
+/// The API address the command talks to (see [`deployment::choose`]); says on stderr
+/// when a deployment's record chose it.
+fn api_address(api: Option<ApiAddress>, node: Option<&str>) -> Result<ApiAddress, String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("no current folder: {e}"))?;
+    let chosen = deployment::choose(api, node, &cwd)?;
+    if let Some(from) = &chosen.from {
+        eprintln!("dht-cli: using {from} at {}", chosen.api);
+    }
+    Ok(chosen.api)
+}
+
 fn execute(cli: Cli) -> Result<Outcome, String> {
     match cli.command {
         Command::Key(key) => {
@@ -98,14 +110,16 @@ fn execute(cli: Cli) -> Result<Outcome, String> {
             let key = put.key.to_key()?;
             let source = value_source(&put, io::stdin().is_terminal())?;
             let value = read_value(&source, &mut io::stdin().lock())?;
+            let api = api_address(cli.api, cli.node.as_deref())?;
             in_runtime(cli.timeout, |deadline| {
-                do_put(cli.api, cli.timeout, deadline, key, value, &put)
+                do_put(api, cli.timeout, deadline, key, value, &put)
             })
         }
         Command::Get(get) => {
             let key = get.key.to_key()?;
+            let api = api_address(cli.api, cli.node.as_deref())?;
             let found = in_runtime(cli.timeout, |deadline| {
-                do_get(cli.api, cli.timeout, deadline, key)
+                do_get(api, cli.timeout, deadline, key)
             })?;
             match found {
                 Some(value) => {
