@@ -1,6 +1,7 @@
 //! Helpers for the integration tests: start real nodes on 127.0.0.1, talk to their
 //! VoidPhone API, and wait for conditions by polling with a deadline.
 
+pub mod browser;
 pub mod http;
 pub mod process;
 pub mod raw_peer;

@@ -155,3 +155,70 @@ async fn metrics_follow_what_the_node_did() -> anyhow::Result<()> {
     bootstrap.stop().await;
     Ok(())
 }
+
+/// The metric names an expression of the Grafana dashboard uses.
+fn dashboard_metrics(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut names = Vec::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for target in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"]
+            .as_str()
+            .expect("every target has an expression");
+        for (at, _) in expr.match_indices("dht_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_series_a_node_serves() -> anyhow::Result<()> {
+    init_tracing();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    assert_eq!(dashboard["uid"], "voidphone-dht");
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let used = dashboard_metrics(&dashboard);
+    assert!(used.len() >= 15, "{used:?}");
+
+    let (bootstrap, nodes) = start_network(1).await?;
+    let server = serve_endpoint(&nodes[0]).await?;
+    let scraped = scrape(server.local_addr()).await?;
+    let served: Vec<&str> = scraped
+        .keys()
+        .map(|series| {
+            series
+                .split_once('{')
+                .map_or(series.as_str(), |(name, _)| name)
+        })
+        .collect();
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|name| !served.contains(&name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries series no node serves: {missing:?}"
+    );
+    // Every panel filters on the dashboard's variables.
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(expr.contains("job=~\"$job\""), "{expr}");
+        }
+    }
+    server.shutdown().await;
+    nodes[0].stop().await;
+    bootstrap.stop().await;
+    Ok(())
+}

@@ -18,19 +18,30 @@ use anyhow::{Context, bail, ensure};
 
 use crate::cluster::{self, Cluster, Member, Mode, Role, Runs};
 use crate::docker_deploy;
-use crate::layout::{Layout, free_ports, local};
+use crate::layout::{Layout, api_ports, free_ports, local};
+use crate::monitoring;
 use crate::overrides::{self, Override};
+use crate::progress::Progress;
 use crate::startup::{self, ProcessWatch};
 
 /// Usage of the `deploy` command.
-pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release] [--set section.key=value]...
-      Build dht-node and dht-bootstrap, start one bootstrap node and N nodes (default 5)
-      on 127.0.0.1 in the background, wait until every node has joined and a value PUT
-      through node-1 can be read through every other node, then print the cluster.
-      Stops an earlier deployment first. Files: target/deploy/ (cluster.json, and per
-      process <name>/config.toml and <name>/node.log). Each --set overrides a
+pub(crate) const USAGE: &str =
+    "  deploy [--nodes N] [--debug | --release] [--set section.key=value]...
+      Build dht-node, dht-bootstrap and dht-cli (release; --debug: debug), start one bootstrap node
+      and N nodes (default 5, at most 500) on 127.0.0.1 in the background, wait until
+      every node has joined and a value PUT through node-1 can be read through every
+      other node, then print the cluster. node-1's API is on 127.0.0.1:7401 when that
+      port is free (the following nodes get the next free ports), where dht-cli looks.
+      Stops an earlier deployment first. Files: target/deploy/ ($DHT_DEPLOY_DIR when
+      set): cluster.json, prometheus.yml (a scrape configuration of every member), and
+      per process <name>/config.toml and <name>/node.log. Each --set overrides a
       configuration key in every node's file, e.g. --set dht.replicate_interval_secs=10.
-      Every member serves Prometheus metrics at /metrics on its metrics address.
+      Every member serves /metrics, /healthz, /readyz and a status page (/) on its
+      metrics address.
+  deploy status
+      One line per member of the deployment: up or down, ready, contacts, records and
+      bytes stored, API requests served, lookups that succeeded in the last minute (read
+      from its metrics). Exits non-zero when a member is down.
   deploy --docker [--nodes N] [--set section.key=value]...
       The same with containers: build the images (as `docker` does), create a private
       network, start 2 bootstrap containers and N node containers on it, with their API
@@ -44,13 +55,19 @@ pub(crate) const USAGE: &str = "  deploy [--nodes N] [--release] [--set section.
 /// Default number of `dht-node`s.
 const DEFAULT_NODES: usize = 5;
 /// Most `dht-node`s one deploy starts.
-const MAX_NODES: usize = 100;
+const MAX_NODES: usize = 500;
+/// Most node containers: they share one /24 with the bootstraps (hosts .11 and up).
+const MAX_DOCKER_NODES: usize = 240;
+/// Whether `deploy` builds and runs the release profile unless told otherwise (see
+/// README.md: a cold release build costs little more than a debug build here, and its
+/// nodes answer GETs about twice as fast).
+const RELEASE_BY_DEFAULT: bool = true;
 /// The options of `deploy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
     /// How many `dht-node`s to start.
     pub(crate) nodes: usize,
-    /// Build and run the release profile.
+    /// Build and run the release profile (else debug).
     pub(crate) release: bool,
     /// Run the members in containers.
     pub(crate) docker: bool,
@@ -63,15 +80,22 @@ impl Options {
     pub(crate) fn parse(args: &[&str]) -> anyhow::Result<Options> {
         let mut options = Options {
             nodes: DEFAULT_NODES,
-            release: false,
+            release: RELEASE_BY_DEFAULT,
             docker: false,
             overrides: Vec::new(),
         };
+        let mut profile = None;
         let mut args = args.iter();
         while let Some(&arg) = args.next() {
             let count = match arg {
-                "--release" => {
-                    options.release = true;
+                "--release" | "--debug" => {
+                    let release = arg == "--release";
+                    ensure!(
+                        profile.is_none_or(|p| p == release),
+                        "--debug and --release do not go together"
+                    );
+                    profile = Some(release);
+                    options.release = release;
                     continue;
                 }
                 "--docker" => {
@@ -106,8 +130,12 @@ impl Options {
             "--nodes must be between 1 and {MAX_NODES}"
         );
         ensure!(
-            !(options.docker && options.release),
-            "--release and --docker do not go together: images always hold release builds"
+            !options.docker || options.nodes <= MAX_DOCKER_NODES,
+            "--docker runs at most {MAX_DOCKER_NODES} nodes (one /24 network)"
+        );
+        ensure!(
+            !(options.docker && profile.is_some()),
+            "--debug and --release do not go with --docker: images always hold release builds"
         );
         Ok(options)
     }
@@ -178,8 +206,10 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         ensure!(bin.is_file(), "cargo build made no {}", bin.display());
     }
 
-    // The bootstrap node's p2p and metrics ports, then each node's p2p, API and metrics.
-    let ports = free_ports(2 + 3 * options.nodes)?;
+    // The bootstrap node's p2p and metrics ports, then each node's p2p and metrics; the
+    // APIs from 7401 up.
+    let ports = free_ports(2 + 2 * options.nodes)?;
+    let api_ports = api_ports(options.nodes)?;
     let started = Instant::now();
     let mut cluster = Cluster {
         mode: Mode::Local,
@@ -224,9 +254,10 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         ));
     };
     let peer = format!("{boot_id}@{boot_addr}");
-    for (i, triple) in ports[2..].chunks_exact(3).enumerate() {
+    let mut progress = Progress::new("nodes started", options.nodes);
+    for (i, (pair, &api)) in ports[2..].chunks_exact(2).zip(&api_ports).enumerate() {
         let name = format!("node-{}", i + 1);
-        let (p2p, api, metrics) = (local(triple[0]), local(triple[1]), local(triple[2]));
+        let (p2p, api, metrics) = (local(pair[0]), local(api), local(pair[1]));
         let text = overrides::apply(
             &node_config(&name, p2p, api, metrics, &peer),
             &options.overrides,
@@ -243,9 +274,12 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         let launched = write_plan(&layout, plan, &text)
             .and_then(|plan| launch(&layout, &mut cluster, &mut watch, &node_bin, &plan));
         if let Err(e) = launched {
+            progress.finish();
             return Err(abort(&layout, &cluster, e));
         }
+        progress.inc();
     }
+    progress.finish();
     println!(
         "started {} processes; waiting for them to join (at most {} s)",
         cluster.nodes.len(),
@@ -255,7 +289,10 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
         return Err(abort(&layout, &cluster, e));
     }
     let ready = started.elapsed();
-    if let Err(e) = cluster.save(&layout.cluster_json()) {
+    let saved = cluster
+        .save(&layout.cluster_json())
+        .and_then(|()| monitoring::write_prometheus_config(&layout, &cluster));
+    if let Err(e) = saved {
         return Err(abort(&layout, &cluster, e));
     }
     if let Err(e) = startup::probe(&cluster) {
@@ -264,6 +301,17 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     let total = started.elapsed();
     startup::report_up("processes", options.nodes, ready, total);
     print_summary(&layout, &cluster);
+    let cli = layout.binary(options.release, "dht-cli");
+    println!(
+        "try:       {} put greeting 'hello world'; {} get greeting",
+        layout.show(&cli),
+        layout.show(&cli)
+    );
+    if !options.release {
+        println!(
+            "           (a debug build: nodes answer GETs about half as fast as with --release)"
+        );
+    }
     Ok(())
 }
 
@@ -288,7 +336,12 @@ fn print_summary(layout: &Layout, cluster: &Cluster) {
     }
     if let Some(metrics) = cluster.nodes.iter().find_map(|m| m.metrics_address) {
         println!("metrics:   http://{metrics}/metrics (every member's is in the table)");
+        println!("status:    http://{metrics}/ (a page per member), or cargo xtask deploy status");
     }
+    println!(
+        "prometheus --config.file={} watches them all",
+        layout.show(&layout.deploy.join("prometheus.yml"))
+    );
     println!("stop with: cargo xtask deploy stop");
 }
 
@@ -311,9 +364,15 @@ pub(crate) fn abort(layout: &Layout, cluster: &Cluster, error: anyhow::Error) ->
 fn build(layout: &Layout, release: bool) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(&cargo);
-    command
-        .current_dir(&layout.root)
-        .args(["build", "-p", "dht-node", "-p", "dht-bootstrap"]);
+    command.current_dir(&layout.root).args([
+        "build",
+        "-p",
+        "dht-node",
+        "-p",
+        "dht-bootstrap",
+        "-p",
+        "dht-cli",
+    ]);
     if release {
         command.arg("--release");
     }
@@ -440,11 +499,14 @@ mod tests {
             parse(&[]).unwrap(),
             Options {
                 nodes: 5,
-                release: false,
+                release: RELEASE_BY_DEFAULT,
                 docker: false,
                 overrides: Vec::new(),
             }
         );
+        assert!(!parse(&["--debug"]).unwrap().release);
+        assert!(parse(&["--debug", "--release"]).is_err());
+        assert!(parse(&["--release", "--release"]).unwrap().release);
         assert_eq!(
             parse(&["--nodes", "20", "--release"]).unwrap(),
             Options {
@@ -463,12 +525,15 @@ mod tests {
         assert!(parse(&["--nodes"]).is_err());
         assert!(parse(&["--nodes", "0"]).is_err());
         assert!(parse(&["--nodes", "x"]).is_err());
-        assert!(parse(&["--nodes", "101"]).is_err());
+        assert!(parse(&["--nodes", "500"]).is_ok());
+        assert!(parse(&["--nodes", "501"]).is_err());
+        assert!(parse(&["--docker", "--nodes", "240"]).is_ok());
+        assert!(parse(&["--docker", "--nodes", "241"]).is_err());
         assert!(parse(&["--verbose"]).is_err());
         let docker = parse(&["--docker", "--nodes", "3"]).unwrap();
-        assert!(docker.docker && !docker.release && docker.nodes == 3);
+        assert!(docker.docker && docker.nodes == 3);
         let both = parse(&["--docker", "--release"]).unwrap_err().to_string();
-        assert!(both.contains("--release and --docker"), "{both}");
+        assert!(both.contains("do not go with --docker"), "{both}");
     }
 
     #[test]

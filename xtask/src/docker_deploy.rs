@@ -25,7 +25,7 @@ use crate::deploy::{Options, abort};
 use crate::docker::{
     self, BOOTSTRAP_IMAGE, DEPLOYMENT_LABEL, LABEL, NODE_IMAGE, container_log, docker,
 };
-use crate::layout::{Layout, free_ports, local};
+use crate::layout::{Layout, api_ports, free_ports, local};
 use crate::overrides;
 use crate::startup::{self, Watch};
 
@@ -89,8 +89,10 @@ fn start_members(
     subnet: Subnet,
     started: Instant,
 ) -> anyhow::Result<()> {
-    // Host ports: each bootstrap's metrics, then each node's API and metrics.
-    let ports = free_ports(BOOTSTRAPS + 2 * options.nodes)?;
+    // Host ports: each bootstrap's metrics, then each node's metrics; the APIs from
+    // 7401 up, as for local deployments.
+    let ports = free_ports(BOOTSTRAPS + options.nodes)?;
+    let api_ports = api_ports(options.nodes)?;
     let mut peers = Vec::new();
     for (i, &metrics) in ports[..BOOTSTRAPS].iter().enumerate() {
         let spec = Spec {
@@ -109,13 +111,13 @@ fn start_members(
             .with_context(|| format!("{} reported no id", member.name))?;
         peers.push(format!("{id}@{}", member.p2p_address));
     }
-    for (i, pair) in ports[BOOTSTRAPS..].chunks_exact(2).enumerate() {
+    for (i, (&metrics, &api)) in ports[BOOTSTRAPS..].iter().zip(&api_ports).enumerate() {
         let spec = Spec {
             name: format!("node-{}", i + 1),
             role: Role::Node,
             ip: subnet.host(10 + i as u32 + 1),
-            api: Some(pair[0]),
-            metrics: pair[1],
+            api: Some(api),
+            metrics,
         };
         start_container(layout, options, cluster, &spec, &peers)?;
     }
@@ -127,6 +129,7 @@ fn start_members(
     startup::wait_ready(watch, cluster, started)?;
     let ready = started.elapsed();
     cluster.save(&layout.cluster_json())?;
+    crate::monitoring::write_prometheus_config(layout, cluster)?;
     startup::probe(cluster)?;
     let total = started.elapsed();
     startup::report_up("containers", options.nodes, ready, total);

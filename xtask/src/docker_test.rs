@@ -8,8 +8,7 @@
 //! It is not part of `cargo test --workspace`, which must pass on machines without
 //! Docker; `.ci/run` runs it, and without an engine it fails with a one-line reason.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -19,6 +18,7 @@ use crate::cluster::{Cluster, Member};
 use crate::deploy::{self, Options};
 use crate::docker::{self, DEPLOYMENT_LABEL, docker};
 use crate::docker_deploy;
+use crate::http;
 use crate::layout::Layout;
 use crate::startup::{self, API_TIMEOUT};
 
@@ -130,26 +130,13 @@ fn read(api: SocketAddr, key: &api_probe::Key, within: Duration) -> anyhow::Resu
 
 /// Fetches `http://<address>/metrics` and checks that it is Prometheus text.
 fn check_metrics(address: SocketAddr) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&address, API_TIMEOUT)
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_read_timeout(Some(API_TIMEOUT))?;
-    stream.set_write_timeout(Some(API_TIMEOUT))?;
-    // One write: a request in pieces could be answered, and the connection closed,
-    // before its last piece arrives.
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading the answer of {address}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.lines().next().unwrap_or_default();
+    let answer = http::get(address, "/metrics", API_TIMEOUT)?;
     ensure!(
-        status.starts_with("HTTP/1.1 200"),
-        "GET /metrics at {address} answered {status:?}"
+        answer.status == 200,
+        "GET /metrics at {address} answered {}",
+        answer.status
     );
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    if !body.contains("# TYPE ") {
+    if !answer.body.contains("# TYPE ") {
         bail!("GET /metrics at {address} answered no metrics");
     }
     Ok(())
@@ -217,6 +204,8 @@ impl Steps {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
 
     #[test]

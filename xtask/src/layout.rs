@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// The variable that moves a deployment's folder away from `<target>/deploy`.
+pub(crate) const DEPLOY_DIR_ENV: &str = "DHT_DEPLOY_DIR";
+/// VoidPhone's API port, which `dht-cli` and other modules try by default.
+pub(crate) const DEFAULT_API_PORT: u16 = 7401;
+
 /// Where things are: the workspace, the cargo target folder and the deployment folder.
 pub(crate) struct Layout {
     /// The workspace root.
@@ -20,9 +25,15 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// The layout of `cargo xtask deploy`: the deployment lives in `<target>/deploy`.
+    /// The layout of `cargo xtask deploy`: the deployment lives in `<target>/deploy`, or
+    /// in `$DHT_DEPLOY_DIR` when set (relative to the current folder), which `dht-cli`
+    /// reads too: a second deployment beside the first, e.g. for a test.
     pub(crate) fn new() -> anyhow::Result<Layout> {
-        Layout::with_deploy_dir("deploy")
+        let mut layout = Layout::with_deploy_dir("deploy")?;
+        if let Some(dir) = std::env::var_os(DEPLOY_DIR_ENV).filter(|d| !d.is_empty()) {
+            layout.deploy = std::env::current_dir()?.join(dir);
+        }
+        Ok(layout)
     }
 
     /// A layout whose deployment lives in `<target>/<name>`, so that a test deployment
@@ -79,6 +90,27 @@ pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// `n` free ports on 127.0.0.1 for the API servers of a deployment: 7401 (VoidPhone's
+/// default, where `dht-cli` looks first) and up, skipping ports in use, so that the first
+/// node listens where clients expect it whenever that port is free. Each is held open
+/// until all are chosen.
+pub(crate) fn api_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut port = DEFAULT_API_PORT;
+    while listeners.len() < n {
+        if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            listeners.push(listener);
+        }
+        port = port
+            .checked_add(1)
+            .with_context(|| format!("no {n} free ports from {DEFAULT_API_PORT} up"))?;
+    }
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
 /// `127.0.0.1:port`.
 pub(crate) fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -96,6 +128,20 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), 41);
         assert!(ports.iter().all(|&p| p != 0));
+    }
+
+    #[test]
+    fn api_ports_start_at_the_default_and_skip_ports_in_use() {
+        // Whatever holds 7401 now (another deployment), the ports are free ones from
+        // 7401 up, in order.
+        let ports = api_ports(3).unwrap();
+        assert!(ports[0] >= DEFAULT_API_PORT);
+        assert!(ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
+        // A port in use is skipped.
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, ports[0])).unwrap();
+        let next = api_ports(1).unwrap();
+        assert_ne!(next[0], ports[0]);
+        drop(held);
     }
 
     #[test]

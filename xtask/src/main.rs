@@ -8,8 +8,11 @@ mod deploy;
 mod docker;
 mod docker_deploy;
 mod docker_test;
+mod http;
 mod layout;
+mod monitoring;
 mod overrides;
+mod progress;
 mod report;
 mod startup;
 
@@ -47,6 +50,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         ["deploy", "stop"] => deploy::stop(),
+        ["deploy", "status"] => monitoring::status(),
         ["deploy", "--help" | "-h" | "help", ..] => {
             println!("usage: cargo xtask deploy ...\n\n{}", deploy::USAGE);
             Ok(())

@@ -132,6 +132,27 @@ pub(crate) fn wait_ready(
             ..Progress::default()
         })
         .collect();
+    let mut shown = crate::progress::Progress::new("members ready", cluster.nodes.len());
+    let outcome = wait_loop(
+        watch,
+        cluster,
+        &mut progress,
+        deadline,
+        &check_key,
+        &mut shown,
+    );
+    shown.finish();
+    outcome
+}
+
+fn wait_loop(
+    watch: &mut impl Watch,
+    cluster: &mut Cluster,
+    progress: &mut [Progress],
+    deadline: Instant,
+    check_key: &Key,
+    shown: &mut crate::progress::Progress,
+) -> anyhow::Result<()> {
     loop {
         watch.refresh(cluster)?;
         for (index, member) in cluster.nodes.iter().enumerate() {
@@ -146,7 +167,12 @@ pub(crate) fn wait_ready(
                 );
             }
         }
-        for (index, (member, progress)) in cluster.nodes.iter_mut().zip(&mut progress).enumerate() {
+        for (index, (member, progress)) in cluster
+            .nodes
+            .iter_mut()
+            .zip(progress.iter_mut())
+            .enumerate()
+        {
             if progress.done() {
                 continue;
             }
@@ -171,9 +197,10 @@ pub(crate) fn wait_ready(
                 progress.api,
                 member.api_address,
             ) {
-                progress.api = api_probe::get(api, &check_key, API_TIMEOUT).is_ok();
+                progress.api = api_probe::get(api, check_key, API_TIMEOUT).is_ok();
             }
         }
+        shown.set(progress.iter().filter(|p| p.done()).count());
         if progress.iter().all(|p| p.done()) {
             return Ok(());
         }
@@ -182,7 +209,7 @@ pub(crate) fn wait_ready(
                 "the cluster was not up after {} s",
                 READY_DEADLINE.as_secs()
             );
-            let pending = cluster.nodes.iter().enumerate().zip(&progress);
+            let pending = cluster.nodes.iter().enumerate().zip(progress.iter());
             let pending = pending.filter(|(_, p)| !p.done());
             for (shown, ((index, member), p)) in pending.enumerate() {
                 message += &format!("\n{} is missing {}", member.name, p.missing(member));

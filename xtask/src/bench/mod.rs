@@ -16,6 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+use crate::progress::Progress;
 use report::{Machine, Network, Ours};
 
 pub(crate) const USAGE: &str = "  bench [--quick] [--anchors]
@@ -78,30 +79,41 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
         None
     };
     let mut nets = Vec::new();
+    // Each size runs ours and, with --anchors, the two anchors; then the floor.
+    let per_size = if anchor_bins.is_some() { 3 } else { 1 };
+    let steps = sizes.len() * per_size + usize::from(anchor_bins.is_some());
+    let mut progress = Progress::new("bench steps", steps);
     for &n in sizes {
-        let ours = run_ours(&root, &bench, n, ops, options.quick);
+        let ours = progress.suspend(|| run_ours(&root, &bench, n, ops, options.quick));
+        progress.inc();
         if let Err(e) = &ours {
             eprintln!("dht-bench at N={n}: {e}");
         }
         let (mainline, libp2p) = match &anchor_bins {
             Some(bins) => {
                 let args = vec![n.to_string(), ops.to_string()];
-                eprintln!("mainline-bench {n} {ops}...");
-                let m = run_anchor(
-                    &bins.mainline,
-                    &args,
-                    &out_dir.join(format!("mainline-n{n}.txt")),
-                    anchors::parse_mainline,
-                );
+                progress.println(&format!("mainline-bench {n} {ops}..."));
+                let m = progress.suspend(|| {
+                    run_anchor(
+                        &bins.mainline,
+                        &args,
+                        &out_dir.join(format!("mainline-n{n}.txt")),
+                        anchors::parse_mainline,
+                    )
+                });
+                progress.inc();
                 let mut args = args;
                 args.push(LIBP2P_SEED.into());
-                eprintln!("libp2p-kad-bench {n} {ops} {LIBP2P_SEED}...");
-                let l = run_anchor(
-                    &bins.libp2p,
-                    &args,
-                    &out_dir.join(format!("libp2p-n{n}.txt")),
-                    anchors::parse_libp2p,
-                );
+                progress.println(&format!("libp2p-kad-bench {n} {ops} {LIBP2P_SEED}..."));
+                let l = progress.suspend(|| {
+                    run_anchor(
+                        &bins.libp2p,
+                        &args,
+                        &out_dir.join(format!("libp2p-n{n}.txt")),
+                        anchors::parse_libp2p,
+                    )
+                });
+                progress.inc();
                 (Some(m), Some(l))
             }
             None => (None, None),
@@ -114,21 +126,26 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
         });
     }
     let floor = anchor_bins.as_ref().map(|bins| {
-        eprintln!("tcp-pingpong, tls-pingpong...");
-        let tcp = run_anchor(
-            &bins.tcp,
-            &[],
-            &out_dir.join("tcp-pingpong.txt"),
-            anchors::parse_tcp,
-        );
-        let tls = run_anchor(
-            &bins.tls,
-            &[],
-            &out_dir.join("tls-pingpong.txt"),
-            anchors::parse_tls,
-        );
-        (tcp, tls)
+        progress.println("tcp-pingpong, tls-pingpong...");
+        let floor = progress.suspend(|| {
+            let tcp = run_anchor(
+                &bins.tcp,
+                &[],
+                &out_dir.join("tcp-pingpong.txt"),
+                anchors::parse_tcp,
+            );
+            let tls = run_anchor(
+                &bins.tls,
+                &[],
+                &out_dir.join("tls-pingpong.txt"),
+                anchors::parse_tls,
+            );
+            (tcp, tls)
+        });
+        progress.inc();
+        floor
     });
+    progress.finish();
     let machine = machine(&root);
     let floor_refs = floor.as_ref().map(|(t, l)| (Some(t), Some(l)));
     let mut extra = BTreeMap::new();

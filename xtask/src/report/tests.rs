@@ -92,6 +92,20 @@ fn a_failing_test_shows_as_failed() {
             .is_file()
     );
     assert!(!fixture.join("target").exists());
+
+    // A browser shows the page as a page: the failure first, then the table.
+    let url = format!("file://{}", summary.report.display());
+    if let Some(page) = dht_tests::browser::render(&url, "test-report", 1280, 900).unwrap() {
+        let failures = page
+            .dom
+            .find("<section id=\"failures\">")
+            .expect("failures");
+        let table = page.dom.find("<section id=\"tests\">").expect("the table");
+        assert!(failures < table);
+        assert!(page.dom.contains("this test fails on purpose"));
+        assert_eq!(dht_tests::browser::png_size(&page.png), Some((1280, 900)));
+        assert!(page.png.len() > 20_000, "a nearly empty screenshot");
+    }
 }
 
 #[test]
