@@ -283,7 +283,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     println!(
         "started {} processes; waiting for them to join (at most {} s)",
         cluster.nodes.len(),
-        startup::READY_DEADLINE.as_secs()
+        startup::ready_deadline(cluster.nodes.len()).as_secs()
     );
     if let Err(e) = startup::wait_ready(&mut watch, &mut cluster, started) {
         return Err(abort(&layout, &cluster, e));

@@ -124,7 +124,7 @@ fn start_members(
     println!(
         "started {} containers; waiting for them to join (at most {} s)",
         cluster.nodes.len(),
-        startup::READY_DEADLINE.as_secs()
+        startup::ready_deadline(cluster.nodes.len()).as_secs()
     );
     startup::wait_ready(watch, cluster, started)?;
     let ready = started.elapsed();

@@ -15,8 +15,15 @@ use crate::api_probe::{self, Answer, Key};
 use crate::cluster::{self, Cluster, Member, POLL, Role};
 use crate::layout::Layout;
 
-/// Start-up deadline: processes ready, nodes joined, APIs answering.
-pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// Start-up deadline of a small cluster: processes ready, nodes joined, APIs answering.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// What each member adds to it: 500 nodes took 38 s on 2 cores.
+const READY_PER_MEMBER: Duration = Duration::from_millis(100);
+
+/// The start-up deadline of a cluster of `members`.
+pub(crate) fn ready_deadline(members: usize) -> Duration {
+    READY_DEADLINE + READY_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX)
+}
 /// Deadline for the probe value to be readable through every node.
 const PROBE_DEADLINE: Duration = Duration::from_secs(30);
 /// Connect/read/write timeout of one API request; above the nodes' 5 s GET deadline,
@@ -121,7 +128,8 @@ pub(crate) fn wait_ready(
     cluster: &mut Cluster,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let deadline = started + READY_DEADLINE;
+    let within = ready_deadline(cluster.nodes.len());
+    let deadline = started + within;
     let check_key = random_key(1);
     let mut progress: Vec<Progress> = cluster
         .nodes
@@ -207,7 +215,7 @@ fn wait_loop(
         if Instant::now() >= deadline {
             let mut message = format!(
                 "the cluster was not up after {} s",
-                READY_DEADLINE.as_secs()
+                ready_deadline(cluster.nodes.len()).as_secs()
             );
             let pending = cluster.nodes.iter().enumerate().zip(progress.iter());
             let pending = pending.filter(|(_, p)| !p.done());
