@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, ensure};
 
 use crate::http::required_program;
+use crate::workspace;
 
 /// What Chromium made of a page.
 #[derive(Debug)]
@@ -19,14 +20,6 @@ pub struct Rendered {
     pub png: Vec<u8>,
     /// Where the screenshot was written.
     pub path: PathBuf,
-}
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
 }
 
 fn chromium(program: &Path, profile: &Path, args: &[&str], url: &str) -> anyhow::Result<String> {
@@ -62,8 +55,8 @@ pub fn render(url: &str, name: &str, width: u32, height: u32) -> anyhow::Result<
     };
     let out = workspace().join("target").join("screenshots");
     std::fs::create_dir_all(&out)?;
-    // One profile per page: two tests may run Chromium at once.
-    let profile = out.join(format!("chromium-profile-{name}"));
+    // One profile per page and process: two tests (or two runs) may run Chromium at once.
+    let profile = out.join(format!("chromium-profile-{name}-{}", std::process::id()));
     let path = out.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&path);
     let dom = chromium(&program, &profile, &["--dump-dom"], url)?;
@@ -77,6 +70,7 @@ pub fn render(url: &str, name: &str, width: u32, height: u32) -> anyhow::Result<
         url,
     )?;
     let png = std::fs::read(&path).context("reading the screenshot")?;
+    let _ = std::fs::remove_dir_all(&profile);
     if std::env::var_os("DHT_UPDATE_DOCS_SCREENSHOTS").is_some() {
         let docs = workspace().join("docs").join("images");
         std::fs::create_dir_all(&docs)?;

@@ -16,16 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use dht_tests::http::{http_get, required_program};
 use dht_tests::process::free_addr;
+use dht_tests::workspace;
 
 /// Where the README marks its quick start: the `sh` block after this line.
 const MARKER: &str = "<!-- quick-start";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// The commands of the README's quick-start block, in order.
 fn quick_start(readme: &str) -> anyhow::Result<Vec<String>> {
@@ -46,13 +40,27 @@ fn quick_start(readme: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Runs one README line with `sh` in the workspace, its deployment in `deploy_dir`.
+/// `line` as it runs here: a program under `target/` is where cargo puts it
+/// (`$CARGO_TARGET_DIR` when set).
+fn located(line: &str) -> String {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) if line.starts_with("target/") => {
+            let dir = workspace().join(dir);
+            format!("{}/{}", dir.display(), &line["target/".len()..])
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Runs one README line with `sh` in the workspace, its deployment in `deploy_dir`, with
+/// nothing from the environment naming another node.
 fn run(line: &str, deploy_dir: &Path) -> anyhow::Result<Output> {
     let output = Command::new("sh")
         .arg("-c")
-        .arg(line)
+        .arg(located(line))
         .current_dir(workspace())
         .env("DHT_DEPLOY_DIR", deploy_dir)
+        .env_remove("DHT_API")
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {line:?}"))?;

@@ -209,7 +209,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     // The bootstrap node's p2p and metrics ports, then each node's p2p and metrics; the
     // APIs from 7401 up.
     let ports = free_ports(2 + 2 * options.nodes)?;
-    let api_ports = api_ports(options.nodes)?;
+    let mut api_ports = api_ports(options.nodes)?;
     let started = Instant::now();
     let mut cluster = Cluster {
         mode: Mode::Local,
@@ -255,7 +255,8 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
     };
     let peer = format!("{boot_id}@{boot_addr}");
     let mut progress = Progress::new("nodes started", options.nodes);
-    for (i, (pair, &api)) in ports[2..].chunks_exact(2).zip(&api_ports).enumerate() {
+    let apis = api_ports.ports().to_vec();
+    for (i, (pair, &api)) in ports[2..].chunks_exact(2).zip(&apis).enumerate() {
         let name = format!("node-{}", i + 1);
         let (p2p, api, metrics) = (local(pair[0]), local(api), local(pair[1]));
         let text = overrides::apply(
@@ -271,6 +272,7 @@ pub(crate) fn deploy(options: &Options) -> anyhow::Result<()> {
             config: PathBuf::new(),
             log: PathBuf::new(),
         };
+        api_ports.release(i);
         let launched = write_plan(&layout, plan, &text)
             .and_then(|plan| launch(&layout, &mut cluster, &mut watch, &node_bin, &plan));
         if let Err(e) = launched {

@@ -92,7 +92,7 @@ fn start_members(
     // Host ports: each bootstrap's metrics, then each node's metrics; the APIs from
     // 7401 up, as for local deployments.
     let ports = free_ports(BOOTSTRAPS + options.nodes)?;
-    let api_ports = api_ports(options.nodes)?;
+    let mut api_ports = api_ports(options.nodes)?;
     let mut peers = Vec::new();
     for (i, &metrics) in ports[..BOOTSTRAPS].iter().enumerate() {
         let spec = Spec {
@@ -111,7 +111,8 @@ fn start_members(
             .with_context(|| format!("{} reported no id", member.name))?;
         peers.push(format!("{id}@{}", member.p2p_address));
     }
-    for (i, (&metrics, &api)) in ports[BOOTSTRAPS..].iter().zip(&api_ports).enumerate() {
+    let apis = api_ports.ports().to_vec();
+    for (i, (&metrics, &api)) in ports[BOOTSTRAPS..].iter().zip(&apis).enumerate() {
         let spec = Spec {
             name: format!("node-{}", i + 1),
             role: Role::Node,
@@ -119,6 +120,7 @@ fn start_members(
             api: Some(api),
             metrics,
         };
+        api_ports.release(i);
         start_container(layout, options, cluster, &spec, &peers)?;
     }
     println!(

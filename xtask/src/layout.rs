@@ -90,25 +90,49 @@ pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// Ports held for the API servers of a deployment: each stays bound (so that another
+/// deployment starting meanwhile skips it) until its node is about to start.
+pub(crate) struct HeldPorts {
+    held: Vec<Option<TcpListener>>,
+    ports: Vec<u16>,
+}
+
+impl HeldPorts {
+    /// The ports, in order.
+    pub(crate) fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// Frees port `index` for the process about to bind it.
+    pub(crate) fn release(&mut self, index: usize) {
+        if let Some(held) = self.held.get_mut(index) {
+            held.take();
+        }
+    }
+}
+
 /// `n` free ports on 127.0.0.1 for the API servers of a deployment: 7401 (VoidPhone's
 /// default, where `dht-cli` looks first) and up, skipping ports in use, so that the first
-/// node listens where clients expect it whenever that port is free. Each is held open
-/// until all are chosen.
-pub(crate) fn api_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let mut listeners = Vec::with_capacity(n);
-    let mut port = DEFAULT_API_PORT;
-    while listeners.len() < n {
+/// node listens where clients expect it whenever that port is free.
+pub(crate) fn api_ports(n: usize) -> anyhow::Result<HeldPorts> {
+    ports_from(DEFAULT_API_PORT, n)
+}
+
+/// `n` free ports on 127.0.0.1 from `first` up, held until released.
+fn ports_from(first: u16, n: usize) -> anyhow::Result<HeldPorts> {
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    let mut port = first;
+    while held.len() < n {
         if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-            listeners.push(listener);
+            held.push(Some(listener));
+            ports.push(port);
         }
         port = port
             .checked_add(1)
-            .with_context(|| format!("no {n} free ports from {DEFAULT_API_PORT} up"))?;
+            .with_context(|| format!("no {n} free ports from {first} up"))?;
     }
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    Ok(HeldPorts { held, ports })
 }
 
 /// `127.0.0.1:port`.
@@ -131,22 +155,24 @@ mod tests {
     }
 
     #[test]
-    fn api_ports_start_at_the_default_and_skip_ports_in_use() {
-        // Whatever holds 7401 now (another deployment), the ports are free ones from
-        // 7401 up, in order.
-        let ports = api_ports(3).unwrap();
-        assert!(ports[0] >= DEFAULT_API_PORT);
+    fn held_ports_are_skipped_until_released() {
+        // Far from 7401, so that a deployment starting meanwhile is not disturbed.
+        let mut first = ports_from(47_401, 3).unwrap();
+        let ports = first.ports().to_vec();
+        assert!(ports[0] >= 47_401);
         assert!(ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
-        // A port in use is skipped.
-        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, ports[0])).unwrap();
-        let next = api_ports(1).unwrap();
-        assert_ne!(next[0], ports[0]);
-        drop(held);
+        // Held ports are in use: a second choice skips them, until one is released.
+        let second = ports_from(ports[0], 1).unwrap();
+        assert!(!ports.contains(&second.ports()[0]));
+        drop(second);
+        first.release(1);
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, ports[1])).is_ok());
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, ports[0])).is_err());
     }
 
     #[test]
     fn deploy_folders() {
-        let deploy = Layout::new().unwrap();
+        let deploy = Layout::with_deploy_dir("deploy").unwrap();
         assert!(deploy.cluster_json().ends_with("deploy/cluster.json"));
         let test = Layout::with_deploy_dir("docker-test").unwrap();
         assert!(test.cluster_json().ends_with("docker-test/cluster.json"));

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
-    let node = Arc::new(Node::start(config.node).await?);
+    let node = Arc::new(Node::start_joining(config.node).await?);
     let metrics = match config.metrics_address {
         Some(address) => {
             let mut registry = prometheus_client::registry::Registry::default();

@@ -35,14 +35,38 @@ pub struct Chosen {
     pub from: Option<String>,
 }
 
-/// The record of the deployment this command runs beside: `$DHT_DEPLOY_DIR/cluster.json`
-/// when that variable is set, else the first `target/deploy/cluster.json` (or
-/// `$CARGO_TARGET_DIR/deploy/cluster.json`) found in `cwd` or a folder above it.
-pub fn find_record(cwd: &Path) -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os(DEPLOY_DIR_ENV).filter(|d| !d.is_empty()) {
+/// The variables that move a deployment's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places {
+    /// `$DHT_DEPLOY_DIR`: the deployment's folder.
+    pub deploy_dir: Option<PathBuf>,
+    /// `$CARGO_TARGET_DIR`: cargo's target folder, which holds `deploy/`.
+    pub target_dir: Option<PathBuf>,
+}
+
+impl Places {
+    /// The variables of this process (empty ones count as unset).
+    pub fn from_env() -> Places {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Places {
+            deploy_dir: var(DEPLOY_DIR_ENV),
+            target_dir: var("CARGO_TARGET_DIR"),
+        }
+    }
+}
+
+/// The record of the deployment this command runs beside: `<deploy_dir>/cluster.json`
+/// when that variable is set, else `<target_dir>/deploy/cluster.json` when it exists,
+/// else the first `target/deploy/cluster.json` found in `cwd` or a folder above it.
+pub fn find_record(cwd: &Path, places: &Places) -> Option<PathBuf> {
+    if let Some(dir) = &places.deploy_dir {
         return Some(cwd.join(dir).join("cluster.json"));
     }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+    if let Some(target) = &places.target_dir {
         let record = cwd.join(target).join("deploy").join("cluster.json");
         if record.is_file() {
             return Some(record);
@@ -97,9 +121,14 @@ pub fn member_api(path: &Path, name: Option<&str>, cwd: &Path) -> Result<Chosen,
 /// The API address to use: member `node` of the deployment's record when `--node` is
 /// given (an error without a record); else `api` (from `--api` or `DHT_API`); else the
 /// record's first node when there is a record; else [`DEFAULT_API`].
-pub fn choose(api: Option<ApiAddress>, node: Option<&str>, cwd: &Path) -> Result<Chosen, String> {
+pub fn choose(
+    api: Option<ApiAddress>,
+    node: Option<&str>,
+    cwd: &Path,
+    places: &Places,
+) -> Result<Chosen, String> {
     if let Some(node) = node {
-        let record = find_record(cwd).ok_or_else(|| {
+        let record = find_record(cwd, places).ok_or_else(|| {
             format!(
                 "--node {node}: no deployment record found (target/deploy/cluster.json in {} \
                  or a folder above; start one with cargo xtask deploy)",
@@ -111,7 +140,7 @@ pub fn choose(api: Option<ApiAddress>, node: Option<&str>, cwd: &Path) -> Result
     if let Some(api) = api {
         return Ok(Chosen { api, from: None });
     }
-    match find_record(cwd) {
+    match find_record(cwd, places) {
         Some(record) => member_api(&record, None, cwd),
         None => Ok(Chosen {
             api: parse_api_address(DEFAULT_API)?,
@@ -168,39 +197,50 @@ mod tests {
         std::fs::write(dir.join("target/deploy/cluster.json"), RECORD).unwrap();
         let deep = dir.join("crates").join("dht-id");
         std::fs::create_dir_all(&deep).unwrap();
-        // (Only when the variables that move the record are not set for this test.)
-        if std::env::var_os(DEPLOY_DIR_ENV).is_none()
-            && std::env::var_os("CARGO_TARGET_DIR").is_none()
-        {
-            assert_eq!(
-                find_record(&deep),
-                Some(dir.join("target/deploy/cluster.json"))
-            );
-            let chosen = choose(None, Some("node-2"), &deep).unwrap();
-            assert_eq!(chosen.api.as_str(), "127.0.0.1:7402");
-            let explicit = parse_api_address("10.0.0.1:7401").unwrap();
-            let chosen = choose(Some(explicit.clone()), None, &deep).unwrap();
-            assert_eq!(
-                chosen,
-                Chosen {
-                    api: explicit.clone(),
-                    from: None
-                }
-            );
-            // --node names a member: it wins over an address from DHT_API.
-            let chosen = choose(Some(explicit), Some("node-1"), &deep).unwrap();
-            assert_eq!(chosen.api.as_str(), "127.0.0.1:7401");
-            // Without a record, --node is an error; no flag at all means the default.
-            let elsewhere = folder("none");
-            std::fs::remove_dir_all(elsewhere.join("target")).unwrap();
-            let error = choose(None, Some("node-1"), &elsewhere).unwrap_err();
-            assert!(error.contains("no deployment record found"), "{error}");
-            assert_eq!(
-                choose(None, None, &elsewhere).unwrap().api.as_str(),
-                DEFAULT_API
-            );
-            std::fs::remove_dir_all(&elsewhere).unwrap();
-        }
+        let none = Places::default();
+        assert_eq!(
+            find_record(&deep, &none),
+            Some(dir.join("target/deploy/cluster.json"))
+        );
+        let chosen = choose(None, Some("node-2"), &deep, &none).unwrap();
+        assert_eq!(chosen.api.as_str(), "127.0.0.1:7402");
+        let explicit = parse_api_address("10.0.0.1:7401").unwrap();
+        let chosen = choose(Some(explicit.clone()), None, &deep, &none).unwrap();
+        assert_eq!(
+            chosen,
+            Chosen {
+                api: explicit.clone(),
+                from: None
+            }
+        );
+        // --node names a member: it wins over an address from DHT_API.
+        let chosen = choose(Some(explicit), Some("node-1"), &deep, &none).unwrap();
+        assert_eq!(chosen.api.as_str(), "127.0.0.1:7401");
+        // Without a record, --node is an error; no flag at all means the default.
+        let elsewhere = folder("none");
+        std::fs::remove_dir_all(elsewhere.join("target")).unwrap();
+        let error = choose(None, Some("node-1"), &elsewhere, &none).unwrap_err();
+        assert!(error.contains("no deployment record found"), "{error}");
+        let default = choose(None, None, &elsewhere, &none).unwrap();
+        assert_eq!(default.api.as_str(), DEFAULT_API);
+        // $DHT_DEPLOY_DIR names the folder outright; $CARGO_TARGET_DIR is looked in.
+        let moved = Places {
+            deploy_dir: Some("target/deploy".into()),
+            target_dir: None,
+        };
+        assert_eq!(
+            find_record(&dir, &moved),
+            Some(dir.join("target/deploy/cluster.json"))
+        );
+        let target = Places {
+            deploy_dir: None,
+            target_dir: Some(dir.join("target")),
+        };
+        assert_eq!(
+            find_record(&elsewhere, &target),
+            Some(dir.join("target/deploy/cluster.json"))
+        );
+        std::fs::remove_dir_all(&elsewhere).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -92,7 +92,7 @@ fn usage_error(e: &clap::Error) -> String {
 /// when a deployment's record chose it.
 fn api_address(api: Option<ApiAddress>, node: Option<&str>) -> Result<ApiAddress, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("no current folder: {e}"))?;
-    let chosen = deployment::choose(api, node, &cwd)?;
+    let chosen = deployment::choose(api, node, &cwd, &deployment::Places::from_env())?;
     if let Some(from) = &chosen.from {
         eprintln!("dht-cli: using {from} at {}", chosen.api);
     }

@@ -3,129 +3,19 @@
 //! a file and stdin, raw and hex output, string keys, exit statuses 0, 1 and 2 with
 //! their one-line reasons, `--confirm`, and the help.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dht_id::Key;
-use dht_tests::{TestNode, test_config};
 use dht_wire::{ApiCodec, ApiMessage, MAX_VALUE_LEN};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-/// What one run of the binary did.
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+mod common;
 
-impl Run {
-    /// Asserts exit 0 and nothing on stderr.
-    fn ok(&self) -> &Run {
-        assert_eq!(self.code, 0, "exit status; stderr: {}", self.stderr);
-        assert_eq!(self.stderr, "", "stderr of a success");
-        self
-    }
-
-    /// Asserts `code`, nothing on stdout and exactly one stderr line
-    /// `dht-cli: ...` containing `reason`.
-    fn failed(&self, code: i32, reason: &str) {
-        assert_eq!(self.code, code, "exit status; stderr: {}", self.stderr);
-        assert!(
-            self.stdout.is_empty(),
-            "stdout: {:?}",
-            String::from_utf8_lossy(&self.stdout)
-        );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line: {:?}",
-            self.stderr
-        );
-        assert!(self.stderr.starts_with("dht-cli: "), "{:?}", self.stderr);
-        assert!(
-            self.stderr.contains(reason),
-            "{:?} lacks {reason:?}",
-            self.stderr
-        );
-    }
-}
-
-/// A folder with no deployment record in it or above it (the system's temporary folder).
-fn no_deployment() -> std::path::PathBuf {
-    std::env::temp_dir()
-}
-
-/// Runs `dht-cli args...` with `stdin` (or an empty, non-terminal stdin) and `DHT_API`
-/// as given (unset otherwise), off the runtime's threads, in a folder without a
-/// deployment record.
-async fn cli_with(args: &[&str], stdin: Option<Vec<u8>>, dht_api: Option<String>) -> Run {
-    cli_in(&no_deployment(), args, stdin, dht_api).await
-}
-
-/// [`cli_with`] in the folder `dir`.
-async fn cli_in(
-    dir: &std::path::Path,
-    args: &[&str],
-    stdin: Option<Vec<u8>>,
-    dht_api: Option<String>,
-) -> Run {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dht-cli"));
-        command
-            .args(&args)
-            .current_dir(&dir)
-            .env_remove("DHT_API")
-            .env_remove("DHT_DEPLOY_DIR")
-            .env_remove("CARGO_TARGET_DIR")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(api) = dht_api {
-            command.env("DHT_API", api);
-        }
-        let mut child = command.spawn().expect("dht-cli starts");
-        let writer = stdin.map(|bytes| {
-            let mut pipe = child.stdin.take().expect("stdin piped");
-            // The child may refuse early and close its stdin: a write error is fine.
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            })
-        });
-        let output = child.wait_with_output().expect("dht-cli runs");
-        if let Some(writer) = writer {
-            writer.join().expect("stdin writer");
-        }
-        Run {
-            code: output.status.code().expect("exited, not killed"),
-            stdout: output.stdout,
-            stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
-        }
-    })
-    .await
-    .expect("runner thread")
-}
-
-async fn cli(args: &[&str]) -> Run {
-    cli_with(args, None, None).await
-}
-
-async fn lone_node() -> TestNode {
-    dht_tests::init_tracing();
-    TestNode::start(test_config(&[]), true)
-        .await
-        .expect("node starts")
-}
+use common::{cli, cli_with, lone_node};
 
 /// A file under the test's temporary directory holding `bytes`.
 fn temp_file(name: &str, bytes: &[u8]) -> String {
@@ -541,81 +431,4 @@ async fn help_shows_examples() {
             "put --help lacks {needle:?}:\n{text}"
         );
     }
-}
-
-/// Writes a deployment record naming `api` as node-1's API (and a bootstrap node without
-/// one) under `<dir>/target/deploy/`.
-fn write_record(dir: &std::path::Path, api: &str) {
-    let deploy = dir.join("target").join("deploy");
-    std::fs::create_dir_all(&deploy).expect("record folder");
-    let record = format!(
-        r#"{{"mode":"local","nodes":[
-        {{"name":"bootstrap","role":"bootstrap","node_id":null,"api_address":null,
-          "p2p_address":"127.0.0.1:1","pid":1,"log":"/l","config":"/c"}},
-        {{"name":"node-1","role":"node","node_id":null,"api_address":"{api}",
-          "p2p_address":"127.0.0.1:2","pid":2,"log":"/l","config":"/c"}}]}}"#
-    );
-    std::fs::write(deploy.join("cluster.json"), record).expect("record");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_address_the_deployment_record_names_the_node() {
-    let node = lone_node().await;
-    let api = node.api_addr().to_string();
-    let dir = std::env::temp_dir().join(format!("dht-cli-record-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_record(&dir, &api);
-    let below = dir.join("crates").join("x");
-    std::fs::create_dir_all(&below).expect("subfolder");
-
-    // From a folder below the record's: node-1 is used, and dht-cli says so.
-    let put = cli_in(&below, &["put", "greeting", "hello world"], None, None).await;
-    assert_eq!(put.code, 0, "{}", put.stderr);
-    assert_eq!(
-        put.stderr,
-        format!(
-            "dht-cli: using node-1 of {} at {api}\n",
-            dir.join("target/deploy/cluster.json").display()
-        )
-    );
-    let got = cli_in(&dir, &["get", "greeting"], None, None).await;
-    assert_eq!((got.code, got.stdout.as_slice()), (0, &b"hello world"[..]));
-    assert_eq!(
-        got.stderr,
-        format!("dht-cli: using node-1 of target/deploy/cluster.json at {api}\n")
-    );
-    // --node picks a member by name, even over DHT_API; a bootstrap node has no API.
-    let got = cli_in(
-        &dir,
-        &["--node", "node-1", "get", "greeting"],
-        None,
-        Some("127.0.0.1:1".into()),
-    )
-    .await;
-    assert_eq!((got.code, got.stdout.as_slice()), (0, &b"hello world"[..]));
-    cli_in(
-        &dir,
-        &["--node", "bootstrap", "get", "greeting"],
-        None,
-        None,
-    )
-    .await
-    .failed(2, "serves no API");
-    cli_in(&dir, &["--node", "node-7", "get", "greeting"], None, None)
-        .await
-        .failed(2, "no member \"node-7\"");
-    // DHT_API wins over the record; without a record, --node is an error.
-    let got = cli_in(&dir, &["get", "greeting"], None, Some(api.clone())).await;
-    assert_eq!(got.ok().stdout, b"hello world");
-    assert_eq!(got.stderr, "");
-    cli_with(&["--node", "node-1", "get", "greeting"], None, None)
-        .await
-        .failed(2, "no deployment record found");
-    // A broken record is an error that names it, not a silent fallback.
-    std::fs::write(dir.join("target/deploy/cluster.json"), "{").expect("write");
-    cli_in(&dir, &["get", "greeting"], None, None)
-        .await
-        .failed(2, "is not a deployment record");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
-    node.stop().await;
 }

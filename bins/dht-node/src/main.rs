@@ -19,7 +19,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
-    let node = Arc::new(Node::start(config.node).await?);
+    let node = Arc::new(Node::start_joining(config.node).await?);
     let api = ApiServer::bind(config.api.clone(), node.clone())
         .await
         .map_err(|e| format!("binding api_address {}: {e}", config.api.address))?;

@@ -163,3 +163,34 @@ fn a_bad_log_option_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--log-format"), "{stderr}");
 }
+
+#[test]
+fn health_and_readiness_answer_while_the_node_joins() {
+    // A bootstrap peer that accepts connections and never says a word: the join waits
+    // for it for the whole connect timeout, a minute here.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let setup = setup(&format!(
+        "bootstrap_peers = [\"{}\"]\nconnect_timeout_ms = 60000",
+        silent.local_addr().expect("address")
+    ));
+    let (_node, _log) = start(&setup, &[], None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        if let Some(answer) = http_get(setup.metrics, "/readyz") {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not answer while the node was joining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.contains("503"), "{status}");
+    assert_eq!(
+        body,
+        "not ready: not joined yet: joining, or no bootstrap peer has answered\n"
+    );
+    let (status, body) = http_get(setup.metrics, "/healthz").expect("/healthz answers");
+    assert!(status.contains("200") && body == "ok\n", "{status} {body}");
+    drop(silent);
+}

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use dht_core::Node;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -38,8 +38,9 @@ const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.
 /// The status page may load nothing, run nothing and be framed by nobody.
 const PAGE_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
-/// Clients connected at once; more are closed at once.
-const MAX_CLIENTS: usize = 16;
+/// Clients connected at once; more are closed at once. (The status page is answered with
+/// `Connection: close`, so that browsers reloading it hold no slot between reloads.)
+const MAX_CLIENTS: usize = 64;
 /// A client must send its request head within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The paths served, for the 404 answer.
@@ -189,6 +190,7 @@ fn respond(request: &Request<Incoming>, shown: &Shown) -> Response<Full<Bytes>> 
                 HeaderName::from_static("x-content-type-options"),
                 HeaderValue::from_static("nosniff"),
             );
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
             response
         }
         _ => metrics(&shown.registry),

@@ -72,6 +72,15 @@ pub use transport::{
 
 use node::Inner;
 
+/// Whether [`Node::start`] returns after the join or before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Join first (one attempt), then return; retries go on in the background.
+    Await,
+    /// Return at once; the join and its retries run in the background.
+    Background,
+}
+
 /// How long [`Node::shutdown`] waits for PUTs in flight before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -96,7 +105,15 @@ impl Node {
     /// once the join is done, or at once when no bootstrap peer answers (it then keeps
     /// retrying in the background, with backoff).
     pub async fn start(config: NodeConfig) -> Result<Node, Error> {
-        Self::start_inner(config, node::default_transport(), None).await
+        Self::start_inner(config, node::default_transport(), None, Join::Await).await
+    }
+
+    /// Starts a node like [`Node::start`], but returns as soon as it listens: the join
+    /// runs in the background (retrying with backoff while no bootstrap peer answers),
+    /// and [`Node::readiness`] says when it is done. For servers whose health endpoint
+    /// and API must answer while the node joins.
+    pub async fn start_joining(config: NodeConfig) -> Result<Node, Error> {
+        Self::start_inner(config, node::default_transport(), None, Join::Background).await
     }
 
     /// Starts a node over the given transport and record store. The node runs mutual
@@ -106,13 +123,14 @@ impl Node {
         transport: Arc<dyn Transport>,
         store: Box<dyn RecordStore>,
     ) -> Result<Node, Error> {
-        Self::start_inner(config, transport, Some(store)).await
+        Self::start_inner(config, transport, Some(store), Join::Await).await
     }
 
     async fn start_inner(
         config: NodeConfig,
         transport: Arc<dyn Transport>,
         store: Option<Box<dyn RecordStore>>,
+        join: Join,
     ) -> Result<Node, Error> {
         let (inner, listener) = Inner::start(config, transport, store).await?;
         inner.spawn_accept_loop(listener);
@@ -129,7 +147,7 @@ impl Node {
         if inner.config.bootstrap_peers.is_empty() && !has_saved {
             // The first node of a network: there is nothing to join.
             inner.activity.set_joined();
-        } else if !inner.join().await {
+        } else if join == Join::Background || !inner.join().await {
             let retry = inner.clone();
             let span = inner.span.clone();
             inner

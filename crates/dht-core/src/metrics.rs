@@ -204,6 +204,10 @@ impl Metrics {
         self.lookup_contacted
             .get_or_create(&label)
             .observe(contacted as f64);
+        if contacted == 0 {
+            // Nobody to ask (an empty table): no lookup of the network took place.
+            return;
+        }
         self.lookup_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());

@@ -150,7 +150,11 @@ impl Inner {
         let elapsed = now.saturating_duration_since(started);
         self.metrics
             .lookup(kind, result.hops, result.contacted, succeeded, elapsed);
-        self.activity.lookup(kind, elapsed, succeeded, now);
+        // A lookup that had nobody to ask (an empty table: readiness says so) is no
+        // sign of the network's health either way.
+        if result.contacted > 0 {
+            self.activity.lookup(kind, elapsed, succeeded, now);
+        }
         Found { result, record }
     }
 

@@ -65,7 +65,7 @@ pub enum NotReady {
     ShuttingDown,
     /// Its record store is closed or its writer has stopped.
     StoreClosed,
-    /// It has not joined the network yet (no bootstrap peer answered).
+    /// It has not joined the network yet (it is joining, or no bootstrap peer answered).
     NotJoined,
     /// Its routing table is empty: it knows no live peer.
     NoContacts,
@@ -76,7 +76,7 @@ impl std::fmt::Display for NotReady {
         f.write_str(match self {
             NotReady::ShuttingDown => "the node is shutting down",
             NotReady::StoreClosed => "the record store is not open",
-            NotReady::NotJoined => "not joined yet: no bootstrap peer has answered",
+            NotReady::NotJoined => "not joined yet: joining, or no bootstrap peer has answered",
             NotReady::NoContacts => "no live contact: the routing table is empty",
         })
     }
