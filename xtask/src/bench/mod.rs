@@ -19,20 +19,29 @@ use anyhow::{Context, bail};
 use crate::progress::Progress;
 use report::{Machine, Network, Ours};
 
-pub(crate) const USAGE: &str = "  bench [--quick] [--anchors]
+pub(crate) const USAGE: &str = "  bench [--quick] [--anchors] [--sizes N,N,...]
       Build dht-bench in release mode and measure networks of 20, 100 and 500 nodes
-      on 127.0.0.1 (--quick: 20 nodes, few operations, about a minute); --anchors also
+      on 127.0.0.1 (--quick: 20 nodes, few operations, about a minute; --sizes: only
+      the sizes given, e.g. --sizes 100,500, with the full series); --anchors also
       runs ../shared/anchors (mainline, libp2p-kad, tcp/tls-pingpong) in the same run.
       Prints one table; writes target/bench/report.md, target/bench/get-latency.svg
-      and (full runs) docs/BENCHMARKS.md.";
+      and (full runs of the default sizes) docs/BENCHMARKS.md.";
+
+/// The sizes of a full run.
+const FULL_SIZES: [usize; 3] = [20, 100, 500];
+/// The largest network one run measures.
+const MAX_SIZE: usize = 2000;
 
 /// The libp2p anchor's seeding mode: every node is given every other's address, like
 /// mainline's seeded testnet.
 const LIBP2P_SEED: &str = "full";
 
+#[derive(Debug, PartialEq, Eq)]
 struct Options {
     quick: bool,
     anchors: bool,
+    /// `--sizes`: the network sizes to measure instead of the default ones.
+    sizes: Option<Vec<usize>>,
 }
 
 impl Options {
@@ -40,16 +49,61 @@ impl Options {
         let mut options = Options {
             quick: false,
             anchors: false,
+            sizes: None,
         };
-        for arg in args {
-            match *arg {
+        let mut args = args.iter();
+        while let Some(&arg) = args.next() {
+            match arg {
                 "--quick" => options.quick = true,
                 "--anchors" => options.anchors = true,
-                other => bail!("bench: unknown option {other:?}\n\n{USAGE}"),
+                "--sizes" => {
+                    let list = args.next().context("--sizes needs a list, e.g. 100,500")?;
+                    options.sizes = Some(parse_sizes(list)?);
+                }
+                other => match other.strip_prefix("--sizes=") {
+                    Some(list) => options.sizes = Some(parse_sizes(list)?),
+                    None => bail!("bench: unknown option {other:?}\n\n{USAGE}"),
+                },
             }
         }
+        anyhow::ensure!(
+            !(options.quick && options.sizes.is_some()),
+            "--quick measures 20 nodes; --sizes gives the sizes of a full series: not both"
+        );
         Ok(options)
     }
+
+    /// The sizes to measure and the operations per series.
+    fn plan(&self) -> (Vec<usize>, usize) {
+        match (&self.sizes, self.quick) {
+            (_, true) => (vec![20], 20),
+            (Some(sizes), false) => (sizes.clone(), 200),
+            (None, false) => (FULL_SIZES.to_vec(), 200),
+        }
+    }
+
+    /// Whether the run is the full default one, whose table docs/BENCHMARKS.md keeps.
+    fn is_full(&self) -> bool {
+        !self.quick && self.sizes.as_ref().is_none_or(|s| s[..] == FULL_SIZES[..])
+    }
+}
+
+/// `100,500` → [100, 500]: sizes of 2 to 2000 nodes, each once.
+fn parse_sizes(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut sizes = Vec::new();
+    for item in list.split(',') {
+        let size: usize = item
+            .trim()
+            .parse()
+            .with_context(|| format!("--sizes {list:?}: {item:?} is not a number"))?;
+        anyhow::ensure!(
+            (2..=MAX_SIZE).contains(&size),
+            "--sizes {list:?}: {size} is not between 2 and {MAX_SIZE}"
+        );
+        anyhow::ensure!(!sizes.contains(&size), "--sizes {list:?}: {size} twice");
+        sizes.push(size);
+    }
+    Ok(sizes)
 }
 
 /// Runs `cargo xtask bench ARGS`.
@@ -58,11 +112,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let (sizes, ops): (&[usize], usize) = if options.quick {
-        (&[20], 20)
-    } else {
-        (&[20, 100, 500], 200)
-    };
+    let (sizes, ops) = options.plan();
     eprintln!("building dht-bench (release)...");
     let status = Command::new(cargo())
         .args(["build", "--release", "--quiet", "-p", "dht-bench"])
@@ -83,7 +133,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let per_size = if anchor_bins.is_some() { 3 } else { 1 };
     let steps = sizes.len() * per_size + usize::from(anchor_bins.is_some());
     let mut progress = Progress::new("bench steps", steps);
-    for &n in sizes {
+    for &n in &sizes {
         let ours = progress.suspend(|| run_ours(&root, &bench, n, ops, options.quick));
         progress.inc();
         if let Err(e) = &ours {
@@ -153,8 +203,19 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let text = report::markdown(&nets, LIBP2P_SEED, floor_refs, &machine, &extra);
     println!("{text}");
     let report_path = out_dir.join("report.md");
+    let sizes_flag = match &options.sizes {
+        Some(sizes) => format!(
+            " --sizes {}",
+            sizes
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => String::new(),
+    };
     let heading = format!(
-        "# cargo xtask bench{}{}\n\n",
+        "# cargo xtask bench{}{}{sizes_flag}\n\n",
         if options.quick { " --quick" } else { "" },
         if options.anchors { " --anchors" } else { "" }
     );
@@ -162,7 +223,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let svg = out_dir.join("get-latency.svg");
     plot::write(&svg, &nets, LIBP2P_SEED)?;
     eprintln!("wrote {} and {}", report_path.display(), svg.display());
-    if !options.quick {
+    if options.is_full() {
         let doc = root.join("docs/BENCHMARKS.md");
         write(&doc, &benchmarks_doc(&text, options.anchors))?;
         eprintln!("wrote {}", doc.display());
@@ -321,5 +382,39 @@ fn machine(root: &Path) -> Machine {
             output("git", &["rev-parse", "--short", "HEAD"]),
             if dirty { " + uncommitted changes" } else { "" }
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_quick_and_full_runs() {
+        let parse = |args: &[&str]| Options::parse(args);
+        let full = parse(&[]).unwrap();
+        assert_eq!(full.plan(), (vec![20, 100, 500], 200));
+        assert!(full.is_full());
+        let quick = parse(&["--quick", "--anchors"]).unwrap();
+        assert_eq!(quick.plan(), (vec![20], 20));
+        assert!(!quick.is_full() && quick.anchors);
+        let some = parse(&["--sizes", "100,500", "--anchors"]).unwrap();
+        assert_eq!(some.plan(), (vec![100, 500], 200));
+        assert!(
+            !some.is_full(),
+            "a partial run leaves docs/BENCHMARKS.md alone"
+        );
+        assert!(parse(&["--sizes=20,100,500"]).unwrap().is_full());
+        for bad in [
+            &["--sizes"][..],
+            &["--sizes", "100,x"],
+            &["--sizes", "1"],
+            &["--sizes", "100,100"],
+            &["--sizes", "2001"],
+            &["--quick", "--sizes", "100"],
+            &["--fast"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
