@@ -1,7 +1,8 @@
 //! A PUT's STOREs start while its lookup still runs: on a node as soon as the lookup
 //! has settled it among the `r` closest, not when the last (farther, slower) peer of
-//! the lookup has answered; and the PUT is done once those have acknowledged, while the
-//! lookup goes on to its end by itself.
+//! the lookup has answered; and the PUT is done once those have acknowledged. The
+//! lookup then asks no farther peer (a PUT costs a few requests, not `k`), but reads
+//! the answers already on their way, one of which may name a closer node.
 
 use std::time::Duration;
 
@@ -192,5 +193,78 @@ async fn a_closer_node_found_after_the_put_returned_gets_the_record_too() -> any
     a.shutdown().await;
     boot.shutdown().await;
     answering.abort();
+    Ok(())
+}
+
+/// The FIND_NODE lookups `node` has finished, and the peers they asked in all, from its
+/// metrics (recorded as each lookup ends).
+fn find_node_lookups(node: &Node) -> (f64, f64) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    node.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let samples = dht_tests::http::samples(&text);
+    let series = |name: &str| {
+        samples
+            .get(&format!("{name}{{kind=\"find_node\"}}"))
+            .copied()
+            .unwrap_or_default()
+    };
+    (
+        series("dht_lookup_peers_contacted_count"),
+        series("dht_lookup_peers_contacted_sum"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_lookup_stops_asking_once_its_closest_are_settled() -> anyhow::Result<()> {
+    dht_tests::init_tracing();
+    // 40 nodes, k = 20: a lookup that went on to the 20 closest would ask 20 or more.
+    let (bootstrap, nodes) = dht_tests::start_network(40).await?;
+    let a = &nodes[0].node;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            a.routing_table_len() >= 30
+        })
+        .await,
+        "the network did not settle: {} contacts",
+        a.routing_table_len()
+    );
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 3,
+    };
+    let mut asked = Vec::new();
+    for i in 0..5u32 {
+        let (lookups, peers) = find_node_lookups(a);
+        let key = Key::sha256(&i.to_be_bytes());
+        let report = a
+            .put(key, Bytes::from_static(b"few requests"), options)
+            .await?;
+        assert!(report.replicas >= 3, "{report:?}");
+        // The lookup may still read answers on their way after the PUT returned: its
+        // figures are recorded when it ends. (No other lookup runs: the refresh interval
+        // is an hour.)
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                find_node_lookups(a).0 > lookups
+            })
+            .await,
+            "the PUT's lookup did not end"
+        );
+        let (after, asked_now) = find_node_lookups(a);
+        assert_eq!(after, lookups + 1.0, "one lookup per PUT");
+        asked.push(asked_now - peers);
+    }
+    asked.sort_by(f64::total_cmp);
+    let median = asked[asked.len() / 2];
+    assert!(
+        median <= 10.0,
+        "PUT lookups asked {asked:?} peers: they went on past their settled closest"
+    );
+    for n in &nodes {
+        n.stop().await;
+    }
+    bootstrap.stop().await;
     Ok(())
 }

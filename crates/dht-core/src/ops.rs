@@ -1,6 +1,7 @@
 //! Iterative lookups, PUT, GET and joining the network.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,16 +58,23 @@ impl Inner {
     /// An iterative lookup of `target`: FIND_NODE, or FIND_VALUE when `want_value`
     /// (which stops at the first valid value).
     pub(crate) async fn lookup(self: &Arc<Self>, target: Key, want_value: bool) -> Found {
-        self.lookup_observed(target, want_value, |_| {}).await
+        self.lookup_observed(target, want_value, None, |_| ControlFlow::Continue(()))
+            .await
     }
 
     /// [`Inner::lookup`], calling `observe` with the lookup's state after every answer
-    /// that brought contacts.
+    /// that brought contacts. While `observe` last said `Break` (the caller has what it
+    /// needs), the lookup asks no new peer: it waits for the answers already asked for,
+    /// since one of them may still name a closer node (`observe` then says `Continue`,
+    /// and the lookup asks that node), and ends once none is in flight. The peers it did
+    /// not ask cost nothing. `needed`: the caller needs only that many of the closest
+    /// (see [`Lookup::stall_width`]).
     pub(crate) async fn lookup_observed(
         self: &Arc<Self>,
         target: Key,
         want_value: bool,
-        mut observe: impl FnMut(&Lookup),
+        needed: Option<usize>,
+        mut observe: impl FnMut(&Lookup) -> ControlFlow<()>,
     ) -> Found {
         let started = mono_now();
         let seeds = {
@@ -75,20 +83,32 @@ impl Inner {
             routing.closest(&target, self.config.k)
         };
         let mut lookup = Lookup::new(target, self.id, seeds, self.lookup_config(), mono_now());
+        if let Some(needed) = needed {
+            lookup = lookup.stall_width(needed);
+        }
         let mut in_flight = FuturesUnordered::new();
         let mut record = None;
+        let mut enough = false;
         loop {
-            while let LookupState::Query(contact) = lookup.next(mono_now()) {
-                let inner = self.clone();
-                in_flight.push(async move {
-                    let answer = inner.query(contact, target, want_value).await;
-                    (contact, answer)
-                });
+            if !enough {
+                while let LookupState::Query(contact) = lookup.next(mono_now()) {
+                    let inner = self.clone();
+                    in_flight.push(async move {
+                        let answer = inner.query(contact, target, want_value).await;
+                        (contact, answer)
+                    });
+                }
+                if lookup.is_finished() {
+                    break;
+                }
             }
-            if lookup.is_finished() {
-                break;
-            }
-            let wake = lookup.poll_timeout().map(tokio::time::Instant::from_std);
+            // Having enough, only the requests in flight are waited for (each ends
+            // within the RPC timeout): no timer moves the lookup on.
+            let wake = if enough {
+                None
+            } else {
+                lookup.poll_timeout().map(tokio::time::Instant::from_std)
+            };
             if in_flight.is_empty() && wake.is_none() {
                 break;
             }
@@ -101,7 +121,7 @@ impl Inner {
                             if contacts.iter().all(|c| pow::has_pow(&c.id, min_pow)) {
                                 let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
                                 lookup.on_success(&contact.id, learned, now);
-                                observe(&lookup);
+                                enough = observe(&lookup).is_break();
                             } else {
                                 // Ids without the work behind them: the whole answer is
                                 // discarded and its sender demoted.

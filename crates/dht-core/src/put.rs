@@ -4,6 +4,7 @@
 //! finishes by itself. Periodic replication stores the same way.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,10 +115,14 @@ impl Inner {
     /// among the `r` closest (every closer peer the lookup knows has answered, see
     /// `Lookup::settled_closest`), and the count is of the first `r` so settled: a PUT
     /// costs about the time to settle its closest nodes plus one STORE, not its whole
-    /// lookup (whose last answers come from farther peers). The lookup still runs to its
-    /// end, in a task of its own: a node it finds among the `r` closest later (which a
-    /// settled node's own answer did not reveal, so rarely) gets the record too, so the
-    /// copies end up where a full lookup puts them. `replication`: sent as REPLICATE
+    /// lookup. Nor does the lookup go on to the `k` closest: once the `r` closest it knows
+    /// have answered (and every closer peer it knows, whose answers revealed nobody
+    /// closer), it asks no farther peer, which would cost a PUT about `k` requests instead
+    /// of a few; that load, times every PUT, is what bounds PUT throughput (each peer
+    /// rate-limits its callers). It still reads the answers already asked for: one that
+    /// names a closer node resumes it, and that node gets the record too. A lookup that
+    /// never settles (fewer than `r` nodes answered) runs to its end and stores on what
+    /// it found. `replication`: sent as REPLICATE
     /// (periodic replication), not as a new PUT's STORE; a replication returns only once
     /// its lookup has ended. `slot` (a PUT's place among `PUTS_IN_FLIGHT`) is held until
     /// both the lookup and the STOREs counted are done.
@@ -142,14 +147,18 @@ impl Inner {
                 let mut started: HashSet<NodeId> = HashSet::new();
                 let mut settled_tx = Some(settled_tx);
                 let found = inner
-                    .lookup_observed(key, false, |lookup| {
+                    .lookup_observed(key, false, Some(wanted), |lookup| {
                         let Some(settled) = lookup.settled_closest(wanted) else {
-                            return;
+                            return ControlFlow::Continue(());
                         };
                         let stores = inner.spawn_stores(&settled, &for_lookup, &mut started);
                         if let Some(tx) = settled_tx.take() {
                             let _ = tx.send(stores);
                         }
+                        // The `r` closest are confirmed (every closer peer known has
+                        // answered): the lookup asks nobody farther, and only an answer
+                        // already on its way can still name a closer node.
+                        ControlFlow::Break(())
                     })
                     .await;
                 let closest: Vec<Contact> = found.result.closest;

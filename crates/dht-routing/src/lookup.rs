@@ -137,6 +137,9 @@ pub struct Lookup {
     deadline: Option<Instant>,
     deadline_hit: bool,
     in_flight: usize,
+    /// Requests in flight at most while stalled (with α, and never more than k): k,
+    /// unless the caller needs fewer of the closest ([`Lookup::stall_width`]).
+    stall_width: usize,
     /// Entries in state `NotContacted`.
     candidates: usize,
     contacted: usize,
@@ -167,6 +170,7 @@ impl Lookup {
             phase: Phase::Iterating { no_progress: 0 },
             deadline_hit: false,
             in_flight: 0,
+            stall_width: usize::MAX,
             candidates: 0,
             contacted: 0,
             value_from: None,
@@ -175,6 +179,16 @@ impl Lookup {
             lookup.add_candidate(seed, 1);
         }
         lookup
+    }
+
+    /// For a caller that needs only the `n` closest peers (a PUT of replication `n`): a
+    /// stalled lookup then asks at most max(`n`, α) peers at once instead of max(k, α).
+    /// Asking all k closest at once, when `n` of them are what counts, sends requests
+    /// that cannot change the answer (the caller ends the lookup once its `n` closest
+    /// have answered, see [`Lookup::settled_closest`]).
+    pub fn stall_width(mut self, n: usize) -> Self {
+        self.stall_width = n.max(1);
+        self
     }
 
     /// The key being looked up.
@@ -212,7 +226,7 @@ impl Lookup {
             return LookupState::Finished;
         }
         let capacity = match self.phase {
-            Phase::Stalled => self.config.k.max(self.config.alpha),
+            Phase::Stalled => self.stall_width.min(self.config.k).max(self.config.alpha),
             _ => self.config.alpha,
         };
         if self.in_flight < capacity {

@@ -186,6 +186,45 @@ fn stall_widens_to_k_then_progress_narrows_to_alpha() {
 }
 
 #[test]
+fn a_narrow_stall_asks_no_more_than_the_caller_needs() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let target = Key::random(&mut rng);
+    let seeds = random_contacts(&mut rng, 10);
+    let now = Instant::now();
+    let local = Key::random(&mut rng);
+    let mut lookup = Lookup::new(target, local, seeds, config(10, 2), now).stall_width(3);
+    let mut asked = HashSet::new();
+    let first = drain(&mut lookup, now, &mut asked);
+    assert_eq!(first.len(), 2);
+    for peer in &first {
+        lookup.on_success(&peer.id, [], now);
+    }
+    assert!(lookup.is_stalled());
+    // Stalled: max(3, α = 2) in flight, not k = 10.
+    assert_eq!(drain(&mut lookup, now, &mut asked).len(), 3);
+    assert_eq!(lookup.in_flight(), 3);
+    // The width never exceeds k, nor falls below 1.
+    let wide = Lookup::new(
+        target,
+        local,
+        random_contacts(&mut rng, 4),
+        config(4, 1),
+        now,
+    )
+    .stall_width(99);
+    let mut wide = wide;
+    let mut seen = HashSet::new();
+    let one = drain(&mut wide, now, &mut seen);
+    wide.on_success(&one[0].id, [], now);
+    assert!(wide.is_stalled());
+    assert_eq!(
+        drain(&mut wide, now, &mut seen).len(),
+        3,
+        "the 3 left of k = 4"
+    );
+}
+
+#[test]
 fn timeouts_free_slots_and_late_answers_count() {
     let mut rng = StdRng::seed_from_u64(5);
     let seeds = random_contacts(&mut rng, 5);
