@@ -176,13 +176,9 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Requests to one peer waiting for their answers (`max_pending_requests`, 256).
     pub max_pending_requests: usize,
-    /// A connection to a routing-table contact without traffic for this long is closed
-    /// (`idle_timeout_secs`, 300 s); the next request opens a new one.
+    /// A peer connection without traffic for this long is closed (`idle_timeout_secs`,
+    /// 300 s); the next request opens a new one.
     pub idle_timeout: Duration,
-    /// A connection to a peer that is not in the routing table (met through a lookup,
-    /// or that dialled this node) without traffic for this long is closed
-    /// (`transient_idle_secs`, 10 s): connections stay bounded by the table.
-    pub transient_idle: Duration,
     /// A peer frame must arrive whole within this from its first byte
     /// (`frame_deadline_ms`, 10000 ms): byte-at-a-time and stalled peers are cut.
     pub frame_deadline: Duration,
@@ -231,7 +227,6 @@ impl Default for NodeConfig {
             max_connections: 1024,
             max_pending_requests: 256,
             idle_timeout: Duration::from_secs(300),
-            transient_idle: Duration::from_secs(10),
             frame_deadline: Duration::from_millis(10_000),
             max_connections_per_ip: 32,
             limit_local_addresses: false,
@@ -303,7 +298,6 @@ impl NodeConfig {
             ("lookup_deadline_ms", self.lookup_deadline),
             ("connect_timeout_ms", self.connect_timeout),
             ("idle_timeout_secs", self.idle_timeout),
-            ("transient_idle_secs", self.transient_idle),
             ("liveness_interval_secs", self.liveness_interval),
             ("refresh_interval_secs", self.refresh_interval),
             ("replicate_interval_secs", self.replicate_interval),
