@@ -142,6 +142,14 @@ struct Recent {
     window: [Slot; WINDOW_SECS],
 }
 
+/// Appends `item`, dropping the oldest when `ring` holds `cap` already.
+fn push_capped<T>(ring: &mut VecDeque<T>, cap: usize, item: T) {
+    if ring.len() >= cap {
+        ring.pop_front();
+    }
+    ring.push_back(item);
+}
+
 /// The node's recent activity.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -191,15 +199,16 @@ impl Activity {
     ) {
         let second = self.second(now);
         let mut recent = lock(&self.recent);
-        if recent.lookups.len() == LOOKUP_SAMPLES {
-            recent.lookups.pop_front();
-        }
-        recent.lookups.push_back(Sample {
-            ended: now,
-            elapsed,
-            kind,
-            succeeded,
-        });
+        push_capped(
+            &mut recent.lookups,
+            LOOKUP_SAMPLES,
+            Sample {
+                ended: now,
+                elapsed,
+                kind,
+                succeeded,
+            },
+        );
         let slot = &mut recent.window[(second % WINDOW_SECS as u64) as usize];
         if slot.second != second {
             *slot = Slot {
@@ -253,17 +262,17 @@ impl Activity {
         failed: usize,
         now: Instant,
     ) {
-        let mut recent = lock(&self.recent);
-        if recent.rounds.len() == UPKEEP_ROUNDS {
-            recent.rounds.pop_front();
-        }
-        recent.rounds.push_back(Round {
-            ended: now,
-            elapsed,
-            kind,
-            items,
-            failed,
-        });
+        push_capped(
+            &mut lock(&self.recent).rounds,
+            UPKEEP_ROUNDS,
+            Round {
+                ended: now,
+                elapsed,
+                kind,
+                items,
+                failed,
+            },
+        );
     }
 
     /// The last upkeep rounds (at most 32), newest first.
