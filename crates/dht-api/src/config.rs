@@ -162,6 +162,7 @@ struct DhtSection {
     get_deadline_ms: Option<u64>,
     message_deadline_ms: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    transient_idle_secs: Option<u64>,
     frame_deadline_ms: Option<u64>,
     max_connections_per_ip: Option<usize>,
     limit_local_addresses: Option<bool>,
@@ -298,6 +299,7 @@ impl Config {
                 .max_pending_requests
                 .unwrap_or(defaults.max_pending_requests),
             idle_timeout: secs(d.idle_timeout_secs, defaults.idle_timeout),
+            transient_idle: secs(d.transient_idle_secs, defaults.transient_idle),
             frame_deadline: ms(d.frame_deadline_ms, defaults.frame_deadline),
             max_connections_per_ip: d
                 .max_connections_per_ip

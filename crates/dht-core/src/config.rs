@@ -148,7 +148,11 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// A contact not heard from for this long is pinged in the background; and one heard
     /// from within it is taken as alive without a ping when a newcomer competes for its
-    /// full bucket (`liveness_interval_secs`, 60 s).
+    /// full bucket (`liveness_interval_secs`, 900 s, mainline's 15 minutes). Lookups
+    /// report the contacts that fail them, so a dead contact in use goes sooner. A ping
+    /// to a contact that does not hold us in its table costs a new TLS connection (the
+    /// peer closed it after `transient_idle`): at 500 nodes about half the contacts, so
+    /// this interval sets a node's idle CPU (60 s cost 0.63 ms/s per node, docs/BENCHMARKS.md).
     pub liveness_interval: Duration,
     /// A contact that fails this many pings in a row is removed from the routing table,
     /// and the newest contact of its bucket's replacement cache takes its place
@@ -176,9 +180,14 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Requests to one peer waiting for their answers (`max_pending_requests`, 256).
     pub max_pending_requests: usize,
-    /// A peer connection without traffic for this long is closed (`idle_timeout_secs`,
-    /// 300 s); the next request opens a new one.
+    /// A connection to a routing-table contact without traffic for this long is closed
+    /// (`idle_timeout_secs`, 1200 s); the next request opens a new one. Above
+    /// `liveness_interval`, a contact's liveness pings keep its connection warm.
     pub idle_timeout: Duration,
+    /// A connection to a peer that is not in the routing table (met through a lookup,
+    /// or that dialled this node) without traffic for this long is closed
+    /// (`transient_idle_secs`, 10 s): connections stay bounded by the table.
+    pub transient_idle: Duration,
     /// A peer frame must arrive whole within this from its first byte
     /// (`frame_deadline_ms`, 10000 ms): byte-at-a-time and stalled peers are cut.
     pub frame_deadline: Duration,
@@ -215,7 +224,7 @@ impl Default for NodeConfig {
             lookup_peer_timeout: Duration::from_millis(1000),
             lookup_deadline: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(3000),
-            liveness_interval: Duration::from_secs(60),
+            liveness_interval: Duration::from_secs(900),
             ping_failures: 3,
             refresh_interval: Duration::from_secs(3600),
             replicate_interval: Duration::from_secs(3600),
@@ -226,7 +235,8 @@ impl Default for NodeConfig {
             storage: StorageBackend::Memory,
             max_connections: 1024,
             max_pending_requests: 256,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(1200),
+            transient_idle: Duration::from_secs(10),
             frame_deadline: Duration::from_millis(10_000),
             max_connections_per_ip: 32,
             limit_local_addresses: false,
@@ -298,6 +308,7 @@ impl NodeConfig {
             ("lookup_deadline_ms", self.lookup_deadline),
             ("connect_timeout_ms", self.connect_timeout),
             ("idle_timeout_secs", self.idle_timeout),
+            ("transient_idle_secs", self.transient_idle),
             ("liveness_interval_secs", self.liveness_interval),
             ("refresh_interval_secs", self.refresh_interval),
             ("replicate_interval_secs", self.replicate_interval),

@@ -291,6 +291,7 @@ impl Inner {
             remote_addr,
             partial,
         } = shaken;
+        Counters::bump(&self.counters.connections_opened);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let seq = self.next_conn_seq();
         let conn = PeerConn::new(
@@ -425,19 +426,31 @@ impl Inner {
         peers.insert(id, conn.clone());
     }
 
+    /// How long `conn` may stay without traffic: a routing-table contact's connection is
+    /// kept warm (`idle_timeout`); one to any other peer (met through a lookup, or that
+    /// dialled us) is closed sooner (`transient_idle`), so that a node's connections stay
+    /// bounded by its table rather than growing with everyone it ever talked to.
+    fn idle_limit(&self, conn: &PeerConn) -> Duration {
+        if self.routing().contains(&conn.contact.id) {
+            self.config.idle_timeout
+        } else {
+            self.config.transient_idle.min(self.config.idle_timeout)
+        }
+    }
+
     async fn read_loop(
         self: &Arc<Self>,
         mut stream: PeerReader,
         conn: &Arc<PeerConn>,
         partial: &PartialSince,
     ) {
-        let (idle, frame_deadline) = (self.config.idle_timeout, self.config.frame_deadline);
+        let frame_deadline = self.config.frame_deadline;
         let stores = Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT));
         // One timer, set to the next moment a check can change anything: an idle
-        // connection wakes once per `idle_timeout`, not on a fixed tick.
+        // connection wakes once per idle limit, not on a fixed tick.
         let next_check = || {
             let now = Instant::now();
-            let mut at = conn.last_used() + idle;
+            let mut at = conn.last_used() + self.idle_limit(conn);
             if let Some(overdue) = partial.overdue_at(frame_deadline) {
                 at = at.min(overdue);
             }
@@ -481,7 +494,7 @@ impl Inner {
                         continue;
                     }
                     let quiet = conn.last_used().elapsed();
-                    if quiet > idle && !conn.has_pending() {
+                    if quiet > self.idle_limit(conn) && !conn.has_pending() {
                         Counters::bump(&self.counters.connections_idle_closed);
                         debug!(idle = ?quiet, "closing idle connection");
                         return;

@@ -1,0 +1,65 @@
+//! A node's connections stay bounded by its routing table: a connection to a peer the
+//! table does not hold (a lookup met it, or it dialled us) is closed after
+//! `transient_idle`, while one to a table contact stays warm for `idle_timeout`.
+
+use std::time::Duration;
+
+use dht_core::Node;
+use dht_tests::{init_tracing, test_config, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_peers_outside_the_table_are_closed_soon() -> anyhow::Result<()> {
+    init_tracing();
+    // k = 1: most of the peers that join through `hub` find their bucket there taken,
+    // and wait in a replacement cache instead.
+    let hub = Node::start(dht_core::NodeConfig {
+        k: 1,
+        alpha: 1,
+        min_replication: 1,
+        transient_idle: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(300),
+        ..test_config(&[])
+    })
+    .await?;
+    let mut peers = Vec::new();
+    for _ in 0..8 {
+        peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            hub.open_connections() >= hub.routing_table_len() + 2
+        })
+        .await
+            || hub.routing_table_len() + 2 > peers.len(),
+        "the test needs more peers than the hub's table holds: {} connections, {} contacts",
+        hub.open_connections(),
+        hub.routing_table_len()
+    );
+    // The peers the table does not hold lose their connection; the contacts keep theirs.
+    let contacts = hub.routing_contacts();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            hub.open_connections() <= hub.routing_table_len()
+        })
+        .await,
+        "{} connections for {} contacts",
+        hub.open_connections(),
+        hub.routing_table_len()
+    );
+    let stats = hub.stats();
+    assert!(stats.connections_idle_closed >= 2);
+    assert!(
+        stats.connections_opened >= peers.len() as u64,
+        "every peer's connection counts as opened: {}",
+        stats.connections_opened
+    );
+    assert!(
+        contacts.iter().all(|c| hub.routing_contacts().contains(c)),
+        "the table itself did not change"
+    );
+    for peer in &peers {
+        peer.shutdown().await;
+    }
+    hub.shutdown().await;
+    Ok(())
+}
