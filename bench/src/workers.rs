@@ -22,17 +22,33 @@ pub struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
+    /// Runs under a profiler, whose own messages share its stdout.
+    profiled: bool,
 }
 
 impl Worker {
-    /// Starts `exe worker`, its stderr (logs) appended to `log`.
+    /// Starts `exe worker`, its stderr (logs) appended to `log`. With
+    /// `DHT_BENCH_PROFILE="<worker number> <command...>"` (say `1 heaptrack -o
+    /// target/bench/worker-1`), that one worker runs under the command: the heap
+    /// breakdown of docs/BENCHMARKS.md is taken that way.
     pub fn spawn(exe: &Path, number: usize, log: &Path) -> anyhow::Result<Worker> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let mut child = tokio::process::Command::new(exe)
+        let profiler = std::env::var(PROFILE_VAR).ok();
+        let wrapper = profiler_of(profiler.as_deref(), number);
+        let profiled = wrapper.is_some();
+        let mut command = match wrapper {
+            Some(wrapper) => {
+                let mut command = tokio::process::Command::new(wrapper[0]);
+                command.args(&wrapper[1..]).arg(exe);
+                command
+            }
+            None => tokio::process::Command::new(exe),
+        };
+        let mut child = command
             .arg("worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -47,6 +63,7 @@ impl Worker {
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
+            profiled,
         })
     }
 
@@ -60,11 +77,19 @@ impl Worker {
             .await
             .with_context(|| format!("worker {number} is gone (writing its stdin)"))?;
         self.stdin.flush().await?;
-        let reply = tokio::time::timeout(REPLY_TIMEOUT, self.stdout.next_line())
-            .await
-            .with_context(|| format!("worker {number}: no reply within {REPLY_TIMEOUT:?}"))?
-            .with_context(|| format!("worker {number}: reading its stdout"))?
-            .with_context(|| format!("worker {number} exited (see its log)"))?;
+        let reply = loop {
+            let line = tokio::time::timeout(REPLY_TIMEOUT, self.stdout.next_line())
+                .await
+                .with_context(|| format!("worker {number}: no reply within {REPLY_TIMEOUT:?}"))?
+                .with_context(|| format!("worker {number}: reading its stdout"))?
+                .with_context(|| format!("worker {number} exited (see its log)"))?;
+            // A profiler's messages are not replies (replies are JSON objects).
+            if self.profiled && !line.starts_with('{') {
+                eprintln!("worker {number}'s profiler: {line}");
+                continue;
+            }
+            break line;
+        };
         match serde_json::from_str::<Reply>(&reply)
             .with_context(|| format!("worker {number}: unreadable reply {reply:?}"))?
         {
@@ -86,7 +111,37 @@ impl Worker {
     }
 }
 
+/// The environment variable naming a worker to run under a profiler.
+pub const PROFILE_VAR: &str = "DHT_BENCH_PROFILE";
+
+/// The profiler command of worker `number`, if `setting` (`"<number> <command...>"`)
+/// names it.
+fn profiler_of(setting: Option<&str>, number: usize) -> Option<Vec<&str>> {
+    let mut words = setting?.split_whitespace();
+    let chosen: usize = words.next()?.parse().ok()?;
+    let command: Vec<&str> = words.collect();
+    (chosen == number && !command.is_empty()).then_some(command)
+}
+
 /// The log file of worker `number` under `dir`.
 pub fn log_path(dir: &Path, number: usize) -> PathBuf {
     dir.join(format!("worker-{number}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::profiler_of;
+
+    #[test]
+    fn only_the_named_worker_runs_under_the_profiler() {
+        let setting = Some("1 heaptrack -o out");
+        assert_eq!(
+            profiler_of(setting, 1),
+            Some(vec!["heaptrack", "-o", "out"])
+        );
+        assert_eq!(profiler_of(setting, 0), None);
+        assert_eq!(profiler_of(Some("1"), 1), None);
+        assert_eq!(profiler_of(Some("x heaptrack"), 1), None);
+        assert_eq!(profiler_of(None, 1), None);
+    }
 }
