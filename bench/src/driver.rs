@@ -17,7 +17,7 @@ use crate::network::{self, Network};
 use crate::nodes::{BenchNode, start_node};
 use crate::protocol::ProcessStatus;
 use crate::results::NetworkResult;
-use crate::stats::{Summary, median};
+use crate::stats::{Summary, median, percentile};
 use crate::{measure, throughput};
 
 /// What to run.
@@ -221,6 +221,17 @@ async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
         "ms/s",
     );
     memory(run, &after, "mem.idle_kb", "idle, after start-up");
+    let opened: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.opened - b.opened)
+        .sum();
+    run.result.figure(
+        "conns.opened_idle_per_min",
+        "connections established per node per minute, idle",
+        Some(opened as f64 / n / secs * 60.0),
+        "/min",
+    );
     let conns: Vec<usize> = after.iter().flat_map(|s| s.connections.clone()).collect();
     let routing: Vec<usize> = after.iter().flat_map(|s| s.routing.clone()).collect();
     let mean = conns.iter().sum::<usize>() as f64 / conns.len().max(1) as f64;
@@ -235,6 +246,14 @@ async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
         "conns.median",
         "open peer connections per node (median)",
         Some(median(&conns) as f64),
+        "count",
+    );
+    let mut sorted: Vec<f64> = conns.iter().map(|&c| c as f64).collect();
+    sorted.sort_by(f64::total_cmp);
+    r.figure(
+        "conns.p99",
+        "open peer connections per node (p99)",
+        (!sorted.is_empty()).then(|| percentile(&sorted, 0.99)),
         "count",
     );
     r.figure(

@@ -174,4 +174,7 @@ pub struct ProcessStatus {
     /// Summed over the nodes: requests answered "overloaded" by the rate limits.
     #[serde(default)]
     pub rate_limited: u64,
+    /// Summed over the nodes: connections established (handshakes done).
+    #[serde(default)]
+    pub opened: u64,
 }

@@ -153,5 +153,6 @@ fn status(nodes: &BTreeMap<usize, BenchNode>) -> ProcessStatus {
         evicted: stats.iter().map(|s| s.connections_evicted).sum(),
         refused_full: stats.iter().map(|s| s.connections_refused_full).sum(),
         rate_limited: stats.iter().map(|s| s.requests_rate_limited).sum(),
+        opened: stats.iter().map(|s| s.connections_opened).sum(),
     }
 }

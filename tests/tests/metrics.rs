@@ -123,6 +123,7 @@ async fn metrics_follow_what_the_node_did() -> anyhow::Result<()> {
     );
     assert!(value(&s, "dht_stored_bytes") > 0.0);
     assert!(value(&s, "dht_open_connections") >= 1.0);
+    assert!(value(&s, "dht_connections_opened_total") >= value(&s, "dht_open_connections"));
     assert_eq!(
         value(&s, "dht_rejected_total{reason=\"malformed_frame\"}"),
         0.0

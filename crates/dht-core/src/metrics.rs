@@ -447,6 +447,13 @@ impl Collector for NodeCollector {
             "Connections, frames, requests and contacts refused or cut by a defence, by reason",
             &rejected,
         )?;
+        let opened = encoder.encode_descriptor(
+            "dht_connections_opened",
+            "Peer connections established (TLS and HELLO done), dialled or accepted",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(stats.connections_opened).encode(opened)?;
         reason_counters(
             &mut encoder,
             "dht_connections_closed",

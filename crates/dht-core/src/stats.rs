@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     pub(crate) connections_refused_full: AtomicU64,
     pub(crate) connections_evicted: AtomicU64,
     pub(crate) connections_idle_closed: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
     pub(crate) message_deadline_cuts: AtomicU64,
     pub(crate) frames_malformed: AtomicU64,
     pub(crate) frames_unsolicited: AtomicU64,
@@ -52,8 +53,12 @@ pub struct NodeStats {
     pub connections_refused_full: u64,
     /// Idle connections closed to make room at `max_connections`.
     pub connections_evicted: u64,
-    /// Connections closed after `idle_timeout_secs` without traffic.
+    /// Connections closed after `idle_timeout_secs` (or `transient_idle_secs`) without
+    /// traffic.
     pub connections_idle_closed: u64,
+    /// Connections established (handshake done), dialled or accepted: what the
+    /// connection policy costs in handshakes.
+    pub connections_opened: u64,
     /// Connections cut because a frame took longer than `frame_deadline_ms` to arrive.
     pub message_deadline_cuts: u64,
     /// Connections closed for a malformed frame.
@@ -78,6 +83,7 @@ impl NodeStats {
             connections_refused_full: Counters::get(&c.connections_refused_full),
             connections_evicted: Counters::get(&c.connections_evicted),
             connections_idle_closed: Counters::get(&c.connections_idle_closed),
+            connections_opened: Counters::get(&c.connections_opened),
             message_deadline_cuts: Counters::get(&c.message_deadline_cuts),
             frames_malformed: Counters::get(&c.frames_malformed),
             frames_unsolicited: Counters::get(&c.frames_unsolicited),

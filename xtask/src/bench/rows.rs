@@ -268,6 +268,8 @@ pub(super) const ROWS: &[Row] = &[
         Some("conns.median"),
         "",
     ),
+    row("open connections per node, p99", "conns.p99", None, ""),
+    row("open connections per node, max", "conns.max", None, ""),
     row(
         "routing-table contacts, median",
         "routing.median",
@@ -291,6 +293,12 @@ pub(super) const ROWS: &[Row] = &[
         "requests.rate_limited",
         None,
         "",
+    ),
+    row(
+        "connections established per node per minute, idle",
+        "conns.opened_idle_per_min",
+        None,
+        "/min",
     ),
     row("idle CPU per node", "cpu.idle_ms_per_s", None, "ms/s"),
 ];
