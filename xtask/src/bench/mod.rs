@@ -225,20 +225,31 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("wrote {} and {}", report_path.display(), svg.display());
     if options.is_full() {
         let doc = root.join("docs/BENCHMARKS.md");
-        write(&doc, &benchmarks_doc(&text, options.anchors))?;
+        let previous = std::fs::read_to_string(&doc).unwrap_or_default();
+        write(&doc, &benchmarks_doc(&text, options.anchors, &previous))?;
         eprintln!("wrote {}", doc.display());
     }
     Ok(())
 }
 
-fn benchmarks_doc(text: &str, anchors: bool) -> String {
+/// The line of docs/BENCHMARKS.md after which the text is written by hand (the heap
+/// breakdown, measurements the bench does not take): a full run keeps it.
+const HAND_WRITTEN: &str = "<!-- Written by hand from here on: `cargo xtask bench` keeps it. -->";
+
+/// docs/BENCHMARKS.md for a full run's table `text`, keeping the hand-written part of
+/// the `previous` file.
+fn benchmarks_doc(text: &str, anchors: bool, previous: &str) -> String {
+    let kept = previous
+        .find(HAND_WRITTEN)
+        .map(|at| format!("\n{}", &previous[at..]))
+        .unwrap_or_default();
     format!(
         "# Benchmarks\n\n\
          The latest full `cargo xtask bench{}` (written by it; `--quick` runs leave this file \
          alone). Figures from different runs or machines are not comparable: the anchors \
          (mainline, libp2p) ran in the same run on the same machine. What each figure means: \
          `bench/src/driver.rs` and `bench/src/measure.rs`; the plot of the GET latency \
-         distributions is written to `target/bench/get-latency.svg`.\n\n{text}",
+         distributions is written to `target/bench/get-latency.svg`.\n\n{text}{kept}",
         if anchors { " --anchors" } else { "" }
     )
 }
@@ -388,6 +399,16 @@ fn machine(root: &Path) -> Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_run_keeps_the_hand_written_part_of_the_doc() {
+        let previous = format!("# Benchmarks\n\nold table\n{HAND_WRITTEN}\n\n## Heap\n\nbytes\n");
+        let doc = benchmarks_doc("new table\n", true, &previous);
+        assert!(doc.contains("new table\n\n<!-- Written by hand"), "{doc}");
+        assert!(doc.ends_with("## Heap\n\nbytes\n"));
+        assert!(!doc.contains("old table"));
+        assert!(!benchmarks_doc("new table\n", true, "old").contains("old"));
+    }
 
     #[test]
     fn sizes_quick_and_full_runs() {
