@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dht_core::Node;
+use dht_core::{Node, TRANSIENT_WARM};
 use dht_tests::{init_tracing, test_config, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,6 +57,54 @@ async fn connections_to_peers_outside_the_table_are_closed_soon() -> anyhow::Res
         contacts.iter().all(|c| hub.routing_contacts().contains(c)),
         "the table itself did not change"
     );
+    for peer in &peers {
+        peer.shutdown().await;
+    }
+    hub.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_connections_beyond_the_warm_set_close_before_their_idle_time()
+-> anyhow::Result<()> {
+    init_tracing();
+    // k = 1 and a transient idle time longer than the test: only the warm-set bound can
+    // close the connections of the peers the hub's table has no room for.
+    let hub = Node::start(dht_core::NodeConfig {
+        k: 1,
+        alpha: 1,
+        min_replication: 1,
+        transient_idle: Duration::from_secs(300),
+        idle_timeout: Duration::from_secs(300),
+        ..test_config(&[])
+    })
+    .await?;
+    let mut peers = Vec::new();
+    for _ in 0..TRANSIENT_WARM + 12 {
+        peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);
+    }
+    let bound = || hub.routing_table_len() + TRANSIENT_WARM;
+    // The bound is applied as connections come: newcomers keep arriving until the
+    // early joiners' connections have been idle long enough to close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hub.open_connections() > bound() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections for {} contacts",
+            hub.open_connections(),
+            hub.routing_table_len()
+        );
+        peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);
+        wait_for(Duration::from_millis(300), || async {
+            hub.open_connections() <= bound()
+        })
+        .await;
+    }
+    assert!(hub.stats().connections_trimmed > 0);
+    // The trimmed peers still reach the hub: a request dials it again.
+    for peer in &peers {
+        assert!(peer.ping(hub.contact()).await.is_ok());
+    }
     for peer in &peers {
         peer.shutdown().await;
     }

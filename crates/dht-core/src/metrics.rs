@@ -461,6 +461,7 @@ impl Collector for NodeCollector {
             &[
                 ("idle_timeout", stats.connections_idle_closed),
                 ("evicted_for_newcomer", stats.connections_evicted),
+                ("transient_limit", stats.connections_trimmed),
             ],
         )
     }

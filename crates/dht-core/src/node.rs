@@ -500,8 +500,23 @@ impl Inner {
         contact: Contact,
         message: PeerMessage,
     ) -> Result<PeerMessage, RpcError> {
-        let conn = self.connection(Some(contact.id), contact.addr).await?;
-        match conn.request(message, self.config.rpc_timeout).await? {
+        let timeout = self.config.rpc_timeout;
+        let reused = self.usable_conn(&contact.id, contact.addr);
+        let conn = match reused.clone() {
+            Some(conn) => conn,
+            None => self.connection(Some(contact.id), contact.addr).await?,
+        };
+        let answer = match conn.request(message.clone(), timeout).await {
+            // The peer closed the connection we reused (its idle limit for a peer outside
+            // its table) as the request went out: once more, over a new connection. A peer
+            // that is gone fails the dial instead.
+            Err(RpcError::Closed) if reused.is_some() && !self.shutdown.is_cancelled() => {
+                let conn = self.connection(Some(contact.id), contact.addr).await?;
+                conn.request(message, timeout).await?
+            }
+            answer => answer?,
+        };
+        match answer {
             PeerMessage::Error {
                 code: ErrorCode::Overloaded,
             } => Err(RpcError::PeerOverloaded),

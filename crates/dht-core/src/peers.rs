@@ -220,7 +220,7 @@ impl Inner {
     }
 
     /// The registered connection that may carry a request to `id` at `addr`.
-    fn usable_conn(&self, id: &NodeId, addr: SocketAddr) -> Option<Arc<PeerConn>> {
+    pub(crate) fn usable_conn(&self, id: &NodeId, addr: SocketAddr) -> Option<Arc<PeerConn>> {
         lock(&self.peers)
             .get(id)
             .filter(|c| c.serves(addr))
@@ -308,6 +308,7 @@ impl Inner {
             None => conn,
         });
         self.register(&conn);
+        self.trim_transient();
         // Into the routing table before the reader runs: a reader that penalises the
         // peer at once must find it there to remove it.
         if check.is_none() {
@@ -424,18 +425,6 @@ impl Inner {
             }
         }
         peers.insert(id, conn.clone());
-    }
-
-    /// How long `conn` may stay without traffic: a routing-table contact's connection is
-    /// kept warm (`idle_timeout`); one to any other peer (met through a lookup, or that
-    /// dialled us) is closed sooner (`transient_idle`), so that a node's connections stay
-    /// bounded by its table rather than growing with everyone it ever talked to.
-    fn idle_limit(&self, conn: &PeerConn) -> Duration {
-        if self.routing().contains(&conn.contact.id) {
-            self.config.idle_timeout
-        } else {
-            self.config.transient_idle.min(self.config.idle_timeout)
-        }
     }
 
     async fn read_loop(

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub(crate) connections_evicted: AtomicU64,
     pub(crate) connections_idle_closed: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_trimmed: AtomicU64,
     pub(crate) message_deadline_cuts: AtomicU64,
     pub(crate) frames_malformed: AtomicU64,
     pub(crate) frames_unsolicited: AtomicU64,
@@ -59,6 +60,9 @@ pub struct NodeStats {
     /// Connections established (handshake done), dialled or accepted: what the
     /// connection policy costs in handshakes.
     pub connections_opened: u64,
+    /// Transient connections (to peers outside the routing table) closed early because
+    /// more than the warm working set were open.
+    pub connections_trimmed: u64,
     /// Connections cut because a frame took longer than `frame_deadline_ms` to arrive.
     pub message_deadline_cuts: u64,
     /// Connections closed for a malformed frame.
@@ -84,6 +88,7 @@ impl NodeStats {
             connections_evicted: Counters::get(&c.connections_evicted),
             connections_idle_closed: Counters::get(&c.connections_idle_closed),
             connections_opened: Counters::get(&c.connections_opened),
+            connections_trimmed: Counters::get(&c.connections_trimmed),
             message_deadline_cuts: Counters::get(&c.message_deadline_cuts),
             frames_malformed: Counters::get(&c.frames_malformed),
             frames_unsolicited: Counters::get(&c.frames_unsolicited),
