@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use dht_core::{Key, NodeId, PutOptions};
+use dht_core::{Key, NodeConfig, NodeId, PutOptions};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -94,7 +94,7 @@ pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
         net,
         writer,
         reader,
-        api_index: n / 2,
+        api_index: network::measured_index(n),
         other_index: n / 4,
         values: HashMap::new(),
         result: NetworkResult {
@@ -108,11 +108,14 @@ pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
          with its VoidPhone API on 127.0.0.1; the driver process embeds the writer and the reader \
          (dht-core, joined like the others) and runs the API clients. Every node: TCP + mutual TLS \
          1.3, proof of work {} bits, the durable store (encrypted SQLite, as dht-node), \
-         max_connections {}, other settings dht-node's defaults. Node 0 is the entry node.",
+         max_connections {} (the measured node {}: dht-node's own, {}), other settings \
+         dht-node's defaults. Node 0 is the entry node.",
         run.net.worker_count(),
         network::nodes_per_worker(n),
         settings.pow_difficulty,
         settings.max_connections,
+        network::measured_index(n),
+        crate::protocol::FULL_BOUND,
     ));
     run.result.figure(
         "startup.network_ms",
@@ -149,7 +152,11 @@ pub async fn run(options: &Options) -> anyhow::Result<NetworkResult> {
 
 async fn measure_all(run: &mut Run, options: &Options, entry: &[String]) -> anyhow::Result<()> {
     let n = options.n;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The idle window opens once the start-up has settled: the joins' lookups met peers
+    // the tables do not keep, and those connections close `transient_idle` later (a
+    // cost of the start-up, which a window right after it measured instead of the idle
+    // node's).
+    tokio::time::sleep(NodeConfig::default().transient_idle + Duration::from_secs(1)).await;
     idle(run, options.idle_window).await?;
     progress(n, "idle figures taken");
     // While the network is quiet (after the throughput phase it is still replicating).
@@ -383,6 +390,10 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
     let mut put_keys = Vec::new();
     for (name, label, workload) in &workloads {
         for &c in &options.concurrency {
+            let (status, counters) = (
+                run.net.status().await?,
+                run.net.lookups(run.api_index).await?,
+            );
             let outcome = throughput::run(api, c, window, workload).await?;
             run.result.figure(
                 &format!("tput.{name}.c{c}"),
@@ -390,6 +401,28 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
                 Some(outcome.rate()),
                 "/s",
             );
+            let limited = |s: &[ProcessStatus]| s.iter().map(|s| s.rate_limited).sum::<u64>();
+            let after = run.net.status().await?;
+            run.result.figure(
+                &format!("tput.{name}.c{c}.rate_limited"),
+                &format!(
+                    "requests answered \"overloaded\", all nodes, during {label}, {c} connections"
+                ),
+                Some((limited(&after) - limited(&status)) as f64),
+                "count",
+            );
+            if matches!(workload, throughput::Workload::Put { .. }) {
+                // The PUTs that finished their replication in the window (or soon after:
+                // read once the clients stopped), and how long they took on average.
+                let later = run.net.lookups(run.api_index).await?;
+                let finished = later.puts.saturating_sub(counters.puts);
+                run.result.figure(
+                    &format!("tput.put.c{c}.mean_ms"),
+                    &format!("mean time of a PUT's replication on the measured node, during PUT/s accepted, {c} connections"),
+                    (finished > 0).then(|| (later.put_seconds - counters.put_seconds) / finished as f64 * 1000.0),
+                    "ms",
+                );
+            }
             if outcome.failed > 0 || outcome.error.is_some() {
                 run.result.note(format!(
                     "throughput {name} with {c} connections: {} answered DHT_FAILURE{}",

@@ -211,6 +211,13 @@ fn started(reply: Reply) -> anyhow::Result<Vec<NodeInfo>> {
     }
 }
 
+/// The node of a network of `n` whose API throughput is measured. Its worker's
+/// descriptors may then exceed [`FD_BUDGET`] by `FULL_BOUND - max_connections`, within
+/// the process limit (20,000) that the budget leaves room below.
+pub fn measured_index(n: usize) -> usize {
+    n / 2
+}
+
 /// The settings of a network's nodes under `dir`.
 pub fn settings(
     dir: &Path,
@@ -223,6 +230,7 @@ pub fn settings(
     NodeSettings {
         pow_difficulty,
         max_connections: max_connections_for(per_worker),
+        measured: Some(measured_index(n)),
         hostkey_dir: dir.join("keys"),
         data_dir: dir.join(data),
         preload_records,

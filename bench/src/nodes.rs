@@ -15,7 +15,7 @@ use dht_security::HostKey;
 use dht_storage::{DurableStore, Origin, Record, RecordStore, StorageKey};
 use rand::{Rng, RngCore};
 
-use crate::protocol::NodeSettings;
+use crate::protocol::{FULL_BOUND, NodeSettings};
 
 /// A running node with its API server.
 pub struct BenchNode {
@@ -56,7 +56,10 @@ pub fn node_config(index: usize, settings: &NodeSettings, bootstrap: &[String]) 
             key: None,
             sync: dht_core::DiskSync::default(),
         },
-        max_connections: settings.max_connections,
+        max_connections: match settings.measured {
+            Some(measured) if measured == index => FULL_BOUND,
+            _ => settings.max_connections,
+        },
         ..NodeConfig::default()
     }
 }

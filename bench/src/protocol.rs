@@ -47,6 +47,9 @@ pub struct StartNodes {
     pub concurrency: usize,
 }
 
+/// dht-node's default `max_connections`.
+pub const FULL_BOUND: usize = 1024;
+
 /// The configuration every benchmark node shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSettings {
@@ -54,6 +57,10 @@ pub struct NodeSettings {
     pub pow_difficulty: u32,
     /// Peer connections per node (the file-descriptor budget).
     pub max_connections: usize,
+    /// The node whose API the throughput is measured on: it keeps dht-node's own bound
+    /// ([`FULL_BOUND`]), as a node serving clients on its own host would.
+    #[serde(default)]
+    pub measured: Option<usize>,
     /// Folder of the host keys (`node-<i>.pem`, kept across networks of one run so
     /// that a restart does not mint again).
     pub hostkey_dir: PathBuf,
@@ -115,6 +122,12 @@ pub struct LookupCounters {
     pub find_value: LookupSums,
     /// FIND_NODE lookups (PUTs, joins, refreshes).
     pub find_node: LookupSums,
+    /// PUTs whose replication finished (`dht_put_duration_seconds_count`).
+    #[serde(default)]
+    pub puts: u64,
+    /// Their durations, summed, seconds (`dht_put_duration_seconds_sum`).
+    #[serde(default)]
+    pub put_seconds: f64,
 }
 
 /// Sums over the lookups of one kind.

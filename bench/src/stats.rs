@@ -88,9 +88,18 @@ pub fn parse_lookup_counters(text: &str) -> LookupCounters {
         rounds: sample(text, "dht_lookup_hops_sum", kind).unwrap_or(0.0),
         contacted: sample(text, "dht_lookup_peers_contacted_sum", kind).unwrap_or(0.0),
     };
+    let unlabelled = |name: &str| {
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     LookupCounters {
         find_value: sums("find_value"),
         find_node: sums("find_node"),
+        puts: unlabelled("dht_put_duration_seconds_count") as u64,
+        put_seconds: unlabelled("dht_put_duration_seconds_sum"),
     }
 }
 
@@ -127,8 +136,11 @@ mod tests {
             dht_lookup_hops_sum{kind=\"find_node\"} 40.0\n\
             dht_lookup_hops_count{kind=\"find_node\"} 10\n\
             dht_lookup_peers_contacted_sum{kind=\"find_value\"} 24.0\n\
-            dht_lookup_peers_contacted_count{kind=\"find_value\"} 6\n";
+            dht_lookup_peers_contacted_count{kind=\"find_value\"} 6\n\
+            dht_put_duration_seconds_sum 0.5\n\
+            dht_put_duration_seconds_count 4\n";
         let c = parse_lookup_counters(text);
+        assert_eq!((c.puts, c.put_seconds), (4, 0.5));
         assert_eq!(c.find_value.count, 6);
         assert_eq!(c.find_value.rounds, 12.0);
         assert_eq!(c.find_value.contacted, 24.0);

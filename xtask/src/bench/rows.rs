@@ -220,6 +220,24 @@ pub(super) const ROWS: &[Row] = &[
     row("API PUT/s accepted, 8 conns", "tput.put.c8", None, "/s"),
     row("API PUT/s accepted, 64 conns", "tput.put.c64", None, "/s"),
     row(
+        "PUT replication time during API PUT/s, 64 conns, mean",
+        "tput.put.c64.mean_ms",
+        None,
+        "ms",
+    ),
+    row(
+        "requests rate-limited during API PUT/s, 64 conns, all nodes",
+        "tput.put.c64.rate_limited",
+        None,
+        "",
+    ),
+    row(
+        "requests rate-limited during API GET/s lookup keys, 64 conns, all nodes",
+        "tput.get_lookup.c64.rate_limited",
+        None,
+        "",
+    ),
+    row(
         "API PUTs confirmed by GETs",
         "tput.put.confirmed",
         None,
