@@ -36,6 +36,8 @@ mod ops;
 mod peers;
 mod policy;
 mod put;
+mod rpc;
+mod serve;
 mod stats;
 mod status;
 mod store;

@@ -1,0 +1,95 @@
+//! Requests to peers: one request over the peer's connection (dialled when there is
+//! none), sent again over a new one when the peer closed a reused connection as it went
+//! out, and again after a pause when the peer answered "overloaded".
+
+use std::sync::Arc;
+
+use dht_routing::Contact;
+use dht_wire::{ErrorCode, PeerMessage};
+
+use crate::error::RpcError;
+use crate::node::Inner;
+
+/// The first pause before asking a peer that answered "overloaded" again (at its
+/// default rate, 25 requests' worth of its tokens).
+pub(crate) const OVERLOAD_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+/// How often a request answered "overloaded" is sent again (pauses of 25, 50, 100 ms).
+pub(crate) const OVERLOAD_RETRIES: u32 = 3;
+
+impl Inner {
+    /// Sends one request to `contact`, connecting first when needed. A peer that
+    /// answers "overloaded" (its rate limit for us) is asked again after a pause that
+    /// doubles each time ([`OVERLOAD_BACKOFF`], at most [`OVERLOAD_RETRIES`] times): the
+    /// work that sent the request slows down instead of failing, and with it, through the
+    /// bounded PUTs in flight, whoever feeds this node PUTs.
+    pub(crate) async fn rpc(
+        self: &Arc<Self>,
+        contact: Contact,
+        message: PeerMessage,
+    ) -> Result<PeerMessage, RpcError> {
+        let started = std::time::Instant::now();
+        let kind = crate::metrics::request_kind(&message);
+        let mut pause = OVERLOAD_BACKOFF;
+        let mut retries = 0;
+        let result = loop {
+            let result = self.rpc_unmeasured(contact, message.clone()).await;
+            if !matches!(result, Err(RpcError::PeerOverloaded)) || retries == OVERLOAD_RETRIES {
+                break result;
+            }
+            retries += 1;
+            // Jitter, so that the requests a burst made do not all come back at once.
+            let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5);
+            tokio::select! {
+                () = tokio::time::sleep(pause.mul_f64(jitter)) => {}
+                () = self.shutdown.cancelled() => break result,
+            }
+            pause *= 2;
+        };
+        self.metrics.rpc(
+            kind,
+            crate::metrics::rpc_outcome(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn rpc_unmeasured(
+        self: &Arc<Self>,
+        contact: Contact,
+        message: PeerMessage,
+    ) -> Result<PeerMessage, RpcError> {
+        let timeout = self.config.rpc_timeout;
+        let reused = self.usable_conn(&contact.id, contact.addr);
+        let conn = match reused.clone() {
+            Some(conn) => conn,
+            None => self.connection(Some(contact.id), contact.addr).await?,
+        };
+        let answer = match conn.request(message.clone(), timeout).await {
+            // The peer closed the connection we reused (its idle limit for a peer outside
+            // its table) as the request went out: once more, over a new connection. A peer
+            // that is gone fails the dial instead.
+            Err(RpcError::Closed) if reused.is_some() && !self.shutdown.is_cancelled() => {
+                let conn = self.connection(Some(contact.id), contact.addr).await?;
+                conn.request(message, timeout).await?
+            }
+            answer => answer?,
+        };
+        match answer {
+            PeerMessage::Error {
+                code: ErrorCode::Overloaded,
+            } => Err(RpcError::PeerOverloaded),
+            PeerMessage::Error { code } => Err(RpcError::Unexpected(match code {
+                ErrorCode::UnexpectedMessage => "peer did not expect the request",
+                _ => "peer error",
+            })),
+            answer => Ok(answer),
+        }
+    }
+
+    pub(crate) async fn ping(self: &Arc<Self>, contact: Contact) -> Result<(), RpcError> {
+        match self.rpc(contact, PeerMessage::Ping).await? {
+            PeerMessage::Pong => Ok(()),
+            _ => Err(RpcError::Unexpected("PING not answered with PONG")),
+        }
+    }
+}
