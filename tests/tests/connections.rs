@@ -7,20 +7,25 @@ use std::time::Duration;
 use dht_core::{Node, TRANSIENT_WARM};
 use dht_tests::{init_tracing, test_config, wait_for};
 
+/// A node with k = 1, whose table has room for few of the peers joining through it.
+async fn hub(transient_idle: Duration) -> anyhow::Result<Node> {
+    Ok(Node::start(dht_core::NodeConfig {
+        k: 1,
+        alpha: 1,
+        min_replication: 1,
+        transient_idle,
+        idle_timeout: Duration::from_secs(300),
+        ..test_config(&[])
+    })
+    .await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_peers_outside_the_table_are_closed_soon() -> anyhow::Result<()> {
     init_tracing();
     // k = 1: most of the peers that join through `hub` find their bucket there taken,
     // and wait in a replacement cache instead.
-    let hub = Node::start(dht_core::NodeConfig {
-        k: 1,
-        alpha: 1,
-        min_replication: 1,
-        transient_idle: Duration::from_millis(500),
-        idle_timeout: Duration::from_secs(300),
-        ..test_config(&[])
-    })
-    .await?;
+    let hub = hub(Duration::from_millis(500)).await?;
     let mut peers = Vec::new();
     for _ in 0..8 {
         peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);
@@ -70,15 +75,7 @@ async fn transient_connections_beyond_the_warm_set_close_before_their_idle_time(
     init_tracing();
     // k = 1 and a transient idle time longer than the test: only the warm-set bound can
     // close the connections of the peers the hub's table has no room for.
-    let hub = Node::start(dht_core::NodeConfig {
-        k: 1,
-        alpha: 1,
-        min_replication: 1,
-        transient_idle: Duration::from_secs(300),
-        idle_timeout: Duration::from_secs(300),
-        ..test_config(&[])
-    })
-    .await?;
+    let hub = hub(Duration::from_secs(300)).await?;
     let mut peers = Vec::new();
     for _ in 0..TRANSIENT_WARM + 12 {
         peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);

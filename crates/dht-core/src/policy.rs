@@ -38,6 +38,11 @@ impl Inner {
     /// [`TRANSIENT_MIN_IDLE`] while more than [`TRANSIENT_WARM`] are open. Called when
     /// a connection is established, the only moment their number grows.
     pub(crate) fn trim_transient(&self) {
+        // However many of them are in the table, this many cannot exceed the bound.
+        let open = lock(&self.peers).len();
+        if open <= TRANSIENT_WARM + self.routing().len() {
+            return;
+        }
         let conns: Vec<Arc<PeerConn>> = lock(&self.peers)
             .values()
             .filter(|c| c.is_usable())
