@@ -216,11 +216,7 @@ async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
     let after = run.net.status().await?;
     let secs = started.elapsed().as_secs_f64();
     let n = run.result.n as f64;
-    let cpu: f64 = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.cpu_ms - b.cpu_ms)
-        .sum();
+    let cpu = grown(&before, &after, |s| s.cpu_ms);
     run.result.figure(
         "cpu.idle_ms_per_s",
         "idle CPU per node (ms of CPU per second)",
@@ -228,15 +224,11 @@ async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
         "ms/s",
     );
     memory(run, &after, "mem.idle_kb", "idle, after start-up");
-    let opened: u64 = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.opened - b.opened)
-        .sum();
+    let opened = grown(&before, &after, |s| s.opened as f64);
     run.result.figure(
         "conns.opened_idle_per_min",
         "connections established per node per minute, idle",
-        Some(opened as f64 / n / secs * 60.0),
+        Some(opened / n / secs * 60.0),
         "/min",
     );
     let conns: Vec<usize> = after.iter().flat_map(|s| s.connections.clone()).collect();
@@ -288,6 +280,19 @@ async fn idle(run: &mut Run, window: Duration) -> anyhow::Result<()> {
         "count",
     );
     Ok(())
+}
+
+/// How much `field` grew from `before` to `after`, summed over the worker processes.
+fn grown(
+    before: &[ProcessStatus],
+    after: &[ProcessStatus],
+    field: fn(&ProcessStatus) -> f64,
+) -> f64 {
+    after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| field(a) - field(b))
+        .sum()
 }
 
 /// How often the connection bound and the rate limits bit, over the whole run.
@@ -401,14 +406,13 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
                 Some(outcome.rate()),
                 "/s",
             );
-            let limited = |s: &[ProcessStatus]| s.iter().map(|s| s.rate_limited).sum::<u64>();
             let after = run.net.status().await?;
             run.result.figure(
                 &format!("tput.{name}.c{c}.rate_limited"),
                 &format!(
                     "requests answered \"overloaded\", all nodes, during {label}, {c} connections"
                 ),
-                Some((limited(&after) - limited(&status)) as f64),
+                Some(grown(&status, &after, |s| s.rate_limited as f64)),
                 "count",
             );
             if matches!(workload, throughput::Workload::Put { .. }) {
