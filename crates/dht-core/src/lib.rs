@@ -44,6 +44,7 @@ mod store;
 mod stream;
 mod tls;
 mod transport;
+mod writers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

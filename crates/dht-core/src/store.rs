@@ -1,70 +1,53 @@
 //! The node's record store, shared between the async tasks (which read it: every store
-//! keeps its records in memory) and a dedicated writer thread, which applies puts in
-//! batches: whatever puts are waiting when it starts a write are committed together
-//! (group commit), so that a durable store's disk flush is shared by many records and
-//! never runs on an async worker.
+//! keeps its records in memory) and a writer thread (`writers.rs`, shared by the
+//! process's nodes), which applies puts in batches: whatever puts are waiting when it
+//! starts a write are committed together (group commit), so that a durable store's disk
+//! flush is shared by many records and never runs on an async worker.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dht_storage::{MemoryStore, Origin, PutOutcome, Record, RecordStore, StoreError, StoreLimits};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::node::unix_now;
+use crate::writers::{self, Core, Job, Queue};
 
-/// Puts waiting for the writer; senders wait when it is full (back-pressure).
+/// Puts queued for the writer at most; further senders wait (back-pressure).
 const WRITE_QUEUE: usize = 1024;
-/// Puts applied by one batch at most.
-const BATCH: usize = 256;
-
-type Reply = oneshot::Sender<Result<PutOutcome, StoreError>>;
 
 /// The shared store and its writer.
 pub(crate) struct Store {
-    shared: Arc<Mutex<Box<dyn RecordStore>>>,
-    writes: Mutex<Option<mpsc::Sender<(Record, Origin, Reply)>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Signalled after changes (at most one wakeup kept): what [`Store::changed`] waits for.
-    changed: Arc<Notify>,
+    core: Arc<Core>,
+    /// The writer's queue; `None` once closed.
+    writes: Mutex<Option<Queue>>,
+    /// Places in the writer's queue.
+    queued: Arc<Semaphore>,
 }
 
 impl Store {
-    /// Starts the writer thread over `store`.
+    /// Assigns `store` to one of the process's writer threads.
     pub(crate) fn new(store: Box<dyn RecordStore>) -> std::io::Result<Store> {
-        let shared = Arc::new(Mutex::new(store));
-        let changed = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("dht-store-writer".into())
-            .spawn({
-                let (shared, changed) = (shared.clone(), changed.clone());
-                move || write_loop(&shared, rx, &changed)
-            })?;
         Ok(Store {
-            shared,
-            writes: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-            changed,
+            core: Arc::new(Core::new(store)),
+            writes: Mutex::new(Some(writers::assign()?)),
+            queued: Arc::new(Semaphore::new(WRITE_QUEUE)),
         })
     }
 
-    /// Whether the store takes writes: it has not been closed and its writer thread runs.
+    fn writes(&self) -> MutexGuard<'_, Option<Queue>> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the store takes writes: it has not been closed and has not failed.
     pub(crate) fn is_open(&self) -> bool {
-        let writing = self
-            .writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|sender| !sender.is_closed());
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        writing && writer.as_ref().is_some_and(|thread| !thread.is_finished())
+        self.writes().is_some() && !self.core.is_broken()
     }
 
     /// The store, for reads and for quick in-memory operations.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Box<dyn RecordStore>> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        self.core.lock()
     }
 
     /// Applies a put through the writer and waits until it is committed.
@@ -73,17 +56,26 @@ impl Store {
         record: Record,
         origin: Origin,
     ) -> Result<PutOutcome, StoreError> {
-        let sender = self
-            .writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let permit = self
+            .queued
             .clone()
-            .ok_or_else(closed)?;
-        let (reply, answer) = oneshot::channel();
-        sender
-            .send((record, origin, reply))
+            .acquire_owned()
             .await
             .map_err(|_| closed())?;
+        let (reply, answer) = oneshot::channel();
+        {
+            // Queued under the lock: `close` queues its flush after every put that got in.
+            let writes = self.writes();
+            let queue = writes.as_ref().ok_or_else(closed)?;
+            let job = Job::Put {
+                core: self.core.clone(),
+                record,
+                origin,
+                reply,
+                permit,
+            };
+            queue.send(job).map_err(|_| closed())?;
+        }
         answer.await.map_err(|_| closed())?
     }
 
@@ -93,12 +85,10 @@ impl Store {
         &self,
         work: impl FnOnce(&mut dyn RecordStore) -> T + Send + 'static,
     ) -> Option<T> {
-        let shared = self.shared.clone();
-        let changed = self.changed.clone();
+        let core = self.core.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let done = work(store.as_mut());
-            changed.notify_one();
+            let done = work(core.lock().as_mut());
+            core.changed.notify_one();
             done
         })
         .await
@@ -115,7 +105,7 @@ impl Store {
         };
         loop {
             tokio::select! {
-                () = self.changed.notified() => {}
+                () = self.core.changed.notified() => {}
                 () = stop.cancelled() => return,
             }
             tokio::select! {
@@ -123,7 +113,7 @@ impl Store {
                 () = stop.cancelled() => return,
             }
             // Changes made while waiting are in this sync: their wakeup is spent.
-            let _ = futures::FutureExt::now_or_never(self.changed.notified());
+            let _ = futures::FutureExt::now_or_never(self.core.changed.notified());
             let syncer = syncer.clone();
             let synced = tokio::task::spawn_blocking(move || syncer())
                 .await
@@ -148,14 +138,18 @@ impl Store {
         }
     }
 
-    /// Stops the writer after the puts already queued, and waits for it: the store (a
+    /// Stops taking puts and waits until those already queued are applied: the store (a
     /// database file) is closed when this returns.
     pub(crate) async fn close(&self) {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let flushed = self.writes().take().map(|queue| {
+            let (done, flushed) = oneshot::channel();
+            let _ = queue.send(Job::Flush(done));
+            flushed
+        });
+        if let Some(flushed) = flushed {
+            let _ = flushed.await;
         }
+        self.queued.close();
         // Drop the store itself (closing its database file) while the node's handle may
         // live on: a restarted node in the same process can open it again.
         let closed: Box<dyn RecordStore> = Box::new(MemoryStore::new(StoreLimits {
@@ -179,37 +173,10 @@ fn closed() -> StoreError {
     StoreError::Backend("the store is closed".into())
 }
 
-fn write_loop(
-    shared: &Mutex<Box<dyn RecordStore>>,
-    mut rx: mpsc::Receiver<(Record, Origin, Reply)>,
-    changed: &Notify,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
-        let (puts, replies): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|(record, origin, reply)| ((record, origin), reply))
-            .unzip();
-        let results = {
-            let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-            store.put_many(puts, unix_now())
-        };
-        changed.notify_one();
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::unix_now;
     use bytes::Bytes;
     use dht_id::Key;
 
@@ -246,6 +213,128 @@ mod tests {
         );
         store.close().await;
         assert!(store.put(record(60), Origin::Local).await.is_err());
+    }
+
+    /// Names of this process's threads.
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_stores_share_a_few_writer_threads_and_keep_their_order() {
+        let logs: Vec<Arc<Mutex<Vec<u64>>>> = (0..40).map(|_| Arc::default()).collect();
+        let stores: Vec<_> = logs
+            .iter()
+            .map(|seen| {
+                let store = Watched {
+                    inner: MemoryStore::default(),
+                    seen: seen.clone(),
+                    panics: false,
+                };
+                Arc::new(Store::new(Box::new(store)).expect("writer"))
+            })
+            .collect();
+        // Each store is sent versions 1..=20 of its own keys, queued in that order (the
+        // first poll of each put queues it), all stores at once.
+        let all = stores.iter().enumerate().map(|(i, store)| async move {
+            let puts = (1..=20u64).map(|version| {
+                let record = Record {
+                    version,
+                    ..record(u8::try_from(version).expect("small"))
+                };
+                store.put(record, Origin::Local)
+            });
+            for stored in futures::future::join_all(puts).await {
+                stored.unwrap_or_else(|e| panic!("store {i}: {e}"));
+            }
+        });
+        futures::future::join_all(all).await;
+        for seen in &logs {
+            assert_eq!(*seen.lock().unwrap(), (1..=20).collect::<Vec<_>>());
+        }
+        let writers = thread_names()
+            .iter()
+            .filter(|name| name.starts_with("dht-store-write"))
+            .count();
+        assert!(
+            (1..=4).contains(&writers),
+            "{writers} writer threads for 40 stores"
+        );
+        for store in &stores {
+            store.close().await;
+        }
+    }
+
+    /// A memory store that logs the versions put, in order, or panics at a put.
+    struct Watched {
+        inner: MemoryStore,
+        seen: Arc<Mutex<Vec<u64>>>,
+        panics: bool,
+    }
+
+    impl RecordStore for Watched {
+        fn put_from(
+            &mut self,
+            record: Record,
+            now: u64,
+            origin: Origin,
+        ) -> Result<PutOutcome, StoreError> {
+            assert!(!self.panics, "a bug in the store");
+            self.seen.lock().unwrap().push(record.version);
+            self.inner.put_from(record, now, origin)
+        }
+        fn usage_of(&self, peer: &Key) -> (usize, usize) {
+            self.inner.usage_of(peer)
+        }
+        fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError> {
+            self.inner.get(key, now)
+        }
+        fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
+            self.inner.remove(key)
+        }
+        fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
+            self.inner.purge_expired(now)
+        }
+        fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
+            self.inner.records(now)
+        }
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn bytes(&self) -> usize {
+            self.inner.bytes()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_panics_fails_alone() {
+        // More stores than writer threads: some healthy store shares the broken one's.
+        let broken = Store::new(Box::new(Watched {
+            inner: MemoryStore::default(),
+            seen: Arc::default(),
+            panics: true,
+        }))
+        .expect("writer");
+        let healthy: Vec<_> = (0..8)
+            .map(|_| Store::new(Box::new(MemoryStore::default())).expect("writer"))
+            .collect();
+        assert!(broken.put(record(1), Origin::Local).await.is_err());
+        assert!(
+            !broken.is_open(),
+            "a store that panicked says it is not open"
+        );
+        assert!(broken.put(record(2), Origin::Local).await.is_err());
+        for store in &healthy {
+            assert_eq!(
+                store.put(record(3), Origin::Local).await.expect("stored"),
+                PutOutcome::Inserted
+            );
+            assert!(store.is_open());
+        }
     }
 
     /// A memory store that counts the runs of its syncer.
@@ -341,7 +430,7 @@ mod tests {
         // Changes within one interval share one sync (signalled here without the writer
         // thread, whose replies paused time would not wait for).
         for _ in 0..3 {
-            store.changed.notify_one();
+            store.core.changed.notify_one();
             tokio::time::sleep(interval / 10).await;
         }
         tokio::time::sleep(interval * 3).await;

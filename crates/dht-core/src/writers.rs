@@ -1,0 +1,196 @@
+//! The threads that commit the record stores' puts, shared by every node of the process.
+//!
+//! A store's puts are committed off the async workers, in batches (group commit). Each
+//! node used to have a writer thread of its own; a process that embeds many nodes (the
+//! benchmark's workers, a simulation) then woke a different thread for nearly every
+//! STORE, and at 100 nodes per process half of a PUT's context switches and futex calls
+//! were those wakeups. Here a few threads (one per core, at most [`MAX_THREADS`]) serve
+//! all stores: each store is assigned to one of them for its life, so its puts are still
+//! applied in the order they were queued, and a busy thread takes whatever is queued for
+//! all its stores in one go, committing each store's share as one batch.
+//!
+//! A store that panics is marked broken (its puts fail from then on); the thread and
+//! the other stores carry on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use dht_storage::{Origin, PutOutcome, Record, RecordStore, StoreError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
+use tracing::error;
+
+use crate::node::unix_now;
+
+/// Writer threads at most, whatever the number of cores.
+const MAX_THREADS: usize = 4;
+/// Queued jobs one thread takes at once at most.
+const BATCH: usize = 256;
+
+pub(crate) type Reply = oneshot::Sender<Result<PutOutcome, StoreError>>;
+
+/// One store, as its writer thread and its readers share it.
+pub(crate) struct Core {
+    records: Mutex<Box<dyn RecordStore>>,
+    /// Signalled after changes (at most one wakeup kept).
+    pub(crate) changed: Notify,
+    /// Set when the store panicked: it takes no more puts.
+    broken: AtomicBool,
+}
+
+impl Core {
+    pub(crate) fn new(records: Box<dyn RecordStore>) -> Core {
+        Core {
+            records: Mutex::new(records),
+            changed: Notify::new(),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Box<dyn RecordStore>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+}
+
+/// Work for a writer thread.
+pub(crate) enum Job {
+    /// A put, with its place in the store's queue (freed once it is taken).
+    Put {
+        core: Arc<Core>,
+        record: Record,
+        origin: Origin,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Answered once every job queued before it has been applied.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A writer thread's queue.
+pub(crate) type Queue = Sender<Job>;
+
+/// The process's writer threads, each started when the first store is assigned to it.
+struct Writers {
+    threads: Vec<Mutex<Option<Queue>>>,
+    next: AtomicUsize,
+}
+
+/// The queue of the writer thread a new store is to use (round robin).
+pub(crate) fn assign() -> std::io::Result<Queue> {
+    static WRITERS: OnceLock<Writers> = OnceLock::new();
+    let writers = WRITERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Writers {
+            threads: (0..cores.clamp(1, MAX_THREADS))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    });
+    let n = writers.next.fetch_add(1, Ordering::Relaxed) % writers.threads.len();
+    let mut slot = writers.threads[n].lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(queue) = slot.as_ref() {
+        return Ok(queue.clone());
+    }
+    let (queue, jobs) = channel();
+    std::thread::Builder::new()
+        .name(format!("dht-store-writer-{n}"))
+        .spawn(move || run(&jobs))?;
+    *slot = Some(queue.clone());
+    Ok(queue)
+}
+
+fn run(jobs: &Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        apply(batch);
+    }
+}
+
+/// One store's share of a batch.
+struct Group {
+    core: Arc<Core>,
+    puts: Vec<(Record, Origin)>,
+    replies: Vec<Reply>,
+}
+
+/// Applies a batch: each store's puts as one `put_many`, in the order they were queued;
+/// a flush is answered after everything before it.
+fn apply(batch: Vec<Job>) {
+    let mut groups: Vec<Group> = Vec::new();
+    for job in batch {
+        match job {
+            Job::Put {
+                core,
+                record,
+                origin,
+                reply,
+                permit,
+            } => {
+                drop(permit);
+                let group = match groups.iter().position(|g| Arc::ptr_eq(&g.core, &core)) {
+                    Some(at) => &mut groups[at],
+                    None => {
+                        groups.push(Group {
+                            core,
+                            puts: Vec::new(),
+                            replies: Vec::new(),
+                        });
+                        groups.last_mut().expect("just pushed")
+                    }
+                };
+                group.puts.push((record, origin));
+                group.replies.push(reply);
+            }
+            Job::Flush(done) => {
+                commit(groups.drain(..));
+                let _ = done.send(());
+            }
+        }
+    }
+    commit(groups.drain(..));
+}
+
+fn commit(groups: impl Iterator<Item = Group>) {
+    for Group {
+        core,
+        puts,
+        replies,
+    } in groups
+    {
+        let results = if core.is_broken() {
+            None
+        } else {
+            catch_unwind(AssertUnwindSafe(|| core.lock().put_many(puts, unix_now()))).ok()
+        };
+        core.changed.notify_one();
+        match results {
+            Some(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            None => {
+                if !core.broken.swap(true, Ordering::AcqRel) {
+                    error!("the record store panicked: it takes no more puts");
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Backend(
+                        "the record store failed (it panicked)".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
