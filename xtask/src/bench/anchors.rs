@@ -21,6 +21,12 @@ const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// there are none.
 pub(crate) type Figures = Result<BTreeMap<String, f64>, String>;
 
+/// The throughput anchors of our own (`bench/anchors/*`), which run mainline and libp2p
+/// as `dht-bench` measures our throughput (the shared anchors measure latency only).
+pub(crate) fn throughput_anchors_dir(root: &Path) -> PathBuf {
+    root.join("bench/anchors")
+}
+
 /// Where the anchors are: `../shared/anchors` beside the workspace.
 pub(crate) fn anchors_dir(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root
@@ -197,6 +203,53 @@ pub(crate) fn parse_libp2p(text: &str) -> Figures {
     Ok(f)
 }
 
+/// The figures of `mainline-tput` or `libp2p-kad-tput N SECS C,C,...`: for each C,
+/// `tput.put.c<C>` and `tput.get_lookup.c<C>` (the keys of our own throughput rows).
+pub(crate) fn parse_tput(text: &str) -> Figures {
+    let mut f = BTreeMap::new();
+    for (prefix, key) in [("put_rate c=", "put"), ("get_rate c=", "get_lookup")] {
+        let mut found = false;
+        for l in text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix(prefix))
+        {
+            let (c, rest) = l
+                .split_once(':')
+                .ok_or_else(|| format!("no `:` in `{prefix}{l}`"))?;
+            let c: usize = c.parse().map_err(|_| format!("bad c in `{prefix}{l}`"))?;
+            let rate: f64 = rest
+                .trim_start()
+                .split("/s")
+                .next()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| format!("no rate in `{prefix}{l}`"))?;
+            f.insert(format!("tput.{key}.c{c}"), rate);
+            found = true;
+        }
+        if !found {
+            return Err(format!("no `{prefix}` line in its output"));
+        }
+    }
+    Ok(f)
+}
+
+/// An anchor's latency figures with its throughput figures added. A throughput run that
+/// failed leaves its rows empty, and says why in the returned note.
+pub(crate) fn with_throughput(latency: Figures, throughput: Figures) -> (Figures, Option<String>) {
+    match (latency, throughput) {
+        (Ok(mut figures), Ok(more)) => {
+            figures.extend(more);
+            (Ok(figures), None)
+        }
+        (Ok(figures), Err(reason)) => (Ok(figures), Some(reason)),
+        (Err(reason), Ok(more)) if !more.is_empty() => {
+            // Throughput rows only; the latency rows say why they are empty.
+            (Ok(more), Some(format!("the latency run: {reason}")))
+        }
+        (Err(reason), _) => (Err(reason), None),
+    }
+}
+
 /// The round trips of `tcp-pingpong`: its first TCP and UDP lines on the 2-thread
 /// runtime (the runtime our nodes use here), µs.
 pub(crate) fn parse_tcp(text: &str) -> Figures {
@@ -291,6 +344,39 @@ mutual TLS 1.3 round trip on an established session: p50=45.7us p90=58.1us p99=9
             "the first record, not the full query"
         );
         assert_eq!(f["mem.kb"], 5164.5);
+    }
+
+    const TPUT: &str = "put_rate c=1: 9.5/s ok=29 failed=0 elapsed=3.04s
+put_rate c=64: 88.5/s ok=376 failed=112 elapsed=4.25s
+get_rate c=1: 361.6/s ok=755 failed=0 elapsed=2.09s
+get_rate c=64: 1318.2/s ok=4014 failed=0 elapsed=3.04s
+";
+
+    #[test]
+    fn throughput_figures() {
+        let f = parse_tput(TPUT).unwrap();
+        assert_eq!((f["tput.put.c1"], f["tput.put.c64"]), (9.5, 88.5));
+        assert_eq!(
+            (f["tput.get_lookup.c1"], f["tput.get_lookup.c64"]),
+            (361.6, 1318.2)
+        );
+        assert!(
+            parse_tput("put_rate c=1: 9.5/s\n")
+                .unwrap_err()
+                .contains("get_rate")
+        );
+        assert!(parse_tput("put_rate c=x: 1/s\nget_rate c=1: 2/s").is_err());
+        let latency = parse_mainline(MAINLINE);
+        let (merged, note) = with_throughput(latency.clone(), Ok(f.clone()));
+        let merged = merged.unwrap();
+        assert_eq!((merged["get.p50"], merged["tput.put.c64"]), (1.56, 88.5));
+        assert_eq!(note, None);
+        let (kept, note) = with_throughput(latency, Err("failed".into()));
+        assert!(kept.unwrap().contains_key("get.p50"));
+        assert_eq!(note.as_deref(), Some("failed"));
+        let (only, note) = with_throughput(Err("watchdog".into()), Ok(f));
+        assert_eq!(only.unwrap()["tput.put.c1"], 9.5);
+        assert!(note.unwrap().contains("watchdog"));
     }
 
     #[test]

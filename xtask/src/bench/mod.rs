@@ -1,8 +1,9 @@
 //! `cargo xtask bench [--quick] [--anchors]`: builds `dht-bench` in release mode (the
 //! build does not count), runs it for networks of 20, 100 and 500 nodes (`--quick`: 20
 //! nodes, few operations), with `--anchors` also builds and runs the anchors of
-//! `../shared/anchors` at the same sizes and operation counts, one after another in the
-//! same run, and prints one table. Writes `target/bench/report.md`,
+//! `../shared/anchors` at the same sizes and operation counts, and our throughput runs of
+//! the same DHTs (`bench/anchors`), one after another in the same run, and prints one
+//! table. Writes `target/bench/report.md`,
 //! `target/bench/get-latency.svg` and, for a full run, `docs/BENCHMARKS.md`.
 
 mod anchors;
@@ -23,7 +24,8 @@ pub(crate) const USAGE: &str = "  bench [--quick] [--anchors] [--sizes N,N,...]
       Build dht-bench in release mode and measure networks of 20, 100 and 500 nodes
       on 127.0.0.1 (--quick: 20 nodes, few operations, about a minute; --sizes: only
       the sizes given, e.g. --sizes 100,500, with the full series); --anchors also
-      runs ../shared/anchors (mainline, libp2p-kad, tcp/tls-pingpong) in the same run.
+      runs ../shared/anchors (mainline, libp2p-kad, tcp/tls-pingpong) and the same
+      DHTs' throughput (bench/anchors) in the same run.
       Prints one table; writes target/bench/report.md, target/bench/get-latency.svg
       and (full runs of the default sizes) docs/BENCHMARKS.md.";
 
@@ -129,6 +131,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
         None
     };
     let mut nets = Vec::new();
+    let mut anchor_notes = Vec::new();
     // Each size runs ours and, with --anchors, the two anchors; then the floor.
     let per_size = if anchor_bins.is_some() { 3 } else { 1 };
     let steps = sizes.len() * per_size + usize::from(anchor_bins.is_some());
@@ -142,29 +145,53 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
         let (mainline, libp2p) = match &anchor_bins {
             Some(bins) => {
                 let args = vec![n.to_string(), ops.to_string()];
-                progress.println(&format!("mainline-bench {n} {ops}..."));
+                // The throughput anchors: the window and connection counts of ours.
+                let secs = if options.quick { "1" } else { "3" };
+                let tput_args = vec![n.to_string(), secs.to_string(), "1,8,64".to_string()];
+                progress.println(&format!("mainline-bench {n} {ops}, mainline-tput {n}..."));
                 let m = progress.suspend(|| {
-                    run_anchor(
+                    let latency = run_anchor(
                         &bins.mainline,
                         &args,
                         &out_dir.join(format!("mainline-n{n}.txt")),
                         anchors::parse_mainline,
-                    )
+                    );
+                    let throughput = run_anchor(
+                        &bins.mainline_tput,
+                        &tput_args,
+                        &out_dir.join(format!("mainline-tput-n{n}.txt")),
+                        anchors::parse_tput,
+                    );
+                    anchors::with_throughput(latency, throughput)
                 });
                 progress.inc();
                 let mut args = args;
                 args.push(LIBP2P_SEED.into());
-                progress.println(&format!("libp2p-kad-bench {n} {ops} {LIBP2P_SEED}..."));
+                progress.println(&format!(
+                    "libp2p-kad-bench {n} {ops} {LIBP2P_SEED}, libp2p-kad-tput {n}..."
+                ));
                 let l = progress.suspend(|| {
-                    run_anchor(
+                    let latency = run_anchor(
                         &bins.libp2p,
                         &args,
                         &out_dir.join(format!("libp2p-n{n}.txt")),
                         anchors::parse_libp2p,
-                    )
+                    );
+                    let throughput = run_anchor(
+                        &bins.libp2p_tput,
+                        &tput_args,
+                        &out_dir.join(format!("libp2p-tput-n{n}.txt")),
+                        anchors::parse_tput,
+                    );
+                    anchors::with_throughput(latency, throughput)
                 });
                 progress.inc();
-                (Some(m), Some(l))
+                for (name, note) in [("mainline", &m.1), ("libp2p", &l.1)] {
+                    if let Some(note) = note {
+                        anchor_notes.push(format!("- N={n}, {name}: {note}\n"));
+                    }
+                }
+                (Some(m.0), Some(l.0))
             }
             None => (None, None),
         };
@@ -199,7 +226,10 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let machine = machine(&root);
     let floor_refs = floor.as_ref().map(|(t, l)| (Some(t), Some(l)));
     let mut extra = BTreeMap::new();
-    extra.insert("What ran where".to_string(), notes(&nets));
+    extra.insert(
+        "What ran where".to_string(),
+        notes(&nets) + &anchor_notes.concat(),
+    );
     let text = report::markdown(&nets, LIBP2P_SEED, floor_refs, &machine, &extra);
     println!("{text}");
     let report_path = out_dir.join("report.md");
@@ -300,18 +330,24 @@ fn run_ours(root: &Path, bench: &Path, n: usize, ops: usize, quick: bool) -> Res
 struct AnchorBins {
     mainline: Result<PathBuf, String>,
     libp2p: Result<PathBuf, String>,
+    /// Their throughput runs (`bench/anchors`).
+    mainline_tput: Result<PathBuf, String>,
+    libp2p_tput: Result<PathBuf, String>,
     tcp: Result<PathBuf, String>,
     tls: Result<PathBuf, String>,
 }
 
 fn build_anchors(root: &Path) -> anyhow::Result<AnchorBins> {
     let dir = anchors::anchors_dir(root)?;
+    let ours = anchors::throughput_anchors_dir(root);
     eprintln!("building the anchors (release, target/anchors)...");
     Ok(AnchorBins {
         mainline: anchors::build(root, &dir, "mainline", "mainline-bench"),
         libp2p: anchors::build(root, &dir, "libp2p-kad", "libp2p-kad-bench"),
         tcp: anchors::build(root, &dir, "tcp-pingpong", "tcp-pingpong"),
         tls: anchors::build(root, &dir, "tls-pingpong", "tls-pingpong"),
+        mainline_tput: anchors::build(root, &ours, "mainline-tput", "mainline-tput"),
+        libp2p_tput: anchors::build(root, &ours, "libp2p-kad-tput", "libp2p-kad-tput"),
     })
 }
 
@@ -346,7 +382,12 @@ fn notes(nets: &[Network]) -> String {
          reader, replication 20 by design); libp2p-kad-bench N OPS full (every node seeded with \
          every address; replication 20; GET = the first record). Each runs alone, one after \
          another, after our run at the same N. Their GET/PUT rows compare with our r=20 rows; \
-         they run only replication 20, so the r=3 rows show the same anchor figure.\n",
+         they run only replication 20, so the r=3 rows show the same anchor figure. Their \
+         throughput rows come from bench/anchors (mainline-tput and libp2p-kad-tput N SECS \
+         1,8,64): one node with C requests in flight for the window of ours, PUTs of fresh \
+         keys (mainline put_immutable; libp2p put_record with Quorum::One), then GETs of \
+         those keys, in turn, by a node that joined after them (a lookup each; libp2p's \
+         query is finished at its first record). Both count only successes.\n",
     );
     out
 }
