@@ -385,9 +385,10 @@ fn notes(nets: &[Network]) -> String {
          they run only replication 20, so the r=3 rows show the same anchor figure. Their \
          throughput rows come from bench/anchors (mainline-tput and libp2p-kad-tput N SECS \
          1,8,64): one node with C requests in flight for the window of ours, PUTs of fresh \
-         keys (mainline put_immutable; libp2p put_record with Quorum::One), then GETs of \
-         those keys, in turn, by a node that joined after them (a lookup each; libp2p's \
-         query is finished at its first record). Both count only successes.\n",
+         keys (mainline put_immutable; libp2p put_record with Quorum::One, its store bound \
+         raised from 1,024 to our 100,000 records), then GETs of the last 200 of them, in \
+         turn, by a node that joined after them (a lookup each; libp2p's query is finished \
+         at its first record). Both count only successes.\n",
     );
     out
 }
