@@ -230,10 +230,9 @@ mod tests {
         let stores: Vec<_> = logs
             .iter()
             .map(|seen| {
-                let store = Watched {
-                    inner: MemoryStore::default(),
+                let store = Fake {
                     seen: seen.clone(),
-                    panics: false,
+                    ..Fake::default()
                 };
                 Arc::new(Store::new(Box::new(store)).expect("writer"))
             })
@@ -269,54 +268,12 @@ mod tests {
         }
     }
 
-    /// A memory store that logs the versions put, in order, or panics at a put.
-    struct Watched {
-        inner: MemoryStore,
-        seen: Arc<Mutex<Vec<u64>>>,
-        panics: bool,
-    }
-
-    impl RecordStore for Watched {
-        fn put_from(
-            &mut self,
-            record: Record,
-            now: u64,
-            origin: Origin,
-        ) -> Result<PutOutcome, StoreError> {
-            assert!(!self.panics, "a bug in the store");
-            self.seen.lock().unwrap().push(record.version);
-            self.inner.put_from(record, now, origin)
-        }
-        fn usage_of(&self, peer: &Key) -> (usize, usize) {
-            self.inner.usage_of(peer)
-        }
-        fn get(&self, key: &Key, now: u64) -> Result<Option<Record>, StoreError> {
-            self.inner.get(key, now)
-        }
-        fn remove(&mut self, key: &Key) -> Result<Option<Record>, StoreError> {
-            self.inner.remove(key)
-        }
-        fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError> {
-            self.inner.purge_expired(now)
-        }
-        fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
-            self.inner.records(now)
-        }
-        fn len(&self) -> usize {
-            self.inner.len()
-        }
-        fn bytes(&self) -> usize {
-            self.inner.bytes()
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_that_panics_fails_alone() {
         // More stores than writer threads: some healthy store shares the broken one's.
-        let broken = Store::new(Box::new(Watched {
-            inner: MemoryStore::default(),
-            seen: Arc::default(),
+        let broken = Store::new(Box::new(Fake {
             panics: true,
+            ..Fake::default()
         }))
         .expect("writer");
         let healthy: Vec<_> = (0..8)
@@ -337,9 +294,13 @@ mod tests {
         }
     }
 
-    /// A memory store that counts the runs of its syncer.
-    struct Flushes {
+    /// A memory store that logs the versions put, in order (or panics at a put), and
+    /// counts the runs of its syncer (which fail if told so).
+    #[derive(Default)]
+    struct Fake {
         inner: MemoryStore,
+        seen: Arc<Mutex<Vec<u64>>>,
+        panics: bool,
         syncs: Arc<std::sync::atomic::AtomicUsize>,
         /// Whether its syncs fail.
         failing: bool,
@@ -347,13 +308,15 @@ mod tests {
         every_commit: Arc<Mutex<Option<bool>>>,
     }
 
-    impl RecordStore for Flushes {
+    impl RecordStore for Fake {
         fn put_from(
             &mut self,
             record: Record,
             now: u64,
             origin: Origin,
         ) -> Result<PutOutcome, StoreError> {
+            assert!(!self.panics, "a bug in the store");
+            self.seen.lock().unwrap().push(record.version);
             self.inner.put_from(record, now, origin)
         }
         fn usage_of(&self, peer: &Key) -> (usize, usize) {
@@ -398,11 +361,9 @@ mod tests {
         let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = || syncs.load(std::sync::atomic::Ordering::SeqCst);
         let store = Arc::new(
-            Store::new(Box::new(Flushes {
-                inner: MemoryStore::default(),
+            Store::new(Box::new(Fake {
                 syncs: syncs.clone(),
-                failing: false,
-                every_commit: Arc::default(),
+                ..Fake::default()
             }))
             .expect("writer"),
         );
@@ -449,11 +410,11 @@ mod tests {
         let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let every_commit = Arc::new(Mutex::new(None));
         let store = Arc::new(
-            Store::new(Box::new(Flushes {
-                inner: MemoryStore::default(),
+            Store::new(Box::new(Fake {
                 syncs: syncs.clone(),
                 failing: true,
                 every_commit: every_commit.clone(),
+                ..Fake::default()
             }))
             .expect("writer"),
         );
