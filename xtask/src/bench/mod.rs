@@ -147,22 +147,12 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
                 let args = vec![n.to_string(), ops.to_string()];
                 // The throughput anchors: the window and connection counts of ours.
                 let secs = if options.quick { "1" } else { "3" };
-                let tput_args = vec![n.to_string(), secs.to_string(), "1,8,64".to_string()];
+                let tput_args = [n.to_string(), secs.to_string(), "1,8,64".to_string()];
                 progress.println(&format!("mainline-bench {n} {ops}, mainline-tput {n}..."));
                 let m = progress.suspend(|| {
-                    let latency = run_anchor(
-                        &bins.mainline,
-                        &args,
-                        &out_dir.join(format!("mainline-n{n}.txt")),
-                        anchors::parse_mainline,
-                    );
-                    let throughput = run_anchor(
-                        &bins.mainline_tput,
-                        &tput_args,
-                        &out_dir.join(format!("mainline-tput-n{n}.txt")),
-                        anchors::parse_tput,
-                    );
-                    anchors::with_throughput(latency, throughput)
+                    let latency = (&bins.mainline, &args[..], anchors::parse_mainline as _);
+                    let throughput = (&bins.mainline_tput, &tput_args[..]);
+                    run_dht_anchor("mainline", n, &out_dir, latency, throughput)
                 });
                 progress.inc();
                 let mut args = args;
@@ -171,19 +161,9 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
                     "libp2p-kad-bench {n} {ops} {LIBP2P_SEED}, libp2p-kad-tput {n}..."
                 ));
                 let l = progress.suspend(|| {
-                    let latency = run_anchor(
-                        &bins.libp2p,
-                        &args,
-                        &out_dir.join(format!("libp2p-n{n}.txt")),
-                        anchors::parse_libp2p,
-                    );
-                    let throughput = run_anchor(
-                        &bins.libp2p_tput,
-                        &tput_args,
-                        &out_dir.join(format!("libp2p-tput-n{n}.txt")),
-                        anchors::parse_tput,
-                    );
-                    anchors::with_throughput(latency, throughput)
+                    let latency = (&bins.libp2p, &args[..], anchors::parse_libp2p as _);
+                    let throughput = (&bins.libp2p_tput, &tput_args[..]);
+                    run_dht_anchor("libp2p", n, &out_dir, latency, throughput)
                 });
                 progress.inc();
                 for (name, note) in [("mainline", &m.1), ("libp2p", &l.1)] {
@@ -349,6 +329,38 @@ fn build_anchors(root: &Path) -> anyhow::Result<AnchorBins> {
         mainline_tput: anchors::build(root, &ours, "mainline-tput", "mainline-tput"),
         libp2p_tput: anchors::build(root, &ours, "libp2p-kad-tput", "libp2p-kad-tput"),
     })
+}
+
+/// An anchor binary and its arguments, with the parser of what it prints.
+type LatencyRun<'a> = (
+    &'a Result<PathBuf, String>,
+    &'a [String],
+    fn(&str) -> anchors::Figures,
+);
+
+/// Anchor DHT `name` at `n` nodes: its latency run (`../shared/anchors`), then its
+/// throughput run (`bench/anchors`), their outputs in `out_dir/<name>[-tput]-n<n>.txt`,
+/// figures merged as [`anchors::with_throughput`] does.
+fn run_dht_anchor(
+    name: &str,
+    n: usize,
+    out_dir: &Path,
+    (binary, args, parse): LatencyRun<'_>,
+    (tput_binary, tput_args): (&Result<PathBuf, String>, &[String]),
+) -> (anchors::Figures, Option<String>) {
+    let latency = run_anchor(
+        binary,
+        args,
+        &out_dir.join(format!("{name}-n{n}.txt")),
+        parse,
+    );
+    let throughput = run_anchor(
+        tput_binary,
+        tput_args,
+        &out_dir.join(format!("{name}-tput-n{n}.txt")),
+        anchors::parse_tput,
+    );
+    anchors::with_throughput(latency, throughput)
 }
 
 fn run_anchor(
