@@ -186,7 +186,9 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// A connection to a peer that is not in the routing table (met through a lookup,
     /// or that dialled this node) without traffic for this long is closed
-    /// (`transient_idle_secs`, 10 s): connections stay bounded by the table.
+    /// (`transient_idle_secs`, 2 s): connections stay bounded by the table. Longer keeps
+    /// connections that one side holds for its table and the other no longer uses: at
+    /// 500 nodes starting together, 10 s cost a third more memory per node at the peak.
     pub transient_idle: Duration,
     /// A peer frame must arrive whole within this from its first byte
     /// (`frame_deadline_ms`, 10000 ms): byte-at-a-time and stalled peers are cut.
@@ -236,7 +238,7 @@ impl Default for NodeConfig {
             max_connections: 1024,
             max_pending_requests: 256,
             idle_timeout: Duration::from_secs(1200),
-            transient_idle: Duration::from_secs(10),
+            transient_idle: Duration::from_secs(2),
             frame_deadline: Duration::from_millis(10_000),
             max_connections_per_ip: 32,
             limit_local_addresses: false,
