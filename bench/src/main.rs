@@ -10,6 +10,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dht_bench::driver::{self, Options};
 
+/// The allocator of `dht-node` and `dht-bootstrap` (see their `main.rs`), so that the
+/// nodes the workers host are measured as they run in production.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "dht-bench", about = "Benchmark of the DHT on 127.0.0.1")]
 struct Cli {

@@ -8,6 +8,12 @@ use dht_api::process::{BoxError, shutdown_signal};
 use dht_api::{Config, MetricsServer};
 use dht_core::Node;
 
+/// jemalloc rather than glibc's malloc: a node's buffers are allocated on one thread
+/// and freed on another (tokio's workers, the store writers), and glibc's arena locks
+/// made that the node's bottleneck under load (see docs/BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE: &str = "usage: dht-bootstrap -c FILE
 
 Runs a bootstrap node: a full Kademlia peer on [dht] p2p_address that other nodes list
