@@ -26,6 +26,7 @@ mod activity;
 mod config;
 mod conn;
 pub mod deadline;
+mod env;
 mod error;
 mod handshake;
 mod identity;
@@ -62,6 +63,7 @@ pub use config::{
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
+pub use env::{Clock, Environment, SystemClock, TokioClock};
 pub use error::{Error, RpcError};
 pub use node::PUTS_IN_FLIGHT;
 pub use ops::LookupStats;
@@ -110,7 +112,14 @@ impl Node {
     /// once the join is done, or at once when no bootstrap peer answers (it then keeps
     /// retrying in the background, with backoff).
     pub async fn start(config: NodeConfig) -> Result<Node, Error> {
-        Self::start_inner(config, node::default_transport(), None, Join::Await).await
+        Self::start_inner(
+            config,
+            node::default_transport(),
+            None,
+            Join::Await,
+            Environment::system(),
+        )
+        .await
     }
 
     /// Starts a node like [`Node::start`], but returns as soon as it listens: the join
@@ -118,7 +127,14 @@ impl Node {
     /// and [`Node::readiness`] says when it is done. For servers whose health endpoint
     /// and API must answer while the node joins.
     pub async fn start_joining(config: NodeConfig) -> Result<Node, Error> {
-        Self::start_inner(config, node::default_transport(), None, Join::Background).await
+        Self::start_inner(
+            config,
+            node::default_transport(),
+            None,
+            Join::Background,
+            Environment::system(),
+        )
+        .await
     }
 
     /// Starts a node over the given transport and record store. The node runs mutual
@@ -128,7 +144,27 @@ impl Node {
         transport: Arc<dyn Transport>,
         store: Box<dyn RecordStore>,
     ) -> Result<Node, Error> {
-        Self::start_inner(config, transport, Some(store), Join::Await).await
+        Self::start_inner(
+            config,
+            transport,
+            Some(store),
+            Join::Await,
+            Environment::system(),
+        )
+        .await
+    }
+
+    /// Starts a node like [`Node::start_with`], with its wall clock and random numbers
+    /// from `env`: a simulation gives each node a clock on tokio's paused time and a
+    /// seed of its own, so that a run is repeated exactly by its seed. The node reads no
+    /// other clock than `env`'s and tokio's.
+    pub async fn start_in(
+        config: NodeConfig,
+        transport: Arc<dyn Transport>,
+        store: Box<dyn RecordStore>,
+        env: Environment,
+    ) -> Result<Node, Error> {
+        Self::start_inner(config, transport, Some(store), Join::Await, env).await
     }
 
     async fn start_inner(
@@ -136,8 +172,9 @@ impl Node {
         transport: Arc<dyn Transport>,
         store: Option<Box<dyn RecordStore>>,
         join: Join,
+        env: Environment,
     ) -> Result<Node, Error> {
-        let (inner, listener) = Inner::start(config, transport, store).await?;
+        let (inner, listener) = Inner::start(config, transport, store, env).await?;
         inner.spawn_accept_loop(listener);
         inner.spawn_maintenance();
         inner.spawn_disk_sync();
@@ -215,7 +252,7 @@ impl Node {
         if self.inner.shutdown.is_cancelled() || self.inner.puts.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let (record, ttl) = match self.inner.prepare_put(key, value, options) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -282,7 +319,7 @@ impl Node {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let result = self
             .inner
             .get(key)
@@ -303,7 +340,7 @@ impl Node {
     /// GET must ask the network. Counted in the GET metrics when found; for servers
     /// that answer such GETs inline instead of spawning a task.
     pub fn get_local(&self, key: &Key) -> Option<Bytes> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let value = self.inner.get_local(key)?;
         self.inner.metrics.get("found", started.elapsed());
         Some(value)
@@ -387,7 +424,10 @@ impl Node {
 
     /// Whether this node holds an unexpired record of `key` in its own store.
     pub fn holds(&self, key: &Key) -> bool {
-        matches!(self.inner.store().get(key, node::unix_now()), Ok(Some(_)))
+        matches!(
+            self.inner.store().get(key, self.inner.unix_now()),
+            Ok(Some(_))
+        )
     }
 
     /// Stops accepting PUTs, lets those in flight finish (up to 10 s), then closes every

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug};
 
 use crate::activity::UpkeepKind;
 use crate::error::RpcError;
-use crate::node::{Inner, lock, mono_now, unix_now};
+use crate::node::{Inner, lock, mono_now};
 
 /// Contacts pinged at once by one liveness round.
 const PINGS_PER_ROUND: usize = 16;
@@ -64,7 +64,7 @@ impl Inner {
         .unwrap_or(Duration::from_secs(60));
         let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
         let mut next_replication =
-            tokio::time::Instant::now() + jittered(self.config.replicate_interval);
+            tokio::time::Instant::now() + self.jittered(self.config.replicate_interval);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -76,7 +76,7 @@ impl Inner {
                 self.save_contacts().await;
                 self.replicate_round().await;
                 next_replication =
-                    tokio::time::Instant::now() + jittered(self.config.replicate_interval);
+                    tokio::time::Instant::now() + self.jittered(self.config.replicate_interval);
             }
         }
     }
@@ -161,14 +161,13 @@ impl Inner {
         let started = mono_now();
         let due = self
             .routing()
-            .buckets_to_refresh(mono_now(), jittered(self.config.refresh_interval));
-        let targets: Vec<_> = {
-            let mut rng = rand::thread_rng();
+            .buckets_to_refresh(mono_now(), self.jittered(self.config.refresh_interval));
+        let targets: Vec<_> = self.with_rng(|rng| {
             due.into_iter()
                 .take(REFRESHES_PER_ROUND)
-                .map(|bucket| self.id.random_in_bucket(bucket, &mut rng))
+                .map(|bucket| self.id.random_in_bucket(bucket, rng))
                 .collect()
-        };
+        });
         let refreshed = targets.len();
         let mut lookups: FuturesUnordered<_> =
             targets.into_iter().map(|t| self.lookup(t, false)).collect();
@@ -183,16 +182,17 @@ impl Inner {
     /// record travels as it is: its expiry and version never change on the way.
     async fn replicate_round(self: &Arc<Self>) {
         let started = mono_now();
-        let records = match self.store().records(unix_now()) {
+        let records = match self.store().records(self.unix_now()) {
             Ok(records) => records,
             Err(e) => {
                 debug!(error = %e, "cannot list records to replicate");
                 return;
             }
         };
+        let now = self.unix_now();
         let _ = self
             .store
-            .blocking(|store| store.purge_expired(unix_now()))
+            .blocking(move |store| store.purge_expired(now))
             .await;
         // Records a peer stored here within the interval are that peer's to replicate.
         let now = mono_now();
@@ -229,7 +229,7 @@ impl Inner {
         let inner = self.clone();
         self.tasks.spawn(
             async move {
-                let records = inner.store().records(unix_now()).unwrap_or_default();
+                let records = inner.store().records(inner.unix_now()).unwrap_or_default();
                 let due: Vec<_> = {
                     let routing = inner.routing();
                     records
@@ -257,8 +257,10 @@ impl Inner {
     }
 }
 
-/// `interval` plus up to a quarter of it, at random.
-fn jittered(interval: Duration) -> Duration {
-    let jitter = rand::thread_rng().gen_range(0.0..0.25);
-    interval + interval.mul_f64(jitter)
+impl Inner {
+    /// `interval` plus up to a quarter of it, at random.
+    fn jittered(&self, interval: Duration) -> Duration {
+        let jitter = self.with_rng(|rng| rng.gen_range(0.0..0.25));
+        interval + interval.mul_f64(jitter)
+    }
 }

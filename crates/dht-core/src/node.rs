@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dht_id::{Key, NodeId};
 use dht_routing::{Contact, Diversity, InsertOutcome, RoutingConfig, RoutingTable};
@@ -18,6 +17,7 @@ use dht_storage::{
 use dht_wire::{
     ErrorCode, Hello, PROTOCOL_VERSION, PeerMessage, StoreStatus, WireContact, WireRecord,
 };
+use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::activity::Activity;
 use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
+use crate::env::{Clock, Environment};
 use crate::error::{Error, RpcError};
 use crate::metrics::Metrics;
 use crate::serve::Limiters;
@@ -74,6 +75,10 @@ pub(crate) struct Inner {
     next_conn_seq: AtomicU64,
     last_version: AtomicU64,
     pub(crate) shutdown: CancellationToken,
+    /// Wall-clock time (record versions and expiry), from the node's [`Environment`].
+    clock: Arc<dyn Clock>,
+    /// The node's random numbers (refresh targets, jitter), from its [`Environment`].
+    rng: Mutex<StdRng>,
     /// Connection, accept and maintenance tasks.
     pub(crate) tasks: TaskTracker,
     /// PUTs in flight: shutdown waits for them.
@@ -98,22 +103,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Wall-clock UNIX time in seconds, for record expiry.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Wall-clock UNIX time in microseconds, for record versions.
-pub(crate) fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// How far ahead of our clock a record's version may be (nodes' clocks differ).
 pub(crate) const MAX_VERSION_SKEW: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -128,13 +117,21 @@ impl Inner {
         config: NodeConfig,
         transport: Arc<dyn Transport>,
         store: Option<Box<dyn RecordStore>>,
+        env: Environment,
     ) -> Result<(Arc<Inner>, Box<dyn Listener>), Error> {
         config.validate()?;
         let identity = crate::identity::load(&config).await?;
         let id = identity.id;
         let store = match store {
             Some(store) => store,
-            None => open_store(&config, &identity.host).await?,
+            None => {
+                open_store(
+                    &config,
+                    &identity.host,
+                    crate::env::secs(env.clock.unix_micros()),
+                )
+                .await?
+            }
         };
         let every_commit = config.storage.sync_interval().is_none();
         // Reading the saved contacts is file IO: off the async workers.
@@ -196,7 +193,7 @@ impl Inner {
             listen_addr,
             hello,
             routing: Mutex::new(routing),
-            store: Store::new(store).map_err(|source| Error::Io {
+            store: Store::with_clock(store, env.clock.clone()).map_err(|source| Error::Io {
                 what: "starting the store writer thread".into(),
                 source,
             })?,
@@ -216,6 +213,8 @@ impl Inner {
             next_conn_seq: AtomicU64::new(1),
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            clock: env.clock.clone(),
+            rng: Mutex::new(env.rng()),
             tasks: TaskTracker::new(),
             puts: TaskTracker::new(),
             put_slots: Arc::new(Semaphore::new(PUTS_IN_FLIGHT)),
@@ -270,10 +269,25 @@ impl Inner {
         }
     }
 
+    /// Wall-clock UNIX time in seconds, for record expiry.
+    pub(crate) fn unix_now(&self) -> u64 {
+        crate::env::secs(self.clock.unix_micros())
+    }
+
+    /// Wall-clock UNIX time in microseconds, for record versions.
+    pub(crate) fn unix_micros(&self) -> u64 {
+        self.clock.unix_micros()
+    }
+
+    /// Runs `draw` with the node's random number generator.
+    pub(crate) fn with_rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
+        draw(&mut lock(&self.rng))
+    }
+
     /// A version for a new record: the publisher's clock in microseconds, strictly
     /// increasing on this node.
     pub(crate) fn next_version(&self) -> u64 {
-        let now = unix_micros();
+        let now = self.unix_micros();
         let mut last = self.last_version.load(Ordering::Relaxed);
         loop {
             let next = now.max(last.saturating_add(1));
@@ -297,7 +311,7 @@ impl Inner {
                 contacts: self.closest_for(&target, from),
             },
             PeerMessage::FindValue { key } => {
-                let found = self.store().get(&key, unix_now());
+                let found = self.store().get(&key, self.unix_now());
                 match found {
                     Ok(Some(record)) => PeerMessage::Value {
                         record: to_wire(&record),
@@ -346,7 +360,9 @@ impl Inner {
     /// [`MAX_VERSION_SKEW`] ahead of our clock is refused: a peer could otherwise pin a
     /// key for ever with a version no later PUT can beat.
     pub(crate) fn accept_remote(&self, record: WireRecord, now: u64) -> Option<Record> {
-        let latest_version = unix_micros().saturating_add(MAX_VERSION_SKEW.as_micros() as u64);
+        let latest_version = self
+            .unix_micros()
+            .saturating_add(MAX_VERSION_SKEW.as_micros() as u64);
         if record.version > latest_version {
             return None;
         }
@@ -367,7 +383,7 @@ impl Inner {
         record: WireRecord,
         replication: bool,
     ) -> StoreStatus {
-        let now = unix_now();
+        let now = self.unix_now();
         let origin = if replication
             && self
                 .routing()
@@ -548,7 +564,11 @@ fn group_of_public(ip: IpAddr) -> Option<u64> {
 /// The store `config.storage` names: in memory, or the durable store in its data
 /// folder (opened off the async workers; a file that cannot be opened is moved aside
 /// and reported).
-async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn RecordStore>, Error> {
+async fn open_store(
+    config: &NodeConfig,
+    host: &HostKey,
+    now: u64,
+) -> Result<Box<dyn RecordStore>, Error> {
     let limits = config.store_limits.clone();
     let StorageBackend::Durable { data_dir, key, .. } = &config.storage else {
         return Ok(Box::new(MemoryStore::new(limits)));
@@ -562,7 +582,7 @@ async fn open_store(config: &NodeConfig, host: &HostKey) -> Result<Box<dyn Recor
     let opened = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-        DurableStore::open_at(&dir, key, limits, unix_now())
+        DurableStore::open_at(&dir, key, limits, now)
     })
     .await
     .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::activity::{LookupKind, UpkeepKind};
 use crate::error::{Error, RpcError};
-use crate::node::{Inner, mono_now, unix_now};
+use crate::node::{Inner, mono_now};
 use crate::stats::Counters;
 
 /// Saved contacts dialled at once when rejoining.
@@ -131,9 +131,9 @@ impl Inner {
                             }
                         }
                         Ok(Answer::Value(found)) => {
-                            let found = self.accept_remote(found, unix_now());
+                            let found = self.accept_remote(found, self.unix_now());
                             match found {
-                                Some(found) if found.key == target && !found.is_expired(unix_now()) => {
+                                Some(found) if found.key == target && !found.is_expired(self.unix_now()) => {
                                     record = Some(found);
                                     lookup.on_value(&contact.id, now);
                                 }
@@ -208,14 +208,14 @@ impl Inner {
     /// record and is one of its replicas), without waiting; `None` when a GET needs the
     /// network (or the store cannot be read).
     pub(crate) fn get_local(&self, key: &Key) -> Option<Bytes> {
-        let record = self.store().get(key, unix_now()).ok()??;
+        let record = self.store().get(key, self.unix_now()).ok()??;
         self.is_replica(&record).then_some(record.value)
     }
 
     /// The value of `key`: from the local store when this node is one of the record's
     /// replicas, else from the network (the newer of a local copy and what was found).
     pub(crate) async fn get(self: &Arc<Self>, key: Key) -> Result<Option<Bytes>, Error> {
-        let local = self.store().get(&key, unix_now())?;
+        let local = self.store().get(&key, self.unix_now())?;
         if let Some(record) = &local {
             if self.is_replica(record) {
                 return Ok(Some(record.value.clone()));
@@ -329,12 +329,11 @@ impl Inner {
         let Some(closest) = self.routing().closest_bucket_index() else {
             return;
         };
-        let targets: Vec<Key> = {
-            let mut rng = rand::thread_rng();
+        let targets: Vec<Key> = self.with_rng(|rng| {
             (0..closest)
-                .map(|bucket| self.id.random_in_bucket(bucket, &mut rng))
+                .map(|bucket| self.id.random_in_bucket(bucket, rng))
                 .collect()
-        };
+        });
         let mut lookups: FuturesUnordered<_> =
             targets.into_iter().map(|t| self.lookup(t, false)).collect();
         while lookups.next().await.is_some() {}

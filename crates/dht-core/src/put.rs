@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, warn};
 
 use crate::error::{Error, RpcError};
-use crate::node::{Inner, to_wire, unix_now};
+use crate::node::{Inner, to_wire};
 
 /// What a PUT achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Inner {
         }
         let replication = self.config.clamp_replication(options.replication);
         let ttl = self.config.clamp_ttl(options.ttl);
-        let now = unix_now();
+        let now = self.unix_now();
         // A PUT replaces what this node holds even when its clock runs behind the
         // publisher of that copy: the version is above the one held here.
         let held = self

@@ -27,7 +27,7 @@ impl Inner {
         contact: Contact,
         message: PeerMessage,
     ) -> Result<PeerMessage, RpcError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let kind = crate::metrics::request_kind(&message);
         let mut pause = OVERLOAD_BACKOFF;
         let mut retries = 0;
@@ -38,7 +38,7 @@ impl Inner {
             }
             retries += 1;
             // Jitter, so that the requests a burst made do not all come back at once.
-            let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5);
+            let jitter = self.with_rng(|rng| rand::Rng::gen_range(rng, 0.5..1.5));
             tokio::select! {
                 () = tokio::time::sleep(pause.mul_f64(jitter)) => {}
                 () = self.shutdown.cancelled() => break result,

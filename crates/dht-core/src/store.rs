@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use crate::env::Clock;
 use crate::writers::{self, Core, Job, Queue};
 
 /// Puts queued for the writer at most; further senders wait (back-pressure).
@@ -27,10 +28,14 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Assigns `store` to one of the process's writer threads.
-    pub(crate) fn new(store: Box<dyn RecordStore>) -> std::io::Result<Store> {
+    /// Assigns `store` to one of the process's writer threads; its puts are applied at
+    /// `clock`'s time (what has expired by then is purged to make room).
+    pub(crate) fn with_clock(
+        store: Box<dyn RecordStore>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Store> {
         Ok(Store {
-            core: Arc::new(Core::new(store)),
+            core: Arc::new(Core::new(store, clock)),
             writes: Mutex::new(Some(writers::assign()?)),
             queued: Arc::new(Semaphore::new(WRITE_QUEUE)),
         })
@@ -176,7 +181,17 @@ fn closed() -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::unix_now;
+    use crate::env::{Clock, SystemClock};
+
+    impl Store {
+        fn new(store: Box<dyn RecordStore>) -> std::io::Result<Store> {
+            Store::with_clock(store, Arc::new(SystemClock))
+        }
+    }
+
+    fn unix_now() -> u64 {
+        crate::env::secs(SystemClock.unix_micros())
+    }
     use bytes::Bytes;
     use dht_id::Key;
 

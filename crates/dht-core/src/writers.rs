@@ -21,7 +21,7 @@ use dht_storage::{Origin, PutOutcome, Record, RecordStore, StoreError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tracing::error;
 
-use crate::node::unix_now;
+use crate::env::{Clock, secs};
 
 /// Writer threads at most, whatever the number of cores.
 const MAX_THREADS: usize = 4;
@@ -37,14 +37,17 @@ pub(crate) struct Core {
     pub(crate) changed: Notify,
     /// Set when the store panicked: it takes no more puts.
     broken: AtomicBool,
+    /// The node's wall clock: puts are applied at its time.
+    clock: Arc<dyn Clock>,
 }
 
 impl Core {
-    pub(crate) fn new(records: Box<dyn RecordStore>) -> Core {
+    pub(crate) fn new(records: Box<dyn RecordStore>, clock: Arc<dyn Clock>) -> Core {
         Core {
             records: Mutex::new(records),
             changed: Notify::new(),
             broken: AtomicBool::new(false),
+            clock,
         }
     }
 
@@ -172,7 +175,8 @@ fn commit(groups: impl Iterator<Item = Group>) {
         let results = if core.is_broken() {
             None
         } else {
-            catch_unwind(AssertUnwindSafe(|| core.lock().put_many(puts, unix_now()))).ok()
+            let now = secs(core.clock.unix_micros());
+            catch_unwind(AssertUnwindSafe(|| core.lock().put_many(puts, now))).ok()
         };
         core.changed.notify_one();
         match results {
