@@ -21,33 +21,53 @@ const WRITE_QUEUE: usize = 1024;
 /// The shared store and its writer.
 pub(crate) struct Store {
     core: Arc<Core>,
-    /// The writer's queue; `None` once closed.
-    writes: Mutex<Option<Queue>>,
+    writes: Mutex<Writes>,
     /// Places in the writer's queue.
     queued: Arc<Semaphore>,
 }
 
+/// Where a store's puts are applied.
+enum Writes {
+    /// On a writer thread, through its queue (a store that does file IO).
+    Thread(Queue),
+    /// In place, on the caller's task (a store that only changes memory).
+    InPlace,
+    /// Nowhere: the store is closed.
+    Closed,
+}
+
 impl Store {
-    /// Assigns `store` to one of the process's writer threads; its puts are applied at
+    /// Assigns `store` to one of the process's writer threads, or, if it does no file IO
+    /// ([`RecordStore::does_io`]), has its puts applied in place; either way at
     /// `clock`'s time (what has expired by then is purged to make room).
     pub(crate) fn with_clock(
         store: Box<dyn RecordStore>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Store> {
+        let writes = if store.does_io() {
+            Writes::Thread(writers::assign()?)
+        } else {
+            Writes::InPlace
+        };
         Ok(Store {
             core: Arc::new(Core::new(store, clock)),
-            writes: Mutex::new(Some(writers::assign()?)),
+            writes: Mutex::new(writes),
             queued: Arc::new(Semaphore::new(WRITE_QUEUE)),
         })
     }
 
-    fn writes(&self) -> MutexGuard<'_, Option<Queue>> {
+    fn writes(&self) -> MutexGuard<'_, Writes> {
         self.writes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the store takes writes: it has not been closed and has not failed.
     pub(crate) fn is_open(&self) -> bool {
-        self.writes().is_some() && !self.core.is_broken()
+        !matches!(*self.writes(), Writes::Closed) && !self.core.is_broken()
+    }
+
+    /// Whether the store's changes are applied in place (it does no file IO).
+    fn in_place(&self) -> bool {
+        matches!(*self.writes(), Writes::InPlace)
     }
 
     /// The store, for reads and for quick in-memory operations.
@@ -55,12 +75,17 @@ impl Store {
         self.core.lock()
     }
 
-    /// Applies a put through the writer and waits until it is committed.
+    /// Applies a put through the writer and waits until it is committed (or, for a
+    /// store that does no file IO, applies it at once).
     pub(crate) async fn put(
         &self,
         record: Record,
         origin: Origin,
     ) -> Result<PutOutcome, StoreError> {
+        if self.in_place() {
+            let applied = self.core.apply(vec![(record, origin)], 1);
+            return applied.into_iter().next().unwrap_or_else(|| Err(closed()));
+        }
         let permit = self
             .queued
             .clone()
@@ -71,7 +96,9 @@ impl Store {
         {
             // Queued under the lock: `close` queues its flush after every put that got in.
             let writes = self.writes();
-            let queue = writes.as_ref().ok_or_else(closed)?;
+            let Writes::Thread(queue) = &*writes else {
+                return Err(closed());
+            };
             let job = Job::Put {
                 core: self.core.clone(),
                 record,
@@ -85,11 +112,16 @@ impl Store {
     }
 
     /// Runs `work` on the store off the async workers (for operations that may write:
-    /// purges, removals).
+    /// purges, removals), or in place for a store that does no file IO.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut dyn RecordStore) -> T + Send + 'static,
     ) -> Option<T> {
+        if self.in_place() {
+            let done = work(self.core.lock().as_mut());
+            self.core.changed.notify_one();
+            return Some(done);
+        }
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || {
             let done = work(core.lock().as_mut());
@@ -146,11 +178,14 @@ impl Store {
     /// Stops taking puts and waits until those already queued are applied: the store (a
     /// database file) is closed when this returns.
     pub(crate) async fn close(&self) {
-        let flushed = self.writes().take().map(|queue| {
-            let (done, flushed) = oneshot::channel();
-            let _ = queue.send(Job::Flush(done));
-            flushed
-        });
+        let flushed = match std::mem::replace(&mut *self.writes(), Writes::Closed) {
+            Writes::Thread(queue) => {
+                let (done, flushed) = oneshot::channel();
+                let _ = queue.send(Job::Flush(done));
+                Some(flushed)
+            }
+            Writes::InPlace | Writes::Closed => None,
+        };
         if let Some(flushed) = flushed {
             let _ = flushed.await;
         }
@@ -163,6 +198,9 @@ impl Store {
             ..StoreLimits::default()
         }));
         let old = std::mem::replace(&mut *self.lock(), closed);
+        if !old.does_io() {
+            return;
+        }
         let _ = tokio::task::spawn_blocking(move || {
             // Closing checkpoints the log anyway; synced first so that a failure shows.
             if let Some(Err(e)) = old.syncer().map(|sync| sync()) {
@@ -207,7 +245,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn puts_are_applied_in_batches_and_visible_to_readers() {
-        let store = Arc::new(Store::new(Box::new(MemoryStore::default())).expect("writer"));
+        let store = Arc::new(Store::new(Box::new(Fake::default())).expect("writer"));
         let mut puts = Vec::new();
         for i in 0..50u8 {
             let store = store.clone();
@@ -292,7 +330,7 @@ mod tests {
         }))
         .expect("writer");
         let healthy: Vec<_> = (0..8)
-            .map(|_| Store::new(Box::new(MemoryStore::default())).expect("writer"))
+            .map(|_| Store::new(Box::new(Fake::default())).expect("writer"))
             .collect();
         assert!(broken.put(record(1), Origin::Local).await.is_err());
         assert!(
@@ -307,6 +345,32 @@ mod tests {
             );
             assert!(store.is_open());
         }
+    }
+
+    /// Under tokio's paused time the runtime jumps to its next timer whenever every task
+    /// waits: a put that waited for a writer thread would let simulated time run on.
+    /// A memory store's puts, purges and close take no time at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_memory_store_is_changed_in_place_without_simulated_time_passing() {
+        // A timer far ahead: where the paused clock would jump to.
+        let far = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        let store = Store::new(Box::new(MemoryStore::default())).expect("store");
+        let start = tokio::time::Instant::now();
+        for i in 0..20u8 {
+            assert_eq!(
+                store.put(record(i), Origin::Local).await.expect("stored"),
+                PutOutcome::Inserted
+            );
+        }
+        let purged = store.blocking(|s| s.purge_expired(unix_now())).await;
+        assert_eq!(purged.map(|p| p.ok()), Some(Some(0)));
+        store.close().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no simulated time passed");
+        assert!(
+            store.put(record(30), Origin::Local).await.is_err(),
+            "closed"
+        );
+        far.abort();
     }
 
     /// A memory store that logs the versions put, in order (or panics at a put), and

@@ -172,29 +172,39 @@ fn commit(groups: impl Iterator<Item = Group>) {
         replies,
     } in groups
     {
-        let results = if core.is_broken() {
+        let n = puts.len();
+        for (reply, result) in replies.into_iter().zip(core.apply(puts, n)) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Core {
+    /// Applies `puts` (`n` of them) at the clock's time, unless the store has failed;
+    /// a store that panics is marked failed and fails these puts and every later one.
+    pub(crate) fn apply(
+        &self,
+        puts: Vec<(Record, Origin)>,
+        n: usize,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        let results = if self.is_broken() {
             None
         } else {
-            let now = secs(core.clock.unix_micros());
-            catch_unwind(AssertUnwindSafe(|| core.lock().put_many(puts, now))).ok()
+            let now = secs(self.clock.unix_micros());
+            catch_unwind(AssertUnwindSafe(|| self.lock().put_many(puts, now))).ok()
         };
-        core.changed.notify_one();
-        match results {
-            Some(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+        self.changed.notify_one();
+        results.unwrap_or_else(|| {
+            if !self.broken.swap(true, Ordering::AcqRel) {
+                error!("the record store panicked: it takes no more puts");
             }
-            None => {
-                if !core.broken.swap(true, Ordering::AcqRel) {
-                    error!("the record store panicked: it takes no more puts");
-                }
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Backend(
+            (0..n)
+                .map(|_| {
+                    Err(StoreError::Backend(
                         "the record store failed (it panicked)".into(),
-                    )));
-                }
-            }
-        }
+                    ))
+                })
+                .collect()
+        })
     }
 }

@@ -155,6 +155,10 @@ impl RecordStore for MemoryStore {
         Ok(out)
     }
 
+    fn does_io(&self) -> bool {
+        false
+    }
+
     fn len(&self) -> usize {
         self.records.len()
     }

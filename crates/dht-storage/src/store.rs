@@ -207,6 +207,14 @@ pub trait RecordStore: Send {
         None
     }
 
+    /// Whether a put or a purge may wait for file IO (a commit to disk). The caller runs
+    /// those of such a store off its async workers; a store that only changes memory
+    /// (`false`) is changed in place, which also keeps a node on simulated time from
+    /// waiting for a thread the simulated clock knows nothing of.
+    fn does_io(&self) -> bool {
+        true
+    }
+
     /// Number of records held (expired ones not yet purged included).
     fn len(&self) -> usize;
 
