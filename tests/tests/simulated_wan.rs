@@ -1,0 +1,76 @@
+//! Real nodes (TLS, proof of work, lookups, upkeep) on a simulated WAN with 100 ms
+//! round trips, on tokio's paused time: what a request costs is counted in round trips
+//! of simulated time, not in loopback microseconds.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_core::{Environment, Key, MemoryStore, Node, PutOptions, SimNetwork, TokioClock};
+use dht_tests::test_config;
+use tokio::time::Instant;
+
+const RTT: Duration = Duration::from_millis(100);
+
+fn host(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+}
+
+async fn start(net: &SimNetwork, n: u8, bootstrap: &[SocketAddr]) -> anyhow::Result<Node> {
+    let config = test_config(bootstrap);
+    let store = Box::new(MemoryStore::new(config.store_limits.clone()));
+    let env = Environment::simulated(Arc::new(TokioClock::starting_at(1_800_000_000)), n.into());
+    Ok(Node::start_in(config, Arc::new(net.transport(host(n))), store, env).await?)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_across_a_100_ms_wan_costs_round_trips() -> anyhow::Result<()> {
+    // TCP's handshake costs a round trip; TLS 1.3 adds its own on the delayed bytes.
+    let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
+    let first = start(&net, 1, &[]).await?;
+    let entry = first.listen_addr();
+    assert_eq!(
+        entry.ip(),
+        host(1),
+        "the node listens at its host's address"
+    );
+    let mut nodes = vec![first];
+    for n in 2..=8 {
+        let joined = Instant::now();
+        nodes.push(start(&net, n, &[entry]).await?);
+        assert!(
+            joined.elapsed() >= 3 * RTT,
+            "a join (dial, TLS, HELLO, lookups) took {:?}",
+            joined.elapsed()
+        );
+    }
+
+    let key = Key::sha256(b"across the WAN");
+    let put = Instant::now();
+    let report = nodes[0]
+        .put(key, Bytes::from_static(b"v"), PutOptions::default())
+        .await?;
+    assert_eq!(report.replicas, 3);
+    assert!(
+        put.elapsed() >= RTT,
+        "a PUT stores remotely: {:?}",
+        put.elapsed()
+    );
+
+    let reader = nodes
+        .iter()
+        .find(|node| !node.holds(&key))
+        .expect("8 nodes, 4 copies");
+    let get = Instant::now();
+    assert_eq!(reader.get(key).await?.as_deref(), Some(&b"v"[..]));
+    let took = get.elapsed();
+    assert!(
+        took >= RTT && took <= 10 * RTT,
+        "a GET from a node without a copy took {took:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
