@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::transport::{Connection, Incoming, Listener, PeerIdentity, Transport};
+use crate::transport::{ChannelListener, Connection, Listener, PeerIdentity, Transport};
 
 /// The round-trip time between two hosts.
 pub(crate) type DelayModel = dyn Fn(IpAddr, IpAddr) -> Duration + Send + Sync;
@@ -132,34 +132,6 @@ pub struct SimTransport {
     ip: IpAddr,
 }
 
-struct SimListener {
-    rx: mpsc::Receiver<Connection>,
-    local: SocketAddr,
-    network: SimNetwork,
-}
-
-impl Drop for SimListener {
-    fn drop(&mut self) {
-        self.network.state().listeners.remove(&self.local);
-    }
-}
-
-impl Listener for SimListener {
-    fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Incoming>> {
-        Box::pin(async move {
-            self.rx
-                .recv()
-                .await
-                .map(Incoming::ready)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "network gone"))
-        })
-    }
-}
-
 impl Transport for SimTransport {
     fn dial(
         &self,
@@ -209,7 +181,10 @@ impl Transport for SimTransport {
                 state.listeners.insert(local, tx);
                 local
             };
-            Ok(Box::new(SimListener { rx, local, network }) as Box<dyn Listener>)
+            let release = move || {
+                network.state().listeners.remove(&local);
+            };
+            Ok(Box::new(ChannelListener::new(rx, local, release)) as Box<dyn Listener>)
         })
     }
 }

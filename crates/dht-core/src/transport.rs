@@ -204,19 +204,37 @@ pub struct MemoryTransport {
     network: MemoryNetwork,
 }
 
-struct MemoryListener {
+/// A listener of an in-process network: its dials hand it their connections through a
+/// channel, and `release` (which frees its address) runs when it is dropped.
+pub(crate) struct ChannelListener {
     rx: mpsc::Receiver<Connection>,
     local: SocketAddr,
-    network: MemoryNetwork,
+    release: Option<Box<dyn FnOnce() + Send>>,
 }
 
-impl Drop for MemoryListener {
-    fn drop(&mut self) {
-        self.network.state().listeners.remove(&self.local);
+impl ChannelListener {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Connection>,
+        local: SocketAddr,
+        release: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        ChannelListener {
+            rx,
+            local,
+            release: Some(Box::new(release)),
+        }
     }
 }
 
-impl Listener for MemoryListener {
+impl Drop for ChannelListener {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl Listener for ChannelListener {
     fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -292,7 +310,10 @@ impl Transport for MemoryTransport {
                 state.listeners.insert(local, tx);
                 local
             };
-            Ok(Box::new(MemoryListener { rx, local, network }) as Box<dyn Listener>)
+            let release = move || {
+                network.state().listeners.remove(&local);
+            };
+            Ok(Box::new(ChannelListener::new(rx, local, release)) as Box<dyn Listener>)
         })
     }
 }
