@@ -182,17 +182,17 @@ impl Inner {
     /// record travels as it is: its expiry and version never change on the way.
     async fn replicate_round(self: &Arc<Self>) {
         let started = mono_now();
-        let records = match self.store().records(self.unix_now()) {
+        let unix_now = self.unix_now();
+        let records = match self.store().records(unix_now) {
             Ok(records) => records,
             Err(e) => {
                 debug!(error = %e, "cannot list records to replicate");
                 return;
             }
         };
-        let now = self.unix_now();
         let _ = self
             .store
-            .blocking(move |store| store.purge_expired(now))
+            .blocking(move |store| store.purge_expired(unix_now))
             .await;
         // Records a peer stored here within the interval are that peer's to replicate.
         let now = mono_now();
