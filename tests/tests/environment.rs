@@ -63,3 +63,25 @@ async fn records_expire_on_the_nodes_clock_not_the_systems() -> anyhow::Result<(
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_gives_a_node_its_identity() -> anyhow::Result<()> {
+    init_tracing();
+    let clock: Arc<dyn Clock> = Arc::new(HandClock(AtomicU64::new(2_000_000_000 * SECOND)));
+    let id = |seed: u64| {
+        let clock = clock.clone();
+        async move {
+            let config = test_config(&[]);
+            let store = Box::new(MemoryStore::new(config.store_limits.clone()));
+            let transport = Arc::new(MemoryNetwork::new().transport());
+            let env = Environment::simulated(clock, seed);
+            let node = Node::start_in(config, transport, store, env).await?;
+            let id = node.id();
+            node.shutdown().await;
+            anyhow::Ok(id)
+        }
+    };
+    assert_eq!(id(5).await?, id(5).await?, "one seed, one id");
+    assert_ne!(id(5).await?, id(6).await?);
+    Ok(())
+}

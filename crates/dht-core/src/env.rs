@@ -1,7 +1,8 @@
 //! Where a node's wall-clock time and random numbers come from.
 //!
 //! A node reads the wall clock only for record versions and expiry, and draws random
-//! numbers only for refresh targets and jitter; both come from its [`Environment`]. In
+//! numbers only for its new host key and proof-of-work search, refresh targets and
+//! jitter; both come from its [`Environment`]. In
 //! production that is the system's clock and entropy ([`Environment::system`]). A
 //! simulation gives every node a clock that follows tokio's (paused) time and a
 //! generator seeded from the run's seed ([`Environment::simulated`]), so that the same
@@ -91,13 +92,19 @@ impl Environment {
         }
     }
 
-    /// `clock`, and random numbers drawn from `seed` (give each node of a simulation a
-    /// seed of its own: two nodes with one seed draw the same numbers).
+    /// `clock`, and random numbers drawn from `seed`, the host key of a node without a
+    /// host key file included: the same seed gives the same node id. Give each node of
+    /// a simulation a seed of its own (two nodes of one seed would be one id twice).
     pub fn simulated(clock: Arc<dyn Clock>, seed: u64) -> Self {
         Environment {
             clock,
             seed: Some(seed),
         }
+    }
+
+    /// Whether the random numbers come from a seed (a node's host key then does too).
+    pub(crate) fn is_seeded(&self) -> bool {
+        self.seed.is_some()
     }
 
     /// The generator of a node started in this environment.

@@ -20,21 +20,38 @@ pub(crate) struct Identity {
     pub(crate) nonce: u64,
 }
 
+/// The random draws of a new identity, made by the caller from the node's generator.
+pub(crate) struct Draws {
+    /// The seed of a new host key; `None`: a key from the OS's entropy.
+    pub(crate) key_seed: Option<[u8; 32]>,
+    /// Where the search for a proof-of-work nonce starts.
+    pub(crate) pow_start: u64,
+}
+
 /// Loads (or creates) the host key and the proof of work, off the async workers:
 /// minting is CPU work and the files are blocking IO.
-pub(crate) async fn load(config: &NodeConfig) -> Result<Identity, Error> {
+pub(crate) async fn load(config: &NodeConfig, draws: Draws) -> Result<Identity, Error> {
     let hostkey = config.hostkey.clone();
     let difficulty = config.pow_difficulty;
-    tokio::task::spawn_blocking(move || load_blocking(hostkey.as_deref(), difficulty))
+    tokio::task::spawn_blocking(move || load_blocking(hostkey.as_deref(), difficulty, &draws))
         .await
         .map_err(|e| Error::Identity(format!("identity task failed: {e}")))?
 }
 
-fn load_blocking(hostkey: Option<&Path>, difficulty: u32) -> Result<Identity, Error> {
+fn load_blocking(
+    hostkey: Option<&Path>,
+    difficulty: u32,
+    draws: &Draws,
+) -> Result<Identity, Error> {
     let Some(path) = hostkey else {
-        // Embedders and tests without a hostkey get a fresh identity per start.
-        let host = HostKey::generate().map_err(|e| Error::Identity(e.to_string()))?;
-        let minted = mint(&host, difficulty)?;
+        // Embedders and tests without a hostkey get a fresh identity per start (the
+        // same one for the same seed, in a simulation).
+        let host = match &draws.key_seed {
+            Some(seed) => HostKey::ed25519_from_seed(seed),
+            None => HostKey::generate(),
+        }
+        .map_err(|e| Error::Identity(e.to_string()))?;
+        let minted = mint(&host, difficulty, draws.pow_start)?;
         return Ok(Identity {
             host,
             id: minted.node_id,
@@ -49,7 +66,7 @@ fn load_blocking(hostkey: Option<&Path>, difficulty: u32) -> Result<Identity, Er
     let minted = match saved {
         Some(minted) => minted,
         None => {
-            let minted = mint(&host, difficulty)?;
+            let minted = mint(&host, difficulty, draws.pow_start)?;
             write_private(&pow_path, minted.to_text().as_bytes())?;
             minted
         }
@@ -68,9 +85,8 @@ pub(crate) fn pow_file(hostkey: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn mint(host: &HostKey, difficulty: u32) -> Result<MintedId, Error> {
+fn mint(host: &HostKey, difficulty: u32, start: u64) -> Result<MintedId, Error> {
     let started = std::time::Instant::now();
-    let start = rand::random::<u64>();
     let (nonce, node_id) = pow::mint(host.spki_der(), difficulty, start, u64::MAX)
         .ok_or_else(|| Error::Identity(format!("no nonce of difficulty {difficulty} found")))?;
     info!(
@@ -137,11 +153,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    fn random() -> Draws {
+        Draws {
+            key_seed: None,
+            pow_start: rand::random(),
+        }
+    }
+
     #[test]
     fn creates_then_reuses_key_and_nonce() {
         let dir = std::env::temp_dir().join(format!("dht-identity-{}", rand::random::<u64>()));
         let path = dir.join("keys/hostkey.pem");
-        let first = load_blocking(Some(&path), 4).expect("created");
+        let first = load_blocking(Some(&path), 4, &random()).expect("created");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -149,7 +172,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "the key is readable by its owner only");
         }
         let pow_text = std::fs::read_to_string(pow_file(&path)).expect("nonce saved");
-        let second = load_blocking(Some(&path), 4).expect("loaded");
+        let second = load_blocking(Some(&path), 4, &random()).expect("loaded");
         assert_eq!(first.id, second.id);
         assert_eq!(first.nonce, second.nonce);
         assert_eq!(
@@ -157,11 +180,11 @@ mod tests {
             pow_text
         );
         // A higher difficulty than the saved proof mints again.
-        let harder = load_blocking(Some(&path), 6).expect("re-minted");
+        let harder = load_blocking(Some(&path), 6, &random()).expect("re-minted");
         assert!(pow::has_pow(&harder.id, 6));
         // A key file that is not a key is an error naming the file.
         std::fs::write(&path, "not a key").expect("overwrite");
-        let err = load_blocking(Some(&path), 4)
+        let err = load_blocking(Some(&path), 4, &random())
             .err()
             .expect("refused")
             .to_string();

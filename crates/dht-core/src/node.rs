@@ -17,6 +17,7 @@ use dht_storage::{
 use dht_wire::{
     ErrorCode, Hello, PROTOCOL_VERSION, PeerMessage, StoreStatus, WireContact, WireRecord,
 };
+use rand::Rng;
 use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -120,7 +121,12 @@ impl Inner {
         env: Environment,
     ) -> Result<(Arc<Inner>, Box<dyn Listener>), Error> {
         config.validate()?;
-        let identity = crate::identity::load(&config).await?;
+        let mut rng = env.rng();
+        let draws = crate::identity::Draws {
+            key_seed: env.is_seeded().then(|| rng.r#gen()),
+            pow_start: rng.r#gen(),
+        };
+        let identity = crate::identity::load(&config, draws).await?;
         let id = identity.id;
         let store = match store {
             Some(store) => store,
@@ -214,7 +220,7 @@ impl Inner {
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             clock: env.clock.clone(),
-            rng: Mutex::new(env.rng()),
+            rng: Mutex::new(rng),
             tasks: TaskTracker::new(),
             puts: TaskTracker::new(),
             put_slots: Arc::new(Semaphore::new(PUTS_IN_FLIGHT)),

@@ -44,6 +44,21 @@ impl HostKey {
         Self::from_pkcs8_der(key_pair.serialized_der())
     }
 
+    /// The Ed25519 key of a 32-byte seed (RFC 8032's private key): the same seed gives
+    /// the same key. For simulations and tests whose runs must repeat from a seed; a
+    /// node's own key comes from [`generate`](Self::generate).
+    pub fn ed25519_from_seed(seed: &[u8; 32]) -> Result<HostKey, SecurityError> {
+        // RFC 8410's PKCS#8 (version 1) of an Ed25519 private key: this fixed header,
+        // then the seed as an OCTET STRING inside the privateKey OCTET STRING.
+        const HEADER: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut pkcs8 = HEADER.to_vec();
+        pkcs8.extend_from_slice(seed);
+        Self::from_pkcs8_der(&pkcs8)
+    }
+
     /// Parses a PEM private key: PKCS#8 (`-----BEGIN PRIVATE KEY-----`) of Ed25519,
     /// ECDSA P-256 or RSA of [`RSA_MIN_BITS`]..=[`RSA_MAX_BITS`] bits, as
     /// `openssl genpkey` writes them; also the traditional `RSA PRIVATE KEY` (PKCS#1) and
@@ -189,6 +204,33 @@ mod tests {
             HostKey::generate().expect("generated").spki_der(),
             key.spki_der()
         );
+    }
+
+    #[test]
+    fn an_ed25519_key_from_a_seed_is_rfc_8032s() {
+        // RFC 8032, section 7.1, test 1.
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+                .collect()
+        };
+        let seed = hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let public = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        let seed: [u8; 32] = seed.try_into().expect("32 bytes");
+        let key = HostKey::ed25519_from_seed(&seed).expect("a valid key");
+        assert_eq!(key.algorithm(), KeyAlgorithm::Ed25519);
+        assert!(key.spki_der().ends_with(&public), "the RFC's public key");
+        let again = HostKey::ed25519_from_seed(&seed).expect("a valid key");
+        assert_eq!(again.spki_der(), key.spki_der());
+        assert_ne!(
+            HostKey::ed25519_from_seed(&[1; 32])
+                .expect("valid")
+                .spki_der(),
+            key.spki_der()
+        );
+        // It signs TLS handshakes: its PEM loads as any host key file does.
+        assert_eq!(load(&key.to_pem()).spki_der(), key.spki_der());
     }
 
     #[test]
