@@ -46,6 +46,7 @@ mod store;
 mod stream;
 mod tls;
 mod transport;
+mod wan;
 mod writers;
 
 use std::net::SocketAddr;
@@ -78,6 +79,7 @@ pub use transport::{
     Connection, Incoming, Listener, MemoryNetwork, MemoryTransport, PeerIdentity, PeerIo,
     TcpTransport, Transport,
 };
+pub use wan::{Placement, WanModel};
 
 use node::Inner;
 
