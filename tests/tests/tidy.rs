@@ -50,6 +50,8 @@ fn allowed_edges() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             ]
             .into(),
         ),
+        // The simulation reuses the benchmark's latency summaries and counters.
+        ("dht-sim", ["dht-bench", "dht-core"].into()),
     ])
 }
 

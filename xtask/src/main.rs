@@ -14,6 +14,7 @@ mod monitoring;
 mod overrides;
 mod progress;
 mod report;
+mod sim;
 mod startup;
 
 use std::process::ExitCode;
@@ -46,7 +47,7 @@ fn run() -> anyhow::Result<()> {
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}\n{}\n{}", deploy::USAGE, report::USAGE);
             println!("{}\n{}", docker::USAGE, docker_test::USAGE);
-            println!("{}", bench::USAGE);
+            println!("{}\n{}", bench::USAGE, sim::USAGE);
             Ok(())
         }
         ["deploy", "stop"] => deploy::stop(),
@@ -72,6 +73,11 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         ["bench", options @ ..] => bench::command(options),
+        ["sim", "--help" | "-h" | "help", ..] => {
+            println!("usage: cargo xtask sim ...\n\n{}", sim::USAGE);
+            Ok(())
+        }
+        ["sim", options @ ..] => sim::command(options),
         ["test-report", "--help" | "-h" | "help", ..] => {
             println!("usage: cargo xtask test-report ...\n\n{}", report::USAGE);
             Ok(())

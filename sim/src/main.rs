@@ -1,0 +1,83 @@
+//! `dht-sim`: run a simulated network and print its figures as JSON (`cargo xtask sim`
+//! builds and runs it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use dht_sim::Options;
+
+/// The allocator of `dht-node`, so that the memory figures are the nodes' as they run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Scenario {
+    /// PUTs and GETs from random nodes on random keys at a fixed rate.
+    Steady,
+}
+
+/// Real DHT nodes on a simulated WAN, on simulated time.
+#[derive(Parser)]
+#[command(name = "dht-sim")]
+struct Cli {
+    /// Nodes in the network.
+    #[arg(long, default_value_t = Options::default().nodes)]
+    nodes: usize,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = Options::default().seed)]
+    seed: u64,
+    /// Simulated minutes of workload after the network has formed.
+    #[arg(long, default_value_t = Options::default().minutes)]
+    minutes: f64,
+    /// Operations per simulated second, network-wide (half PUTs, half GETs).
+    #[arg(long, default_value_t = Options::default().rate)]
+    rate: f64,
+    /// Proof-of-work difficulty of the nodes' ids.
+    #[arg(long, default_value_t = Options::default().pow)]
+    pow: u32,
+    /// Probability that a write is lost.
+    #[arg(long, default_value_t = Options::default().loss)]
+    loss: f64,
+    /// The scenario.
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    scenario: Scenario,
+    /// Where the JSON figures go (they are printed too).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Scenario::Steady = cli.scenario;
+    let options = Options {
+        nodes: cli.nodes,
+        seed: cli.seed,
+        minutes: cli.minutes,
+        rate: cli.rate,
+        pow: cli.pow,
+        loss: cli.loss,
+    };
+    let report = match dht_sim::run(&options) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("dht-sim: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("dht-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{json}");
+    if let Some(path) = &cli.json {
+        if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+            eprintln!("dht-sim: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,29 @@
+//! A small steady run: every PUT reaches its replicas, every GET finds its value, and
+//! the figures are those of a WAN (round trips of tens to hundreds of ms), not of
+//! loopback.
+
+use dht_sim::{Options, run};
+
+#[test]
+fn a_steady_network_on_a_wan_serves_every_put_and_get() -> anyhow::Result<()> {
+    let options = Options {
+        nodes: 60,
+        seed: 3,
+        minutes: 1.0,
+        rate: 4.0,
+        pow: 4,
+        ..Options::default()
+    };
+    let report = run(&options)?;
+    assert_eq!(report.nodes, 60);
+    assert_eq!(report.puts + report.gets, 240, "{report:?}");
+    assert_eq!(report.put_success, 1.0, "{report:?}");
+    assert!(report.get_success >= 0.99, "{report:?}");
+    assert!(report.min_replicas_final >= 3, "{report:?}");
+    let get = report.get_latency_ms.expect("GETs succeeded");
+    // A GET that goes to the network costs at least a round trip within a region
+    // (20 ms and more); on loopback it would cost a fraction of one.
+    assert!(get.p90 >= 20.0, "{report:?}");
+    assert!(report.simulated_secs >= 60.0, "{report:?}");
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `cargo xtask sim [OPTIONS]`: builds `dht-sim` in release mode and runs it: real nodes
+//! on a simulated WAN, on simulated time (see `sim/src/lib.rs`).
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::bench::{cargo, workspace_root};
+
+pub(crate) const USAGE: &str =
+    "  sim [--nodes N] [--seed S] [--minutes M] [--rate OPS] [--pow BITS] [--loss P]
+      [--scenario steady] [--json FILE]
+      Run N real nodes (default 1000) in one process on a simulated WAN (round trips
+      from a model of world regions, 0.5 % loss) on tokio's paused time, with PUTs and
+      GETs from random nodes; print the figures as JSON and write them to
+      target/sim/<scenario>/summary.json (or FILE).";
+
+/// Runs `cargo xtask sim ARGS`.
+pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    eprintln!("building dht-sim (release)...");
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--quiet", "-p", "dht-sim"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building dht-sim failed ({status})");
+    }
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if !args
+        .iter()
+        .any(|a| a == "--json" || a.starts_with("--json="))
+    {
+        let scenario = args
+            .iter()
+            .position(|a| a == "--scenario")
+            .and_then(|i| args.get(i + 1))
+            .map_or("steady", String::as_str);
+        let dir = root.join("target/sim").join(scenario);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        args.push("--json".into());
+        args.push(dir.join("summary.json").display().to_string());
+    }
+    let status = Command::new(root.join("target/release/dht-sim"))
+        .args(&args)
+        .current_dir(&root)
+        .status()
+        .context("running dht-sim")?;
+    if !status.success() {
+        bail!("dht-sim failed ({status})");
+    }
+    Ok(())
+}
