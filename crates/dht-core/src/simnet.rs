@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::transport::{ChannelListener, Connection, Listener, PeerIdentity, Transport};
+use crate::transport::{ChannelListener, Connection, Listener, Transport, connect_ends, listening};
 
 /// The round-trip time between two hosts.
 pub(crate) type DelayModel = dyn Fn(IpAddr, IpAddr) -> Duration + Send + Sync;
@@ -142,25 +142,10 @@ impl Transport for SimTransport {
         Box::pin(async move {
             let rtt = network.rtt(ip, addr.ip());
             tokio::time::sleep(rtt * network.inner.connect_rtts).await;
-            let inbound = network.state().listeners.get(&addr).cloned();
-            let inbound = inbound.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::ConnectionRefused, "nothing listens there")
-            })?;
+            let inbound = listening(network.state().listeners.get(&addr))?;
             let source = SocketAddr::new(ip, next_port(&mut network.state(), ip)?);
             let (ours, theirs) = network.pipe(ip, addr.ip());
-            inbound
-                .send(Connection {
-                    io: Box::new(theirs),
-                    remote_addr: source,
-                    identity: PeerIdentity::Unverified,
-                })
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener gone"))?;
-            Ok(Connection {
-                io: Box::new(ours),
-                remote_addr: addr,
-                identity: PeerIdentity::Unverified,
-            })
+            connect_ends(&inbound, Box::new(ours), Box::new(theirs), source, addr).await
         })
     }
 

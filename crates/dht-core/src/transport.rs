@@ -204,6 +204,39 @@ pub struct MemoryTransport {
     network: MemoryNetwork,
 }
 
+/// The queue of the listener at an address of an in-process network, if one listens.
+pub(crate) fn listening(
+    listener: Option<&mpsc::Sender<Connection>>,
+) -> io::Result<mpsc::Sender<Connection>> {
+    listener
+        .cloned()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "nothing listens there"))
+}
+
+/// Completes a dial of an in-process network: `theirs` goes to the listener's queue as
+/// a connection from `source`, `ours` is returned as the connection to `addr`.
+pub(crate) async fn connect_ends(
+    inbound: &mpsc::Sender<Connection>,
+    ours: Box<dyn PeerIo>,
+    theirs: Box<dyn PeerIo>,
+    source: SocketAddr,
+    addr: SocketAddr,
+) -> io::Result<Connection> {
+    inbound
+        .send(Connection {
+            io: theirs,
+            remote_addr: source,
+            identity: PeerIdentity::Unverified,
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener gone"))?;
+    Ok(Connection {
+        io: ours,
+        remote_addr: addr,
+        identity: PeerIdentity::Unverified,
+    })
+}
+
 /// A listener of an in-process network: its dials hand it their connections through a
 /// channel, and `release` (which frees its address) runs when it is dropped.
 pub(crate) struct ChannelListener {
@@ -258,29 +291,21 @@ impl Transport for MemoryTransport {
     ) -> BoxFuture<'static, io::Result<Connection>> {
         let network = self.network.clone();
         Box::pin(async move {
-            let inbound = network.state().listeners.get(&addr).cloned();
-            let inbound = inbound.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::ConnectionRefused, "nothing listens there")
-            })?;
+            let inbound = listening(network.state().listeners.get(&addr))?;
             let (local_end, remote_end) = tokio::io::duplex(MEMORY_PIPE_BYTES);
             let source = {
                 let mut state = network.state();
                 state.next_port = state.next_port.wrapping_add(1).max(1);
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), state.next_port)
             };
-            inbound
-                .send(Connection {
-                    io: Box::new(remote_end),
-                    remote_addr: source,
-                    identity: PeerIdentity::Unverified,
-                })
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener gone"))?;
-            Ok(Connection {
-                io: Box::new(local_end),
-                remote_addr: addr,
-                identity: PeerIdentity::Unverified,
-            })
+            connect_ends(
+                &inbound,
+                Box::new(local_end),
+                Box::new(remote_end),
+                source,
+                addr,
+            )
+            .await
         })
     }
 
