@@ -121,10 +121,16 @@ pub struct Report {
 /// Runs `options` on a runtime of its own and reports.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
     let wall = std::time::Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all().start_paused(true);
+    // `tokio::select!` picks among ready branches at random; only tokio's unstable API
+    // seeds that (the workspace builds with `--cfg tokio_unstable`, .cargo/config.toml;
+    // a build without it runs, but two runs of one seed then differ in their details).
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(
+        &options.seed.to_le_bytes(),
+    ));
+    let runtime = builder.build()?;
     let mut report = runtime.block_on(steady(options))?;
     report.wall_secs = wall.elapsed().as_secs_f64();
     report.peak_rss_bytes = procfs::status_field("VmHWM") * 1024;

@@ -27,3 +27,31 @@ fn a_steady_network_on_a_wan_serves_every_put_and_get() -> anyhow::Result<()> {
     assert!(report.simulated_secs >= 60.0, "{report:?}");
     Ok(())
 }
+
+/// One seed, one run: the same figures byte for byte (apart from wall time and memory);
+/// another seed, other figures.
+#[test]
+fn a_seed_repeats_a_run_exactly() -> anyhow::Result<()> {
+    let options = Options {
+        nodes: 40,
+        seed: 11,
+        minutes: 0.5,
+        rate: 4.0,
+        pow: 4,
+        ..Options::default()
+    };
+    let figures = |options: &Options| -> anyhow::Result<String> {
+        let mut report = run(options)?;
+        report.wall_secs = 0.0;
+        report.peak_rss_bytes = 0;
+        Ok(serde_json::to_string(&report)?)
+    };
+    let first = figures(&options)?;
+    assert_eq!(first, figures(&options)?);
+    let other = Options {
+        seed: 12,
+        ..options
+    };
+    assert_ne!(first, figures(&other)?);
+    Ok(())
+}

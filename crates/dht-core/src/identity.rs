@@ -33,6 +33,12 @@ pub(crate) struct Draws {
 pub(crate) async fn load(config: &NodeConfig, draws: Draws) -> Result<Identity, Error> {
     let hostkey = config.hostkey.clone();
     let difficulty = config.pow_difficulty;
+    if draws.key_seed.is_some() {
+        // A simulation (seeded, on simulated time, at a low difficulty): minted here, so
+        // that its nodes start in the same order on every run, not in the order the
+        // blocking pool's threads happen to finish.
+        return load_blocking(hostkey.as_deref(), difficulty, &draws);
+    }
     tokio::task::spawn_blocking(move || load_blocking(hostkey.as_deref(), difficulty, &draws))
         .await
         .map_err(|e| Error::Identity(format!("identity task failed: {e}")))?

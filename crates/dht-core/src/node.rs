@@ -140,15 +140,20 @@ impl Inner {
             }
         };
         let every_commit = config.storage.sync_interval().is_none();
-        // Reading the saved contacts is file IO: off the async workers.
-        let (store, synced, saved) = tokio::task::spawn_blocking(move || {
-            let mut store = store;
+        // Reading the saved contacts is file IO: off the async workers (a store without
+        // files answers at once, and on simulated time must not wait for a thread).
+        let prepare = move |mut store: Box<dyn RecordStore>| {
             let synced = store.set_sync_every_commit(every_commit);
             let saved = store.load_contacts();
             (store, synced, saved)
-        })
-        .await
-        .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;
+        };
+        let (store, synced, saved) = if store.does_io() {
+            tokio::task::spawn_blocking(move || prepare(store))
+                .await
+                .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?
+        } else {
+            prepare(store)
+        };
         synced.map_err(Error::Store)?;
         let saved_contacts = match saved {
             Ok(Some(blob)) => decode_contacts(&blob, id),

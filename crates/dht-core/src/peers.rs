@@ -173,7 +173,8 @@ impl Inner {
         let idle = peers
             .values()
             .filter(|c| c.is_usable() && !c.has_pending())
-            .min_by_key(|c| c.last_used())
+            // Ties (one instant, as on simulated time) by id: not by the map's order.
+            .min_by_key(|c| (c.last_used(), c.contact.id))
             .cloned();
         match idle {
             Some(idle) => {

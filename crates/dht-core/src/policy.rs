@@ -59,7 +59,8 @@ impl Inner {
             return;
         };
         transient.retain(|c| c.last_used().elapsed() >= TRANSIENT_MIN_IDLE && !c.has_pending());
-        transient.sort_by_key(|c| c.last_used());
+        // Ties (one instant, as on simulated time) by id: not by the map's order.
+        transient.sort_by_key(|c| (c.last_used(), c.contact.id));
         let mut peers = lock(&self.peers);
         for conn in transient.into_iter().take(excess) {
             if peers
