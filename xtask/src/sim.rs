@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::bench::{cargo, workspace_root};
+use crate::bench::{build_release, workspace_root};
 
 pub(crate) const USAGE: &str =
     "  sim [--nodes N] [--seed S] [--minutes M] [--rate OPS] [--pow BITS] [--loss P]
@@ -18,15 +18,7 @@ pub(crate) const USAGE: &str =
 /// Runs `cargo xtask sim ARGS`.
 pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let root = workspace_root()?;
-    eprintln!("building dht-sim (release)...");
-    let status = Command::new(cargo())
-        .args(["build", "--release", "--quiet", "-p", "dht-sim"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building dht-sim failed ({status})");
-    }
+    let sim = build_release(&root, "dht-sim")?;
     let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     if !args
         .iter()
@@ -42,7 +34,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
         args.push("--json".into());
         args.push(dir.join("summary.json").display().to_string());
     }
-    let status = Command::new(root.join("target/release/dht-sim"))
+    let status = Command::new(sim)
         .args(&args)
         .current_dir(&root)
         .status()

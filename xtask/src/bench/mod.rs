@@ -115,16 +115,7 @@ pub(crate) fn command(args: &[&str]) -> anyhow::Result<()> {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let (sizes, ops) = options.plan();
-    eprintln!("building dht-bench (release)...");
-    let status = Command::new(cargo())
-        .args(["build", "--release", "--quiet", "-p", "dht-bench"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building dht-bench failed ({status})");
-    }
-    let bench = root.join("target/release/dht-bench");
+    let bench = build_release(&root, "dht-bench")?;
     let anchor_bins = if options.anchors {
         Some(build_anchors(&root)?)
     } else {
@@ -266,6 +257,20 @@ fn benchmarks_doc(text: &str, anchors: bool, previous: &str) -> String {
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Builds the binary of workspace package `package` in release mode; its path.
+pub(crate) fn build_release(root: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("building {package} (release)...");
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--quiet", "-p", package])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building {package} failed ({status})");
+    }
+    Ok(root.join("target/release").join(package))
 }
 
 pub(crate) fn cargo() -> String {
