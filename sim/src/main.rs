@@ -5,16 +5,36 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use dht_sim::Options;
+use dht_sim::{Options, Scenario};
 
 /// The allocator of `dht-node`, so that the memory figures are the nodes' as they run.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Scenario {
+enum ScenarioArg {
     /// PUTs and GETs from random nodes on random keys at a fixed rate.
     Steady,
+    /// 30 % of the nodes replaced within 10 minutes (Weibull session lengths).
+    Churn,
+    /// The network cut in two halves for 5 minutes, then healed.
+    Partition,
+    /// 25 % of the nodes stop answering without closing their connections.
+    Silent,
+    /// The steady workload over TCP + TLS, then over a QUIC-like transport.
+    Transports,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(arg: ScenarioArg) -> Self {
+        match arg {
+            ScenarioArg::Steady => Scenario::Steady,
+            ScenarioArg::Churn => Scenario::Churn,
+            ScenarioArg::Partition => Scenario::Partition,
+            ScenarioArg::Silent => Scenario::Silent,
+            ScenarioArg::Transports => Scenario::Transports,
+        }
+    }
 }
 
 /// Real DHT nodes on a simulated WAN, on simulated time.
@@ -39,18 +59,25 @@ struct Cli {
     /// Probability that a write is lost.
     #[arg(long, default_value_t = Options::default().loss)]
     loss: f64,
+    /// Round trips a dial costs before TLS (1: TCP; 0: QUIC-like).
+    #[arg(long, default_value_t = Options::default().connect_rtts)]
+    connect_rtts: u32,
     /// The scenario.
-    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
-    scenario: Scenario,
+    #[arg(long, value_enum, default_value_t = ScenarioArg::Steady)]
+    scenario: ScenarioArg,
     /// Where the JSON figures go (they are printed too).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A directory for `report.md` and its SVG plots.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Scenario::Steady = cli.scenario;
     let options = Options {
+        scenario: cli.scenario.into(),
+        connect_rtts: cli.connect_rtts,
         nodes: cli.nodes,
         seed: cli.seed,
         minutes: cli.minutes,
@@ -73,6 +100,13 @@ fn main() -> ExitCode {
         }
     };
     println!("{json}");
+    if let Some(dir) = &cli.report {
+        if let Err(e) = dht_sim::write_report(&report, dir) {
+            eprintln!("dht-sim: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("dht-sim: report in {}", dir.join("report.md").display());
+    }
     if let Some(path) = &cli.json {
         if let Err(e) = std::fs::write(path, format!("{json}\n")) {
             eprintln!("dht-sim: writing {}: {e}", path.display());

@@ -320,11 +320,17 @@ impl Node {
     /// The value stored under `key`: `Ok(None)` when the network does not have it,
     /// `Err` when no peer could be asked.
     pub async fn get(&self, key: Key) -> Result<Option<Bytes>, Error> {
+        self.get_with_stats(key).await.0
+    }
+
+    /// [`Node::get`], with what its lookup cost (all zero when this node answered from
+    /// its own store).
+    pub async fn get_with_stats(&self, key: Key) -> (Result<Option<Bytes>, Error>, LookupStats) {
         if self.inner.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown);
+            return (Err(Error::ShuttingDown), LookupStats::default());
         }
         let started = tokio::time::Instant::now();
-        let result = self
+        let (result, stats) = self
             .inner
             .get(key)
             .instrument(self.inner.span.clone())
@@ -335,7 +341,7 @@ impl Node {
             Err(_) => "error",
         };
         self.inner.metrics.get(outcome, started.elapsed());
-        result
+        (result, stats)
     }
 
     /// The value of `key` when this node can answer a GET from its own store, at once:
@@ -357,11 +363,7 @@ impl Node {
             .lookup(target, false)
             .instrument(self.inner.span.clone())
             .await;
-        let stats = LookupStats {
-            contacted: found.result.contacted,
-            succeeded: found.result.succeeded,
-            hops: found.result.hops,
-        };
+        let stats = LookupStats::of(&found.result);
         (found.result.closest, stats)
     }
 

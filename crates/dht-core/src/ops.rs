@@ -34,6 +34,16 @@ pub struct LookupStats {
     pub hops: usize,
 }
 
+impl LookupStats {
+    pub(crate) fn of(result: &LookupResult) -> Self {
+        LookupStats {
+            contacted: result.contacted,
+            succeeded: result.succeeded,
+            hops: result.hops,
+        }
+    }
+}
+
 /// What a FIND_NODE or FIND_VALUE lookup found.
 pub(crate) struct Found {
     pub(crate) result: LookupResult,
@@ -214,16 +224,23 @@ impl Inner {
 
     /// The value of `key`: from the local store when this node is one of the record's
     /// replicas, else from the network (the newer of a local copy and what was found).
-    pub(crate) async fn get(self: &Arc<Self>, key: Key) -> Result<Option<Bytes>, Error> {
-        let local = self.store().get(&key, self.unix_now())?;
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        key: Key,
+    ) -> (Result<Option<Bytes>, Error>, LookupStats) {
+        let local = match self.store().get(&key, self.unix_now()) {
+            Ok(local) => local,
+            Err(e) => return (Err(e.into()), LookupStats::default()),
+        };
         if let Some(record) = &local {
             if self.is_replica(record) {
-                return Ok(Some(record.value.clone()));
+                return (Ok(Some(record.value.clone())), LookupStats::default());
             }
         }
         let found = self.lookup(key, true).await;
         let result = &found.result;
-        match (local, found.record) {
+        let stats = LookupStats::of(result);
+        let value = match (local, found.record) {
             (Some(local), Some(remote)) => {
                 if remote.supersedes(&local) {
                     // Our copy is stale: keep the newer one instead, charged to the
@@ -246,7 +263,8 @@ impl Inner {
                 })
             }
             (None, None) => Ok(None),
-        }
+        };
+        (value, stats)
     }
 
     /// Joins through the bootstrap peers: connect to them, look up our own id, then

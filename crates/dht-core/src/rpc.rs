@@ -9,6 +9,7 @@ use dht_wire::{ErrorCode, PeerMessage};
 
 use crate::error::RpcError;
 use crate::node::Inner;
+use crate::stats::Counters;
 
 /// The first pause before asking a peer that answered "overloaded" again (at its
 /// default rate, 25 requests' worth of its tokens).
@@ -33,6 +34,13 @@ impl Inner {
         let mut retries = 0;
         let result = loop {
             let result = self.rpc_unmeasured(contact, message.clone()).await;
+            Counters::bump(&self.counters.requests_sent);
+            if matches!(
+                result,
+                Ok(_) | Err(RpcError::PeerOverloaded | RpcError::Unexpected(_))
+            ) {
+                Counters::bump(&self.counters.answers_received);
+            }
             if !matches!(result, Err(RpcError::PeerOverloaded)) || retries == OVERLOAD_RETRIES {
                 break result;
             }

@@ -7,12 +7,19 @@
 //! end half a round trip later, in order. A write is lost with the given probability,
 //! which costs it a retransmission timeout, as TCP would. Every random draw comes from
 //! the network's seed, so that a run is repeated by it.
+//!
+//! Faults, as a WAN has them: a [partition](SimNetwork::partition) drops every packet
+//! between two sets of hosts (dials across it hang, bytes written across it are held
+//! the way TCP keeps retransmitting them, and arrive after the
+//! [heal](SimNetwork::heal)); a [silenced](SimNetwork::silence) host stops answering
+//! without closing anything (a hung process, whose kernel still accepts connections;
+//! once its process is gone too, a host that vanished: dials to it hang).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -52,6 +59,24 @@ struct SimState {
     listeners: HashMap<SocketAddr, mpsc::Sender<Connection>>,
     next_port: HashMap<IpAddr, u16>,
     rng: StdRng,
+    /// The side of each host while the network is partitioned.
+    partition: Option<Box<dyn Fn(IpAddr) -> bool + Send>>,
+    /// Hosts that answer nothing.
+    silent: HashSet<IpAddr>,
+    /// Pipes holding bytes until the heal.
+    held: Vec<Weak<Mutex<Pipe>>>,
+}
+
+impl SimState {
+    /// Whether packets between `a` and `b` are dropped.
+    fn blocked(&self, a: IpAddr, b: IpAddr) -> bool {
+        self.silent.contains(&a)
+            || self.silent.contains(&b)
+            || self
+                .partition
+                .as_ref()
+                .is_some_and(|side| side(a) != side(b))
+    }
 }
 
 impl std::fmt::Debug for SimNetwork {
@@ -82,6 +107,9 @@ impl SimNetwork {
                     listeners: HashMap::new(),
                     next_port: HashMap::new(),
                     rng: StdRng::seed_from_u64(seed),
+                    partition: None,
+                    silent: HashSet::new(),
+                    held: Vec::new(),
                 }),
             }),
         }
@@ -104,20 +132,73 @@ impl SimNetwork {
         (self.inner.delay)(a, b)
     }
 
+    /// Splits the hosts in two: packets between a host for which `side` says `true`
+    /// and one for which it says `false` are dropped until [`SimNetwork::heal`].
+    pub fn partition(&self, side: impl Fn(IpAddr) -> bool + Send + 'static) {
+        self.state().partition = Some(Box::new(side));
+    }
+
+    /// Silences `hosts`: they answer nothing and close nothing, until
+    /// [`SimNetwork::heal`]. A silenced host whose node still runs is a hung process
+    /// (its kernel completes dials, then nothing comes back); one whose node has stopped
+    /// is a host that vanished (dials to it hang, its connections are never closed).
+    pub fn silence(&self, hosts: impl IntoIterator<Item = IpAddr>) {
+        self.state().silent.extend(hosts);
+    }
+
+    /// Ends every partition and silence: bytes held across them arrive a
+    /// retransmission timeout from now, in order.
+    pub fn heal(&self) {
+        let held = {
+            let mut state = self.state();
+            state.partition = None;
+            state.silent.clear();
+            std::mem::take(&mut state.held)
+        };
+        let now = Instant::now();
+        for pipe in held.iter().filter_map(Weak::upgrade) {
+            let mut pipe = lock(&pipe);
+            let at = now + pipe.one_way + pipe.rto;
+            for chunk in pipe.chunks.iter_mut().filter(|(due, _)| due.is_none()) {
+                chunk.0 = Some(at);
+            }
+            pipe.listed = false;
+            pipe.fin_held = false;
+            if let Some(reader) = pipe.reader.take() {
+                reader.wake();
+            }
+        }
+    }
+
+    fn is_silent(&self, ip: IpAddr) -> bool {
+        self.state().silent.contains(&ip)
+    }
+
     /// A pair of connected streams between `a` and `b`.
     fn pipe(&self, a: IpAddr, b: IpAddr) -> (SimStream, SimStream) {
         let rtt = self.rtt(a, b);
-        let (ab, ba) = (Arc::new(Mutex::new(Pipe::default())), Arc::default());
         let one_way = rtt / 2;
-        let end = |incoming: &Arc<Mutex<Pipe>>, outgoing: &Arc<Mutex<Pipe>>| SimStream {
-            incoming: incoming.clone(),
-            outgoing: outgoing.clone(),
-            one_way,
-            rto: MIN_RTO.max(rtt * 2),
-            network: self.clone(),
-            wait: None,
+        let rto = MIN_RTO.max(rtt * 2);
+        let new = || {
+            Arc::new(Mutex::new(Pipe {
+                one_way,
+                rto,
+                ..Pipe::default()
+            }))
         };
-        (end(&ba, &ab), end(&ab, &ba))
+        let (ab, ba) = (new(), new());
+        let end =
+            |from: IpAddr, to: IpAddr, incoming: &Arc<Mutex<Pipe>>, outgoing: &Arc<Mutex<Pipe>>| {
+                SimStream {
+                    from,
+                    to,
+                    incoming: incoming.clone(),
+                    outgoing: outgoing.clone(),
+                    network: self.clone(),
+                    wait: None,
+                }
+            };
+        (end(a, b, &ba, &ab), end(b, a, &ab, &ba))
     }
 
     fn lost(&self) -> bool {
@@ -142,7 +223,23 @@ impl Transport for SimTransport {
         Box::pin(async move {
             let rtt = network.rtt(ip, addr.ip());
             tokio::time::sleep(rtt * network.inner.connect_rtts).await;
-            let inbound = listening(network.state().listeners.get(&addr))?;
+            let inbound = {
+                let state = network.state();
+                let listener = state.listeners.get(&addr);
+                // A dropped SYN, or one to a vanished host, is never answered: the
+                // dialler's own timeout ends the wait. A hung process's kernel still
+                // completes the handshake.
+                let hung = state.silent.contains(&addr.ip()) && listener.is_some();
+                if state.blocked(ip, addr.ip()) && !hung {
+                    None
+                } else {
+                    Some(listening(listener))
+                }
+            };
+            let Some(inbound) = inbound else {
+                return std::future::pending().await;
+            };
+            let inbound = inbound?;
             let source = SocketAddr::new(ip, next_port(&mut network.state(), ip)?);
             let (ours, theirs) = network.pipe(ip, addr.ip());
             connect_ends(&inbound, Box::new(ours), Box::new(theirs), source, addr).await
@@ -188,10 +285,18 @@ fn next_port(state: &mut SimState, ip: IpAddr) -> io::Result<u16> {
     }
 }
 
-/// One direction of a connection: chunks in flight, each with the time it arrives.
+/// One direction of a connection: chunks in flight, each with the time it arrives
+/// (`None`: held by a fault until the heal).
 #[derive(Default)]
 struct Pipe {
-    chunks: VecDeque<(Instant, Bytes)>,
+    chunks: VecDeque<(Option<Instant>, Bytes)>,
+    one_way: Duration,
+    /// The retransmission timeout of a lost write.
+    rto: Duration,
+    /// Listed among the network's pipes that hold bytes.
+    listed: bool,
+    /// The end of the stream was sent across a fault: it arrives at the heal.
+    fin_held: bool,
     /// The writer shut down or is gone: end of stream once the chunks are read.
     closed: bool,
     /// The reader is gone: writes fail.
@@ -201,16 +306,18 @@ struct Pipe {
 
 /// One end of a simulated connection.
 pub(crate) struct SimStream {
+    /// This end's host.
+    from: IpAddr,
+    /// The other end's host.
+    to: IpAddr,
     incoming: Arc<Mutex<Pipe>>,
     outgoing: Arc<Mutex<Pipe>>,
-    one_way: Duration,
-    rto: Duration,
     network: SimNetwork,
     /// Until the first chunk in flight arrives.
     wait: Option<Pin<Box<Sleep>>>,
 }
 
-fn pipe(pipe: &Mutex<Pipe>) -> MutexGuard<'_, Pipe> {
+fn lock(pipe: &Mutex<Pipe>) -> MutexGuard<'_, Pipe> {
     pipe.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -222,10 +329,10 @@ impl AsyncRead for SimStream {
     ) -> Poll<io::Result<()>> {
         loop {
             let due = {
-                let mut incoming = pipe(&self.incoming);
-                let closed = incoming.closed;
+                let mut incoming = lock(&self.incoming);
+                let closed = incoming.closed && !incoming.fin_held;
                 match incoming.chunks.front_mut() {
-                    Some((at, chunk)) if *at <= Instant::now() => {
+                    Some((Some(at), chunk)) if *at <= Instant::now() => {
                         let n = chunk.len().min(buf.remaining());
                         buf.put_slice(&chunk.split_to(n));
                         if chunk.is_empty() {
@@ -233,9 +340,10 @@ impl AsyncRead for SimStream {
                         }
                         return Poll::Ready(Ok(()));
                     }
-                    Some((at, _)) => *at,
+                    Some((Some(at), _)) => *at,
                     None if closed => return Poll::Ready(Ok(())),
-                    None => {
+                    // Nothing, or nothing until the heal (which wakes the reader).
+                    Some((None, _)) | None => {
                         incoming.reader = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
@@ -258,24 +366,27 @@ impl AsyncWrite for SimStream {
         _cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let extra = if self.network.lost() {
-            self.rto
-        } else {
-            Duration::ZERO
-        };
-        let mut outgoing = pipe(&self.outgoing);
+        let blocked = self.network.state().blocked(self.from, self.to);
+        let lost = !blocked && self.network.lost();
+        let mut outgoing = lock(&self.outgoing);
         if outgoing.reader_gone || outgoing.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        // In order, as TCP delivers: never before what was written earlier.
-        let mut at = Instant::now() + self.one_way + extra;
-        if let Some((last, _)) = outgoing.chunks.back() {
-            at = at.max(*last);
-        }
+        // In order, as TCP delivers: never before what was written earlier, and held
+        // behind bytes that are held.
+        let extra = if lost { outgoing.rto } else { Duration::ZERO };
+        let at = match outgoing.chunks.back() {
+            _ if blocked => None,
+            Some((None, _)) => None,
+            Some((Some(last), _)) => Some((Instant::now() + outgoing.one_way + extra).max(*last)),
+            None => Some(Instant::now() + outgoing.one_way + extra),
+        };
         outgoing
             .chunks
             .push_back((at, Bytes::copy_from_slice(data)));
-        if let Some(reader) = outgoing.reader.take() {
+        if at.is_none() {
+            self.list_held(&mut outgoing);
+        } else if let Some(reader) = outgoing.reader.take() {
             reader.wake();
         }
         Poll::Ready(Ok(data.len()))
@@ -286,25 +397,49 @@ impl AsyncWrite for SimStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        close(&self.outgoing);
+        self.close();
         Poll::Ready(Ok(()))
     }
 }
 
-/// Ends the stream written to `outgoing`: its reader sees the end once it has read what
-/// is in flight.
-fn close(outgoing: &Mutex<Pipe>) {
-    let mut outgoing = pipe(outgoing);
-    outgoing.closed = true;
-    if let Some(reader) = outgoing.reader.take() {
-        reader.wake();
+impl SimStream {
+    /// Lists the pipe this end writes (locked as `outgoing`) among those the heal
+    /// releases.
+    fn list_held(&self, outgoing: &mut Pipe) {
+        if !outgoing.listed {
+            outgoing.listed = true;
+            let pipe = Arc::downgrade(&self.outgoing);
+            self.network.state().held.push(pipe);
+        }
+    }
+
+    /// Ends the stream this end writes: the reader sees the end once it has read what
+    /// is in flight (after the heal, if it is sent across a fault).
+    fn close(&self) {
+        let blocked = self.network.state().blocked(self.from, self.to);
+        let mut outgoing = lock(&self.outgoing);
+        if outgoing.closed {
+            return;
+        }
+        outgoing.closed = true;
+        if blocked {
+            outgoing.fin_held = true;
+            self.list_held(&mut outgoing);
+        } else if let Some(reader) = outgoing.reader.take() {
+            reader.wake();
+        }
     }
 }
 
 impl Drop for SimStream {
     fn drop(&mut self) {
-        close(&self.outgoing);
-        pipe(&self.incoming).reader_gone = true;
+        // A silenced host's end goes without a word (no FIN, no RST): the other end
+        // waits on it until its own timeouts give up.
+        if self.network.is_silent(self.from) {
+            return;
+        }
+        self.close();
+        lock(&self.incoming).reader_gone = true;
     }
 }
 
@@ -383,6 +518,81 @@ mod tests {
                 .await
                 .is_err(),
             "nothing listens there"
+        );
+    }
+
+    /// Whether a read of one byte from `io` times out within `secs` simulated seconds.
+    async fn silent_for(io: &mut Box<dyn crate::transport::PeerIo>, secs: u64) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(secs), io.read(&mut byte))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_holds_bytes_and_dials_until_the_heal() {
+        let net = network(0.0);
+        let (mut a, mut b) = connect(&net).await;
+        net.partition(|ip| ip == host(1));
+        a.io.write_all(b"held").await.expect("a write is accepted");
+        a.io.shutdown().await.expect("shutdown");
+        assert!(silent_for(&mut b.io, 60).await, "nothing crosses");
+        let mut listener = net
+            .transport(host(2))
+            .listen(SocketAddr::new(host(2), 0))
+            .await
+            .expect("listen");
+        let dial = net.transport(host(1)).dial(listener.local_addr(), None);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), dial)
+                .await
+                .is_err(),
+            "a dial across the partition hangs"
+        );
+        // Within one side, all is well.
+        let local = net.transport(host(2)).dial(listener.local_addr(), None);
+        assert!(local.await.is_ok());
+        assert!(listener.accept().await.is_ok());
+
+        net.heal();
+        let healed = Instant::now();
+        let mut rest = Vec::new();
+        b.io.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"held", "the bytes, then the end of the stream");
+        // One way plus a retransmission timeout (two round trips, at least 200 ms).
+        assert_eq!(healed.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silenced_host_accepts_and_then_says_nothing() {
+        let net = network(0.0);
+        let (mut a, mut b) = connect(&net).await;
+        net.silence([host(2)]);
+        b.io.write_all(b"lost").await.expect("write");
+        assert!(silent_for(&mut a.io, 60).await, "nothing comes back");
+        a.io.write_all(b"asked")
+            .await
+            .expect("writes to it are accepted");
+        drop(b);
+        assert!(silent_for(&mut a.io, 60).await, "not even a close");
+        a.io.write_all(b"again").await.expect("no reset either");
+
+        // A hung process: its kernel completes dials, and nothing more happens.
+        let listener = net
+            .transport(host(2))
+            .listen(SocketAddr::new(host(2), 0))
+            .await
+            .expect("listen");
+        let addr = listener.local_addr();
+        let mut hung = net.transport(host(1)).dial(addr, None).await.expect("dial");
+        assert!(silent_for(&mut hung.io, 60).await);
+        // A vanished host: nothing listens and nothing refuses.
+        drop(listener);
+        let dial = net.transport(host(1)).dial(addr, None);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), dial)
+                .await
+                .is_err()
         );
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) contacts_rejected_pow: AtomicU64,
     pub(crate) peers_penalised: AtomicU64,
     pub(crate) stores_refused_quota: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) answers_received: AtomicU64,
 }
 
 impl Counters {
@@ -77,6 +79,11 @@ pub struct NodeStats {
     pub peers_penalised: u64,
     /// STOREs refused by the per-peer storage quota.
     pub stores_refused_quota: u64,
+    /// Requests sent to peers (each try of a request a peer asked to repeat counts).
+    pub requests_sent: u64,
+    /// Answers received to them (an "overloaded" or error answer counts; a timeout or
+    /// a failed connection does not).
+    pub answers_received: u64,
 }
 
 impl NodeStats {
@@ -96,6 +103,8 @@ impl NodeStats {
             contacts_rejected_pow: Counters::get(&c.contacts_rejected_pow),
             peers_penalised: Counters::get(&c.peers_penalised),
             stores_refused_quota: Counters::get(&c.stores_refused_quota),
+            requests_sent: Counters::get(&c.requests_sent),
+            answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()
         }
     }

@@ -1,0 +1,493 @@
+//! The figures of a run: the JSON summary, and `report.md` with its plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use dht_bench::stats::Summary as Latency;
+use serde::Serialize;
+
+use crate::scenario::{Outcome, Phase, Run, Sample};
+use crate::{Options, Scenario, TRANSPORTS};
+
+/// Percentiles of latencies, in simulated milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    fn of(ms: &[f64]) -> Option<Percentiles> {
+        Latency::of_ms(ms).map(|s| Percentiles {
+            p50: s.p50,
+            p90: s.p90,
+            p99: s.p99,
+        })
+    }
+}
+
+/// The `churn` scenario's own figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChurnFigures {
+    /// Nodes that left (each replaced by a new one).
+    pub nodes_replaced: usize,
+    /// Tracked keys with no replica on the live nodes nearest to them, at the end.
+    pub keys_lost_final: usize,
+    /// Tracked keys with fewer than `r` replicas there, at the end.
+    pub keys_below_r_final: usize,
+    /// Times a tracked key fell below `r` replicas and came back.
+    pub replica_repairs: usize,
+    /// The longest of those, in seconds (to the sample that saw it back).
+    pub replica_repair_secs_max: Option<f64>,
+}
+
+/// The `partition` scenario's own figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionFigures {
+    /// Seconds the halves were apart.
+    pub split_secs: f64,
+    /// GETs during the split of keys written on the reader's side during the split.
+    pub split_gets: usize,
+    /// Share of them that found their value.
+    pub split_get_success: f64,
+    /// GETs after the heal of keys written (on either side) during the split.
+    pub after_heal_gets: usize,
+    /// Share of them that found their value.
+    pub after_heal_get_success: f64,
+    /// Share of those of keys written on the other side.
+    pub after_heal_across_get_success: f64,
+    /// Seconds after the heal when the last of them that failed started (0: none
+    /// failed); `None` when the last one failed, so the run ended unhealed.
+    pub heal_secs: Option<f64>,
+}
+
+/// The `silent` scenario's own figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SilentFigures {
+    /// Nodes that hung.
+    pub silent_nodes: usize,
+    /// GETs while they were silent.
+    pub gets: usize,
+    /// Share of them that found their value.
+    pub get_success: f64,
+    /// Their latency.
+    pub get_latency_ms: Option<Percentiles>,
+}
+
+/// One kind of connection in the `transports` scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportFigures {
+    /// Its name.
+    pub transport: &'static str,
+    /// Round trips a dial costs before TLS starts.
+    pub connect_rtts: u32,
+    /// Share of GETs that found their value.
+    pub get_success: f64,
+    /// Latency of the GETs that succeeded.
+    pub get_latency_ms: Option<Percentiles>,
+    /// Latency of the PUTs that succeeded.
+    pub put_latency_ms: Option<Percentiles>,
+    /// Peers asked per GET lookup.
+    pub peers_contacted_per_get: Option<f64>,
+    /// Open connections per node at the end.
+    pub connections_per_node: f64,
+    /// Requests and answers per node per minute.
+    pub messages_per_node_per_min: f64,
+}
+
+/// The figures of one run (`--json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The scenario run.
+    pub scenario: &'static str,
+    /// Nodes in the network.
+    pub nodes: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// Simulated minutes of workload.
+    pub minutes: f64,
+    /// Operations per simulated second.
+    pub rate: f64,
+    /// Simulated seconds, start-up included (of every run, for `transports`).
+    pub simulated_secs: f64,
+    /// Simulated seconds until every node had started and joined.
+    pub startup_secs: f64,
+    /// Wall-clock seconds of the run.
+    pub wall_secs: f64,
+    /// Simulated seconds per wall-clock second.
+    pub sim_secs_per_wall_sec: f64,
+    /// Peak resident memory of the process (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Peak resident memory per simulated node.
+    pub bytes_per_node: u64,
+    /// GETs made.
+    pub gets: usize,
+    /// Share of GETs that found their value.
+    pub get_success: f64,
+    /// Latency of the GETs that succeeded.
+    pub get_latency_ms: Option<Percentiles>,
+    /// PUTs made.
+    pub puts: usize,
+    /// Share of PUTs that reached their `r` replicas.
+    pub put_success: f64,
+    /// Latency of the PUTs that succeeded (until `r` replicas acknowledged).
+    pub put_latency_ms: Option<Percentiles>,
+    /// Peers asked per GET that went to the network (FIND_VALUE lookup), mean.
+    pub peers_contacted_per_get: Option<f64>,
+    /// Requests to peers and their answers, per node per simulated minute of workload
+    /// (every message of the network: the workload's and the nodes' upkeep).
+    pub messages_per_node_per_min: f64,
+    /// Open connections per live node at the end, mean.
+    pub connections_per_node: f64,
+    /// Fewest replicas of a tracked key at the end (live nodes among its 20 nearest
+    /// holding it; the first 500 keys written are tracked).
+    pub min_replicas_final: usize,
+    /// The `churn` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnFigures>,
+    /// The `partition` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionFigures>,
+    /// The `silent` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent: Option<SilentFigures>,
+    /// The `transports` scenario's figures, one per kind of connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Vec<TransportFigures>>,
+    /// The network over time.
+    pub series: Vec<Sample>,
+    /// The GET latencies of each run, for the plots.
+    #[serde(skip)]
+    pub(crate) get_ms: Vec<(String, Vec<f64>)>,
+}
+
+/// Share of `outcomes` that succeeded, and the latencies of those.
+fn outcomes<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> (usize, f64, Vec<f64>) {
+    let (mut total, mut ok) = (0, Vec::new());
+    for o in outcomes {
+        total += 1;
+        if o.ok {
+            ok.push(o.ms);
+        }
+    }
+    let share = if total == 0 {
+        0.0
+    } else {
+        ok.len() as f64 / total as f64
+    };
+    (total, share, ok)
+}
+
+impl Report {
+    /// The report of one run of `scenario`.
+    pub(crate) fn of(options: &Options, scenario: Scenario, run: &Run) -> Report {
+        let (gets, get_success, get_ms) = outcomes(run.outcomes.iter().filter(|o| o.get));
+        let (puts, put_success, put_ms) = outcomes(run.outcomes.iter().filter(|o| !o.get));
+        let last = run.samples.last();
+        let mut report = Report {
+            scenario: scenario.name(),
+            nodes: options.nodes,
+            seed: options.seed,
+            minutes: options.minutes,
+            rate: options.rate,
+            simulated_secs: run.simulated_secs,
+            startup_secs: run.startup_secs,
+            wall_secs: 0.0,
+            sim_secs_per_wall_sec: 0.0,
+            peak_rss_bytes: 0,
+            bytes_per_node: 0,
+            gets,
+            get_success,
+            get_latency_ms: Percentiles::of(&get_ms),
+            puts,
+            put_success,
+            put_latency_ms: Percentiles::of(&put_ms),
+            peers_contacted_per_get: run.peers_contacted_per_get,
+            messages_per_node_per_min: run.messages_per_node_per_min,
+            connections_per_node: run.connections_per_node,
+            min_replicas_final: last.map_or(0, |s| s.replicas_min),
+            churn: None,
+            partition: None,
+            silent: None,
+            transports: None,
+            series: run.samples.clone(),
+            get_ms: vec![(scenario.name().to_owned(), get_ms)],
+        };
+        match scenario {
+            Scenario::Churn => {
+                report.churn = Some(ChurnFigures {
+                    nodes_replaced: run.nodes_replaced,
+                    keys_lost_final: last.map_or(0, |s| s.keys_without_replica),
+                    keys_below_r_final: last.map_or(0, |s| s.keys_below_r),
+                    replica_repairs: run.repairs.len(),
+                    replica_repair_secs_max: run.repairs.iter().copied().reduce(f64::max),
+                });
+            }
+            Scenario::Partition => report.partition = run.fault.map(|f| partition(run, f)),
+            Scenario::Silent => {
+                let during = run
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.get && o.phase == Phase::During);
+                let (gets, get_success, ms) = outcomes(during);
+                report.silent = Some(SilentFigures {
+                    silent_nodes: run.silent_nodes,
+                    gets,
+                    get_success,
+                    get_latency_ms: Percentiles::of(&ms),
+                });
+            }
+            Scenario::Steady | Scenario::Transports => {}
+        }
+        report
+    }
+}
+
+fn partition(run: &Run, (split, heal): (f64, f64)) -> PartitionFigures {
+    let gets = |phase: Phase| {
+        run.outcomes
+            .iter()
+            .filter(move |o| o.get && o.phase == phase)
+    };
+    let (split_gets, split_get_success, _) = outcomes(gets(Phase::During));
+    let (after_heal_gets, after_heal_get_success, _) = outcomes(gets(Phase::After));
+    let (_, after_heal_across_get_success, _) = outcomes(gets(Phase::After).filter(|o| o.across));
+    let mut after: Vec<&Outcome> = gets(Phase::After).collect();
+    after.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let heal_secs = match after.iter().rposition(|o| !o.ok) {
+        None => Some(0.0),
+        Some(i) if i + 1 == after.len() => None,
+        Some(i) => Some(after[i].at - heal),
+    };
+    PartitionFigures {
+        split_secs: heal - split,
+        split_gets,
+        split_get_success,
+        after_heal_gets,
+        after_heal_get_success,
+        after_heal_across_get_success,
+        heal_secs,
+    }
+}
+
+/// The report of the `transports` scenario: the first kind's run as the main figures,
+/// every kind's in `transports`.
+pub(crate) fn transports(
+    options: &Options,
+    runs: Vec<(&'static str, Run)>,
+) -> anyhow::Result<Report> {
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    let mut main: Option<Report> = None;
+    let mut simulated = 0.0;
+    for ((name, run), (_, connect_rtts)) in runs.iter().zip(TRANSPORTS) {
+        let report = Report::of(options, Scenario::Transports, run);
+        simulated += report.simulated_secs;
+        rows.push(TransportFigures {
+            transport: name,
+            connect_rtts,
+            get_success: report.get_success,
+            get_latency_ms: report.get_latency_ms,
+            put_latency_ms: report.put_latency_ms,
+            peers_contacted_per_get: report.peers_contacted_per_get,
+            connections_per_node: report.connections_per_node,
+            messages_per_node_per_min: report.messages_per_node_per_min,
+        });
+        curves.extend(
+            report
+                .get_ms
+                .iter()
+                .map(|(_, ms)| ((*name).to_owned(), ms.clone())),
+        );
+        main.get_or_insert(report);
+    }
+    let mut report = main.context("no transport ran")?;
+    report.simulated_secs = simulated;
+    report.transports = Some(rows);
+    report.get_ms = curves;
+    Ok(report)
+}
+
+/// A figure for a table: `-` when absent.
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn percentiles(p: Option<Percentiles>) -> String {
+    p.map_or_else(
+        || "-".to_owned(),
+        |p| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p90, p.p99),
+    )
+}
+
+/// Writes `report.md` and its plots into `dir`.
+pub(crate) fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::plot::latency_cdf(&dir.join("get_latency.svg"), &report.get_ms)?;
+    crate::plot::over_time(&dir.join("over_time.svg"), report)?;
+    let md = markdown(report);
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+fn markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# `cargo xtask sim --scenario {}`\n", r.scenario);
+    let _ = writeln!(
+        md,
+        "{} nodes, seed {}, {} simulated minutes of workload at {} operations/s \
+         (half PUTs, half GETs of keys written earlier), after {:.0} s of start-up. \
+         {:.0} simulated seconds took {:.0} s of wall time ({:.1} simulated s per wall \
+         s); peak memory {:.0} MB, {:.0} kB per node.\n",
+        r.nodes,
+        r.seed,
+        r.minutes,
+        r.rate,
+        r.startup_secs,
+        r.simulated_secs,
+        r.wall_secs,
+        r.sim_secs_per_wall_sec,
+        r.peak_rss_bytes as f64 / 1e6,
+        r.bytes_per_node as f64 / 1e3,
+    );
+    let _ = writeln!(md, "| figure | value |\n|---|---|");
+    let rows = [
+        ("GETs", r.gets.to_string()),
+        ("GET success", format!("{:.4}", r.get_success)),
+        (
+            "GET latency p50 / p90 / p99, ms",
+            percentiles(r.get_latency_ms),
+        ),
+        ("PUTs", r.puts.to_string()),
+        (
+            "PUT success (r replicas acknowledged)",
+            format!("{:.4}", r.put_success),
+        ),
+        (
+            "PUT latency p50 / p90 / p99, ms",
+            percentiles(r.put_latency_ms),
+        ),
+        (
+            "peers contacted per GET lookup",
+            figure(r.peers_contacted_per_get, 1),
+        ),
+        (
+            "messages per node per minute",
+            format!("{:.1}", r.messages_per_node_per_min),
+        ),
+        (
+            "connections per node at the end",
+            format!("{:.1}", r.connections_per_node),
+        ),
+        (
+            "fewest replicas of a tracked key at the end",
+            r.min_replicas_final.to_string(),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(md, "| {name} | {value} |");
+    }
+    if let Some(c) = &r.churn {
+        let _ = writeln!(
+            md,
+            "\n## Churn\n\n{} nodes left (half shut down, half vanished) and as many \
+             joined. At the end, {} tracked keys had no replica and {} fewer than r on \
+             the live nodes nearest to them; {} times a key fell below r and came back, \
+             the longest after {} s.",
+            c.nodes_replaced,
+            c.keys_lost_final,
+            c.keys_below_r_final,
+            c.replica_repairs,
+            figure(c.replica_repair_secs_max, 0),
+        );
+    }
+    if let Some(p) = &r.partition {
+        let _ = writeln!(
+            md,
+            "\n## Partition\n\nThe halves were apart for {:.0} s. During the split, {} GETs \
+             of keys written on the reader's side during it succeeded at {:.4}. After the \
+             heal, {} GETs of keys written during the split (on either side) succeeded \
+             at {:.4}, those written on the other side at {:.4}; {}.",
+            p.split_secs,
+            p.split_gets,
+            p.split_get_success,
+            p.after_heal_gets,
+            p.after_heal_get_success,
+            p.after_heal_across_get_success,
+            match p.heal_secs {
+                Some(s) =>
+                    format!("every one that started more than {s:.0} s after the heal succeeded"),
+                None =>
+                    "the last of them failed: the run ended before the network healed".to_owned(),
+            }
+        );
+    }
+    if let Some(s) = &r.silent {
+        let _ = writeln!(
+            md,
+            "\n## Silent nodes\n\n{} nodes hung (they answer nothing and close nothing). \
+             Meanwhile {} GETs succeeded at {:.4}, latency p50 / p90 / p99 {} ms.",
+            s.silent_nodes,
+            s.gets,
+            s.get_success,
+            percentiles(s.get_latency_ms),
+        );
+    }
+    if let Some(rows) = &r.transports {
+        let _ = writeln!(
+            md,
+            "\n## Transports\n\nThe steady workload over each kind of connection. A dial \
+             costs its round trips before TLS; TLS 1.3's handshake and the HELLO exchange \
+             then run over the simulated bytes.\n\n\
+             | transport | RTTs before TLS | GET success | GET p50 / p90 / p99, ms | \
+             PUT p50 / p90 / p99, ms | peers per GET | connections per node | messages per node per min |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for t in rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.4} | {} | {} | {} | {:.1} | {:.1} |",
+                t.transport,
+                t.connect_rtts,
+                t.get_success,
+                percentiles(t.get_latency_ms),
+                percentiles(t.put_latency_ms),
+                figure(t.peers_contacted_per_get, 1),
+                t.connections_per_node,
+                t.messages_per_node_per_min,
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Plots\n\n![GET latency](get_latency.svg)\n\n![The network over time](over_time.svg)\n\n\
+         ## Over time\n\n\
+         | t, s | live nodes | GETs | GET success | GET p50, ms | hops | peers per GET | \
+         replicas min / mean | keys below r | connections per node | messages per node per min |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for s in &r.series {
+        let _ = writeln!(
+            md,
+            "| {:.0} | {} | {} | {} | {} | {} | {} | {} / {:.1} | {} | {:.1} | {:.1} |",
+            s.t,
+            s.live_nodes,
+            s.gets,
+            figure(s.get_success, 3),
+            figure(s.get_p50_ms, 0),
+            figure(s.hops_per_get, 1),
+            figure(s.peers_per_get, 1),
+            s.replicas_min,
+            s.replicas_mean,
+            s.keys_below_r,
+            s.connections_per_node,
+            s.messages_per_node_per_min,
+        );
+    }
+    md
+}

@@ -1,0 +1,513 @@
+//! The scenarios: a workload of PUTs and GETs from random nodes on random keys, and
+//! what happens to the network meanwhile (nodes leave and join, half the network is cut
+//! off, a quarter of it hangs).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dht_bench::stats::Summary as Latency;
+use dht_core::{Key, PutOptions};
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::world::{Fate, Member, World};
+use crate::{Options, Scenario};
+
+/// Keys whose replicas are counted at every sample (the first ones written: they live
+/// through the most).
+const TRACKED_KEYS: usize = 500;
+/// Samples taken over the workload.
+const SAMPLES: u32 = 40;
+/// Share of the nodes replaced within [`CHURN_WINDOW`] (the `churn` scenario).
+const CHURN_SHARE: f64 = 0.3;
+/// The window in which [`CHURN_SHARE`] of the nodes leave.
+const CHURN_WINDOW: Duration = Duration::from_secs(600);
+/// Shape of the Weibull distribution of session lengths: Stutzbach and Rejaie
+/// ("Understanding churn in peer-to-peer networks", IMC 2006) fit Kad's and
+/// BitTorrent's sessions with shapes of 0.34 to 0.59: many short sessions, a long tail.
+const SESSION_SHAPE: f64 = 0.5;
+/// How long the `partition` scenario's halves stay apart, at most.
+const SPLIT: Duration = Duration::from_secs(300);
+/// Share of nodes that hang in the `silent` scenario.
+const SILENT_SHARE: f64 = 0.25;
+
+/// Where an operation stands relative to the scenario's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before the fault (all of a scenario without one).
+    Before,
+    /// While the fault lasts.
+    During,
+    /// After the heal.
+    After,
+}
+
+/// One operation's outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// Seconds into the workload when it started.
+    pub(crate) at: f64,
+    pub(crate) get: bool,
+    pub(crate) ok: bool,
+    pub(crate) ms: f64,
+    pub(crate) hops: usize,
+    pub(crate) contacted: usize,
+    pub(crate) phase: Phase,
+    /// A GET of a key written on the other side of the partition.
+    pub(crate) across: bool,
+}
+
+/// A state of the network, taken every 1/[`SAMPLES`] of the workload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Seconds into the workload.
+    pub t: f64,
+    /// Nodes running and answering.
+    pub live_nodes: usize,
+    /// Open connections per live node, mean.
+    pub connections_per_node: f64,
+    /// Requests and answers per live node per minute since the previous sample.
+    pub messages_per_node_per_min: f64,
+    /// Fewest replicas of a tracked key (live nodes among its 20 nearest holding it).
+    pub replicas_min: usize,
+    /// Mean replicas of a tracked key.
+    pub replicas_mean: f64,
+    /// Tracked keys with fewer than `r` replicas.
+    pub keys_below_r: usize,
+    /// Tracked keys with no replica at all.
+    pub keys_without_replica: usize,
+    /// GETs started since the previous sample.
+    pub gets: usize,
+    /// Share of them that found their value.
+    pub get_success: Option<f64>,
+    /// Their median latency, ms.
+    pub get_p50_ms: Option<f64>,
+    /// Rounds of their lookups, mean (those that went to the network).
+    pub hops_per_get: Option<f64>,
+    /// Peers their lookups asked, mean (those that went to the network).
+    pub peers_per_get: Option<f64>,
+}
+
+/// A key written by the workload.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    key: Key,
+    phase: Phase,
+    /// The writer's side of the partition.
+    side: bool,
+}
+
+/// What one run of a scenario saw.
+pub(crate) struct Run {
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) samples: Vec<Sample>,
+    /// Seconds the network took to form.
+    pub(crate) startup_secs: f64,
+    /// Seconds from the start to the end of the workload and its last operation.
+    pub(crate) simulated_secs: f64,
+    /// When the fault began and ended, in seconds into the workload.
+    pub(crate) fault: Option<(f64, f64)>,
+    pub(crate) nodes_replaced: usize,
+    pub(crate) silent_nodes: usize,
+    /// Tracked keys whose replicas fell below `r` and came back, and how long each took.
+    pub(crate) repairs: Vec<f64>,
+    /// Open connections per live node at the end.
+    pub(crate) connections_per_node: f64,
+    /// Requests and answers per node per minute of workload, over the whole workload.
+    pub(crate) messages_per_node_per_min: f64,
+    /// Peers asked per GET that went to the network.
+    pub(crate) peers_contacted_per_get: Option<f64>,
+}
+
+/// The side of the partition a member is on.
+fn side(member: &Member) -> bool {
+    match member.ip {
+        std::net::IpAddr::V4(ip) => u32::from(ip) % 2 == 0,
+        std::net::IpAddr::V6(ip) => u128::from(ip) % 2 == 0,
+    }
+}
+
+/// Runs `scenario`'s fault and workload on `world`.
+pub(crate) async fn run(
+    world: &mut World,
+    options: &Options,
+    scenario: Scenario,
+    startup: Duration,
+) -> anyhow::Result<Run> {
+    let began = Instant::now() - startup;
+    let length = Duration::from_secs_f64(options.minutes * 60.0);
+    let start = Instant::now();
+    let ops = (options.minutes * 60.0 * options.rate).round() as usize;
+    let gap = Duration::from_secs_f64(1.0 / options.rate.max(1e-3));
+    let sample_every = length / SAMPLES;
+
+    // The fault: from a fifth of the workload on, for the rest (or SPLIT at most).
+    let fault_at = start + length / 5;
+    let heal_at = match scenario {
+        Scenario::Partition => Some(fault_at + SPLIT.min(length * 2 / 5)),
+        _ => None,
+    };
+    let faulty = matches!(scenario, Scenario::Partition | Scenario::Silent);
+    let mut fault_done = !faulty;
+    let mut healed = heal_at.is_none();
+
+    // Churn: every node's session ends at a time drawn from the session model.
+    let mut departures: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let session_scale =
+        CHURN_WINDOW.as_secs_f64() / (-(1.0 - CHURN_SHARE).ln()).powf(1.0 / SESSION_SHAPE);
+    let session = |rng: &mut rand::rngs::StdRng| {
+        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+        Duration::from_secs_f64(session_scale * (-u.ln()).powf(1.0 / SESSION_SHAPE))
+    };
+    if scenario == Scenario::Churn {
+        for i in 0..world.members.len() {
+            let ends = start + session(&mut world.rng);
+            departures.push(Reverse((ends, i)));
+        }
+    }
+    let mut joining: Vec<JoinHandle<anyhow::Result<Member>>> = Vec::new();
+    let mut nodes_replaced = 0;
+    let mut silent_nodes = 0;
+
+    let written: Arc<Mutex<Vec<Written>>> = Arc::default();
+    let mut tracker = Tracker::new(world);
+    let mut next_sample = start + sample_every;
+    let mut handles: Vec<JoinHandle<Outcome>> = Vec::with_capacity(ops);
+    let phase_at = |t: Instant| match heal_at {
+        _ if !faulty || t < fault_at => Phase::Before,
+        Some(heal) if t >= heal => Phase::After,
+        _ => Phase::During,
+    };
+
+    for op in 0..=ops {
+        // Everything due before this operation, in time order (the last round only
+        // finishes the samples).
+        let due = if op == ops {
+            start + length
+        } else {
+            start + gap * u32::try_from(op).unwrap_or(u32::MAX)
+        };
+        loop {
+            let churn_next = departures.peek().map(|Reverse((at, _))| *at);
+            let fault_next = (!fault_done).then_some(fault_at);
+            let heal_next = (!healed).then_some(heal_at).flatten();
+            let next = [Some(next_sample), churn_next, fault_next, heal_next]
+                .into_iter()
+                .flatten()
+                .min()
+                .filter(|&next| next <= due);
+            let Some(next) = next else { break };
+            tokio::time::sleep_until(next).await;
+            // New nodes that have finished joining take part from now on.
+            for handle in std::mem::take(&mut joining) {
+                if handle.is_finished() {
+                    let member = handle.await??;
+                    let i = world.members.len();
+                    world.members.push(member);
+                    tracker.grow(world.members.len());
+                    let ends = Instant::now() + session(&mut world.rng);
+                    departures.push(Reverse((ends, i)));
+                } else {
+                    joining.push(handle);
+                }
+            }
+            if fault_next == Some(next) {
+                fault_done = true;
+                match scenario {
+                    Scenario::Partition => {
+                        let sides: Vec<(std::net::IpAddr, bool)> =
+                            world.members.iter().map(|m| (m.ip, side(m))).collect();
+                        let sides: std::collections::HashMap<_, _> = sides.into_iter().collect();
+                        world
+                            .net
+                            .partition(move |ip| sides.get(&ip).copied().unwrap_or(false));
+                    }
+                    Scenario::Silent => {
+                        let mut order: Vec<usize> = world.live().collect();
+                        let n = (order.len() as f64 * SILENT_SHARE).round() as usize;
+                        let mut hung = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            let j = world.rng.gen_range(0..order.len());
+                            hung.push(order.swap_remove(j));
+                        }
+                        silent_nodes = hung.len();
+                        world.hang(&hung);
+                    }
+                    _ => {}
+                }
+            } else if heal_next == Some(next) {
+                healed = true;
+                world.net.heal();
+            } else if churn_next == Some(next) {
+                if let Some(Reverse((_, i))) = departures.pop() {
+                    if world.members[i].fate == Fate::Live {
+                        // Half leave by shutting down, half vanish (a host switched
+                        // off or cut from the network).
+                        let vanish = world.rng.gen_bool(0.5);
+                        world.depart(i, vanish);
+                        nodes_replaced += 1;
+                        joining.push(tokio::spawn(world.starting()));
+                    }
+                }
+            } else {
+                next_sample += sample_every;
+                let keys: Vec<Key> = written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .take(TRACKED_KEYS)
+                    .map(|w| w.key)
+                    .collect();
+                let t = (Instant::now() - start).as_secs_f64();
+                tracker.sample(world, &keys, t, options.replication());
+            }
+        }
+        if op == ops {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let at = (due - start).as_secs_f64();
+        let phase = phase_at(due);
+        let reader = world.pick(|m| m.fate == Fate::Live);
+        let reader_side = side(&world.members[reader]);
+        let node = world.members[reader].node.clone();
+        // Every other operation GETs a key written earlier (PUTs one while there is
+        // none the scenario would read).
+        let chosen = (op % 2 == 1)
+            .then(|| {
+                let written = written.lock().unwrap_or_else(|e| e.into_inner());
+                let fits = |w: &&Written| match (scenario, phase) {
+                    (Scenario::Partition, Phase::During) => {
+                        w.phase == Phase::During && w.side == reader_side
+                    }
+                    (Scenario::Partition, Phase::After) => w.phase == Phase::During,
+                    _ => true,
+                };
+                let candidates: Vec<&Written> = written.iter().filter(fits).collect();
+                (!candidates.is_empty())
+                    .then(|| *candidates[world.rng.gen_range(0..candidates.len())])
+            })
+            .flatten();
+        if let Some(w) = chosen {
+            let across = w.side != reader_side;
+            handles.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let (found, stats) = node.get_with_stats(w.key).await;
+                Outcome {
+                    at,
+                    get: true,
+                    ok: matches!(found, Ok(Some(_))),
+                    ms: started.elapsed().as_secs_f64() * 1e3,
+                    hops: stats.hops,
+                    contacted: stats.contacted,
+                    phase,
+                    across,
+                }
+            }));
+        } else {
+            let key = Key::from_bytes(world.rng.r#gen());
+            let value = Bytes::from(world.rng.r#gen::<[u8; 16]>().to_vec());
+            let written = written.clone();
+            handles.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let report = node.put(key, value, PutOptions::default()).await;
+                let ok = report.is_ok_and(|r| r.replicas >= usize::from(r.replication));
+                if ok {
+                    let w = Written {
+                        key,
+                        phase,
+                        side: reader_side,
+                    };
+                    written.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+                }
+                Outcome {
+                    at,
+                    get: false,
+                    ok,
+                    ms: started.elapsed().as_secs_f64() * 1e3,
+                    hops: 0,
+                    contacted: 0,
+                    phase,
+                    across: false,
+                }
+            }));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outcomes.push(handle.await?);
+    }
+    let mut samples = tracker.samples.clone();
+    add_gets(&mut samples, &outcomes);
+    for handle in joining {
+        let member = handle.await??;
+        world.members.push(member);
+    }
+    let simulated = began.elapsed();
+
+    let live: Vec<usize> = world.live().collect();
+    let connections = live
+        .iter()
+        .map(|&i| world.members[i].node.open_connections())
+        .sum::<usize>() as f64;
+    let (lookups, contacted) = outcomes
+        .iter()
+        .filter(|o| o.get && o.contacted > 0)
+        .fold((0usize, 0usize), |(n, c), o| (n + 1, c + o.contacted));
+    let minutes = length.as_secs_f64() / 60.0;
+    let fault = faulty.then(|| {
+        let secs = |t: Instant| (t - start).as_secs_f64();
+        (secs(fault_at), heal_at.map_or(length.as_secs_f64(), secs))
+    });
+    Ok(Run {
+        outcomes,
+        startup_secs: startup.as_secs_f64(),
+        simulated_secs: simulated.as_secs_f64(),
+        fault,
+        nodes_replaced,
+        silent_nodes,
+        repairs: tracker.repairs.clone(),
+        connections_per_node: connections / live.len().max(1) as f64,
+        messages_per_node_per_min: tracker.total_messages(world) as f64
+            / options.nodes as f64
+            / minutes.max(1e-9),
+        peers_contacted_per_get: (lookups > 0).then(|| contacted as f64 / lookups as f64),
+        samples,
+    })
+}
+
+/// Fills each sample's GET figures from the GETs started in its window.
+fn add_gets(samples: &mut [Sample], outcomes: &[Outcome]) {
+    let mut from = 0.0;
+    for sample in samples {
+        let gets: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.get && o.at >= from && o.at < sample.t)
+            .collect();
+        from = sample.t;
+        sample.gets = gets.len();
+        if gets.is_empty() {
+            continue;
+        }
+        let ok: Vec<f64> = gets.iter().filter(|o| o.ok).map(|o| o.ms).collect();
+        sample.get_success = Some(ok.len() as f64 / gets.len() as f64);
+        sample.get_p50_ms = Latency::of_ms(&ok).map(|s| s.p50);
+        let lookups: Vec<&&Outcome> = gets.iter().filter(|o| o.contacted > 0).collect();
+        if !lookups.is_empty() {
+            let n = lookups.len() as f64;
+            sample.hops_per_get = Some(lookups.iter().map(|o| o.hops as f64).sum::<f64>() / n);
+            sample.peers_per_get =
+                Some(lookups.iter().map(|o| o.contacted as f64).sum::<f64>() / n);
+        }
+    }
+}
+
+/// Takes the samples: messages since the last one, replicas of the tracked keys.
+struct Tracker {
+    /// Requests and answers of each member when last sampled.
+    messages: Vec<u64>,
+    /// Messages at the start of the workload, per member.
+    initial: Vec<u64>,
+    last_t: f64,
+    /// When each tracked key fell below `r`, if it is below.
+    below_since: Vec<Option<f64>>,
+    repairs: Vec<f64>,
+    samples: Vec<Sample>,
+}
+
+fn messages(member: &Member) -> u64 {
+    let stats = member.node.stats();
+    stats.requests_sent + stats.answers_received
+}
+
+impl Tracker {
+    /// Counts from now on.
+    fn new(world: &World) -> Self {
+        let initial: Vec<u64> = world.members.iter().map(messages).collect();
+        Tracker {
+            messages: initial.clone(),
+            initial,
+            last_t: 0.0,
+            below_since: Vec::new(),
+            repairs: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Makes room for members that joined (they start from zero).
+    fn grow(&mut self, members: usize) {
+        self.messages.resize(members, 0);
+        self.initial.resize(members, 0);
+    }
+
+    fn sample(&mut self, world: &World, keys: &[Key], t: f64, r: usize) {
+        let mut delta = 0;
+        for (i, member) in world.members.iter().enumerate() {
+            if member.fate != Fate::Gone {
+                let now = messages(member);
+                delta += now.saturating_sub(self.messages[i]);
+                self.messages[i] = now;
+            }
+        }
+        let live: Vec<usize> = world.live().collect();
+        let n = live.len().max(1) as f64;
+        let connections = live
+            .iter()
+            .map(|&i| world.members[i].node.open_connections())
+            .sum::<usize>();
+        let counts: Vec<usize> = keys.iter().map(|key| world.replicas(key)).collect();
+        self.below_since.resize(counts.len(), None);
+        for (since, &count) in self.below_since.iter_mut().zip(&counts) {
+            match (*since, count < r) {
+                (None, true) => *since = Some(t),
+                (Some(from), false) => {
+                    self.repairs.push(t - from);
+                    *since = None;
+                }
+                _ => {}
+            }
+        }
+        let minutes = (t - self.last_t).max(1e-9) / 60.0;
+        self.last_t = t;
+        self.samples.push(Sample {
+            t,
+            live_nodes: live.len(),
+            connections_per_node: connections as f64 / n,
+            messages_per_node_per_min: delta as f64 / n / minutes,
+            replicas_min: counts.iter().copied().min().unwrap_or(0),
+            replicas_mean: if counts.is_empty() {
+                0.0
+            } else {
+                counts.iter().sum::<usize>() as f64 / counts.len() as f64
+            },
+            keys_below_r: counts.iter().filter(|&&c| c < r).count(),
+            keys_without_replica: counts.iter().filter(|&&c| c == 0).count(),
+            gets: 0,
+            get_success: None,
+            get_p50_ms: None,
+            hops_per_get: None,
+            peers_per_get: None,
+        });
+    }
+
+    /// Requests and answers over the workload, every member's.
+    fn total_messages(&self, world: &World) -> u64 {
+        world
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, member)| {
+                let last = if member.fate == Fate::Gone {
+                    self.messages.get(i).copied().unwrap_or(0)
+                } else {
+                    messages(member)
+                };
+                last.saturating_sub(self.initial.get(i).copied().unwrap_or(0))
+            })
+            .sum()
+    }
+}
