@@ -8,9 +8,10 @@
 //! Scenarios ([`Scenario`]): a workload of PUTs and GETs from random nodes on random
 //! keys at a fixed rate, with the nodes' own upkeep at its default intervals, while the
 //! network is left alone (`steady`), loses and gains nodes (`churn`), is cut in two
-//! (`partition`), has a quarter of its nodes hang (`silent`), or runs over each kind of
-//! connection (`transports`).
+//! (`partition`), has a quarter of its nodes hang (`silent`), is attacked near one key
+//! (`eclipse`), or runs over each kind of connection (`transports`).
 
+mod eclipse;
 mod plot;
 mod report;
 mod scenario;
@@ -22,7 +23,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use report::{
-    ChurnFigures, PartitionFigures, Percentiles, Report, SilentFigures, TransportFigures,
+    ChurnFigures, EclipseFigures, EclipseRun, PartitionFigures, Percentiles, Report, SilentFigures,
+    TransportFigures,
 };
 pub use scenario::Sample;
 
@@ -41,16 +43,21 @@ pub enum Scenario {
     Silent,
     /// The steady workload once per kind of connection: TCP + TLS, and QUIC-like.
     Transports,
+    /// An attacker with a budget of hashes mints ids near one key and answers every
+    /// lookup of it with its own nodes and a forged value; run with proof of work at
+    /// its default difficulty, then without.
+    Eclipse,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Steady,
         Scenario::Churn,
         Scenario::Partition,
         Scenario::Silent,
         Scenario::Transports,
+        Scenario::Eclipse,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -61,6 +68,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::Silent => "silent",
             Scenario::Transports => "transports",
+            Scenario::Eclipse => "eclipse",
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct Options {
     /// Round trips a dial costs before TLS starts: 1 for TCP's handshake, 0 for a
     /// QUIC-like transport whose handshake is TLS's own.
     pub connect_rtts: u32,
+    /// The `eclipse` attacker's budget: 2^this many hashes (nonces tried).
+    pub attacker_budget_log2: u32,
 }
 
 impl Default for Options {
@@ -98,6 +108,7 @@ impl Default for Options {
             pow: 8,
             loss: 0.005,
             connect_rtts: 1,
+            attacker_budget_log2: 26,
         }
     }
 }
@@ -116,7 +127,21 @@ pub const TRANSPORTS: [(&str, u32); 2] = [("tcp+tls", 1), ("quic-like", 0)];
 /// Runs `options` on a runtime of its own and reports.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
     let wall = std::time::Instant::now();
-    let mut report = if options.scenario == Scenario::Transports {
+    let mut report = if options.scenario == Scenario::Eclipse {
+        // The same attack on a network with proof of work (at least the default
+        // difficulty: the defence is what is measured) and on one without.
+        let on = Options {
+            pow: options.pow.max(dht_security::pow::DEFAULT_POW_DIFFICULTY),
+            ..options.clone()
+        };
+        let off = Options {
+            pow: 0,
+            ..options.clone()
+        };
+        let with = one(&on, Scenario::Eclipse)?;
+        let without = one(&off, Scenario::Eclipse)?;
+        report::eclipse(options, (&on, &with), (&off, &without))
+    } else if options.scenario == Scenario::Transports {
         let mut runs = Vec::new();
         for (name, connect_rtts) in TRANSPORTS {
             let options = Options {

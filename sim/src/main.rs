@@ -23,6 +23,8 @@ enum ScenarioArg {
     Silent,
     /// The steady workload over TCP + TLS, then over a QUIC-like transport.
     Transports,
+    /// An attacker mints ids near one key and lies about it; with and without PoW.
+    Eclipse,
 }
 
 impl From<ScenarioArg> for Scenario {
@@ -33,6 +35,7 @@ impl From<ScenarioArg> for Scenario {
             ScenarioArg::Partition => Scenario::Partition,
             ScenarioArg::Silent => Scenario::Silent,
             ScenarioArg::Transports => Scenario::Transports,
+            ScenarioArg::Eclipse => Scenario::Eclipse,
         }
     }
 }
@@ -62,6 +65,9 @@ struct Cli {
     /// Round trips a dial costs before TLS (1: TCP; 0: QUIC-like).
     #[arg(long, default_value_t = Options::default().connect_rtts)]
     connect_rtts: u32,
+    /// The `eclipse` attacker's budget: 2^this many hashes.
+    #[arg(long, default_value_t = Options::default().attacker_budget_log2)]
+    attacker_budget_log2: u32,
     /// The scenario.
     #[arg(long, value_enum, default_value_t = ScenarioArg::Steady)]
     scenario: ScenarioArg,
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
     let options = Options {
         scenario: cli.scenario.into(),
         connect_rtts: cli.connect_rtts,
+        attacker_budget_log2: cli.attacker_budget_log2,
         nodes: cli.nodes,
         seed: cli.seed,
         minutes: cli.minutes,

@@ -79,6 +79,40 @@ pub struct SilentFigures {
     pub get_latency_ms: Option<Percentiles>,
 }
 
+/// One run of the `eclipse` scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EclipseRun {
+    /// The network's proof-of-work difficulty (bits).
+    pub pow_difficulty: u32,
+    /// Ids with that proof of work the attacker's budget bought.
+    pub attacker_valid_ids: u64,
+    /// Bits the attacker's closest id shares with the key.
+    pub attacker_best_shared_bits: u32,
+    /// The attacker's nodes that ran.
+    pub attacker_nodes: usize,
+    /// The attacker's nodes among the 20 running nodes nearest to the key, at the end.
+    pub attacker_near_key_final: usize,
+    /// GETs of the key after the attack began.
+    pub gets: usize,
+    /// Share of them that returned the honest value.
+    pub honest_fraction: f64,
+    /// Share of them that returned the attacker's value.
+    pub forged_fraction: f64,
+    /// Share of them that found nothing.
+    pub failed_fraction: f64,
+}
+
+/// The `eclipse` scenario's own figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EclipseFigures {
+    /// The attacker's budget: 2^this many hashes.
+    pub attacker_budget_log2: u32,
+    /// The attack on a network with proof of work.
+    pub pow_on: EclipseRun,
+    /// The same attack on a network without.
+    pub pow_off: EclipseRun,
+}
+
 /// One kind of connection in the `transports` scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransportFigures {
@@ -156,6 +190,13 @@ pub struct Report {
     /// The `silent` scenario's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silent: Option<SilentFigures>,
+    /// The `eclipse` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eclipse: Option<EclipseFigures>,
+    /// Share of GETs of the attacked key that returned the honest value, with proof of
+    /// work (`eclipse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eclipse_honest_fraction: Option<f64>,
     /// The `transports` scenario's figures, one per kind of connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transports: Option<Vec<TransportFigures>>,
@@ -214,6 +255,8 @@ impl Report {
             churn: None,
             partition: None,
             silent: None,
+            eclipse: None,
+            eclipse_honest_fraction: None,
             transports: None,
             series: run.samples.clone(),
             get_ms: vec![(scenario.name().to_owned(), get_ms)],
@@ -242,7 +285,7 @@ impl Report {
                     get_latency_ms: Percentiles::of(&ms),
                 });
             }
-            Scenario::Steady | Scenario::Transports => {}
+            Scenario::Steady | Scenario::Transports | Scenario::Eclipse => {}
         }
         report
     }
@@ -273,6 +316,58 @@ fn partition(run: &Run, (split, heal): (f64, f64)) -> PartitionFigures {
         after_heal_across_get_success,
         heal_secs,
     }
+}
+
+fn eclipse_run(options: &Options, run: &Run) -> EclipseRun {
+    let gets: Vec<&Outcome> = run
+        .outcomes
+        .iter()
+        .filter(|o| o.get && o.phase == Phase::During)
+        .collect();
+    let share = |f: &dyn Fn(&Outcome) -> bool| {
+        if gets.is_empty() {
+            0.0
+        } else {
+            gets.iter().filter(|o| f(o)).count() as f64 / gets.len() as f64
+        }
+    };
+    let attack = run.attack.clone();
+    EclipseRun {
+        pow_difficulty: options.pow,
+        attacker_valid_ids: attack.as_ref().map_or(0, |a| a.valid_ids),
+        attacker_best_shared_bits: attack.as_ref().map_or(0, |a| a.best_shared_bits),
+        attacker_nodes: attack.as_ref().map_or(0, |a| a.nodes),
+        attacker_near_key_final: attack.as_ref().map_or(0, |a| a.near_key_final),
+        gets: gets.len(),
+        honest_fraction: share(&|o| o.ok),
+        forged_fraction: share(&|o| o.forged),
+        failed_fraction: share(&|o| !o.ok && !o.forged),
+    }
+}
+
+/// The report of the `eclipse` scenario: the run with proof of work as the main
+/// figures, both runs in `eclipse`.
+pub(crate) fn eclipse(options: &Options, on: (&Options, &Run), off: (&Options, &Run)) -> Report {
+    let mut report = Report::of(on.0, Scenario::Eclipse, on.1);
+    let pow_on = eclipse_run(on.0, on.1);
+    let pow_off = eclipse_run(off.0, off.1);
+    report.simulated_secs += off.1.simulated_secs;
+    report.eclipse_honest_fraction = Some(pow_on.honest_fraction);
+    report.get_ms = vec![
+        (format!("PoW {} bits", on.0.pow), report.get_ms[0].1.clone()),
+        (
+            "no PoW".to_owned(),
+            Report::of(off.0, Scenario::Eclipse, off.1).get_ms[0]
+                .1
+                .clone(),
+        ),
+    ];
+    report.eclipse = Some(EclipseFigures {
+        attacker_budget_log2: options.attacker_budget_log2,
+        pow_on,
+        pow_off,
+    });
+    report
 }
 
 /// The report of the `transports` scenario: the first kind's run as the main figures,
@@ -334,6 +429,9 @@ pub(crate) fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
     let path = dir.join("report.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
 }
+
+/// A row of the eclipse table: its name, and its figure of one run.
+type EclipseRow = (&'static str, fn(&EclipseRun) -> String);
 
 fn markdown(r: &Report) -> String {
     let mut md = String::new();
@@ -437,6 +535,47 @@ fn markdown(r: &Report) -> String {
             s.get_success,
             percentiles(s.get_latency_ms),
         );
+    }
+    if let Some(e) = &r.eclipse {
+        let _ = writeln!(
+            md,
+            "\n## Eclipse\n\nOne key is written; from a fifth of the run on, an attacker \
+             with a budget of 2^{} hashes mints ids as near to it as it can, runs a node for \
+             each of the {} nearest, and those answer every lookup of the key with each \
+             other and a forged value. Every GET reads that key.\n\n\
+             | | with proof of work | without |\n|---|---|---|",
+            e.attacker_budget_log2,
+            crate::eclipse::SYBILS,
+        );
+        let rows: [EclipseRow; 9] = [
+            ("difficulty, bits", |r| r.pow_difficulty.to_string()),
+            ("ids the budget bought", |r| {
+                r.attacker_valid_ids.to_string()
+            }),
+            ("bits the attacker's nearest id shares with the key", |r| {
+                r.attacker_best_shared_bits.to_string()
+            }),
+            ("attacker's nodes among the 20 nearest at the end", |r| {
+                r.attacker_near_key_final.to_string()
+            }),
+            ("GETs of the key under attack", |r| r.gets.to_string()),
+            ("honest value returned", |r| {
+                format!("{:.4}", r.honest_fraction)
+            }),
+            ("forged value returned", |r| {
+                format!("{:.4}", r.forged_fraction)
+            }),
+            ("nothing found", |r| format!("{:.4}", r.failed_fraction)),
+            ("attacker's nodes run", |r| r.attacker_nodes.to_string()),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} |",
+                value(&e.pow_on),
+                value(&e.pow_off)
+            );
+        }
     }
     if let Some(rows) = &r.transports {
         let _ = writeln!(

@@ -14,8 +14,10 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::world::{Fate, Member, World};
+use crate::eclipse;
+use crate::world::{Attacker, Fate, Member, World};
 use crate::{Options, Scenario};
+use dht_wire::WireContact;
 
 /// Keys whose replicas are counted at every sample (the first ones written: they live
 /// through the most).
@@ -59,6 +61,8 @@ pub(crate) struct Outcome {
     pub(crate) phase: Phase,
     /// A GET of a key written on the other side of the partition.
     pub(crate) across: bool,
+    /// A GET that returned another value than the one written (the attacker's).
+    pub(crate) forged: bool,
 }
 
 /// A state of the network, taken every 1/[`SAMPLES`] of the workload.
@@ -121,6 +125,21 @@ pub(crate) struct Run {
     pub(crate) messages_per_node_per_min: f64,
     /// Peers asked per GET that went to the network.
     pub(crate) peers_contacted_per_get: Option<f64>,
+    /// What the attacker of the `eclipse` scenario did.
+    pub(crate) attack: Option<Attack>,
+}
+
+/// What the attacker of the `eclipse` scenario did.
+#[derive(Debug, Clone)]
+pub(crate) struct Attack {
+    /// Ids it minted with the network's proof of work.
+    pub(crate) valid_ids: u64,
+    /// Bits its closest id shares with the key.
+    pub(crate) best_shared_bits: u32,
+    /// Its nodes that started.
+    pub(crate) nodes: usize,
+    /// Its nodes among the 20 running nodes nearest to the key, at the end.
+    pub(crate) near_key_final: usize,
 }
 
 /// The side of the partition a member is on.
@@ -151,7 +170,10 @@ pub(crate) async fn run(
         Scenario::Partition => Some(fault_at + SPLIT.min(length * 2 / 5)),
         _ => None,
     };
-    let faulty = matches!(scenario, Scenario::Partition | Scenario::Silent);
+    let faulty = matches!(
+        scenario,
+        Scenario::Partition | Scenario::Silent | Scenario::Eclipse
+    );
     let mut fault_done = !faulty;
     let mut healed = heal_at.is_none();
 
@@ -172,6 +194,26 @@ pub(crate) async fn run(
     let mut joining: Vec<JoinHandle<anyhow::Result<Member>>> = Vec::new();
     let mut nodes_replaced = 0;
     let mut silent_nodes = 0;
+
+    // Eclipse: one key written before the attack, read by every GET.
+    let mut target: Option<(Key, Bytes)> = None;
+    let mut attack: Option<Attack> = None;
+    let sybils: Arc<Mutex<Vec<WireContact>>> = Arc::default();
+    if scenario == Scenario::Eclipse {
+        let key = Key::from_bytes(world.rng.r#gen());
+        let value = Bytes::from(world.rng.r#gen::<[u8; 16]>().to_vec());
+        let writer = world.pick(|m| m.fate == Fate::Live);
+        let report = world.members[writer]
+            .node
+            .put(key, value.clone(), PutOptions::default())
+            .await?;
+        anyhow::ensure!(
+            report.replicas >= usize::from(report.replication),
+            "the attacked key's PUT reached {} replicas",
+            report.replicas
+        );
+        target = Some((key, value));
+    }
 
     let written: Arc<Mutex<Vec<Written>>> = Arc::default();
     let mut tracker = Tracker::new(world);
@@ -207,10 +249,21 @@ pub(crate) async fn run(
                 if handle.is_finished() {
                     let member = handle.await??;
                     let i = world.members.len();
+                    if member.fate == Fate::Hostile {
+                        let contact = WireContact {
+                            id: member.node.id(),
+                            addr: member.node.listen_addr(),
+                        };
+                        sybils
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(contact);
+                    } else {
+                        let ends = Instant::now() + session(&mut world.rng);
+                        departures.push(Reverse((ends, i)));
+                    }
                     world.members.push(member);
                     tracker.grow(world.members.len());
-                    let ends = Instant::now() + session(&mut world.rng);
-                    departures.push(Reverse((ends, i)));
                 } else {
                     joining.push(handle);
                 }
@@ -236,6 +289,13 @@ pub(crate) async fn run(
                         }
                         silent_nodes = hung.len();
                         world.hang(&hung);
+                    }
+                    Scenario::Eclipse => {
+                        if let Some((key, _)) = &target {
+                            let (started, seen) = attack_key(world, options, *key, sybils.clone())?;
+                            joining.extend(started.into_iter().map(tokio::spawn));
+                            attack = Some(seen);
+                        }
                     }
                     _ => {}
                 }
@@ -279,6 +339,14 @@ pub(crate) async fn run(
         // none the scenario would read).
         let chosen = (op % 2 == 1)
             .then(|| {
+                if let Some((key, _)) = &target {
+                    let w = Written {
+                        key: *key,
+                        phase: Phase::Before,
+                        side: reader_side,
+                    };
+                    return Some(w);
+                }
                 let written = written.lock().unwrap_or_else(|e| e.into_inner());
                 let fits = |w: &&Written| match (scenario, phase) {
                     (Scenario::Partition, Phase::During) => {
@@ -294,13 +362,17 @@ pub(crate) async fn run(
             .flatten();
         if let Some(w) = chosen {
             let across = w.side != reader_side;
+            let expected = target.as_ref().map(|(_, value)| value.clone());
             handles.push(tokio::spawn(async move {
                 let started = Instant::now();
                 let (found, stats) = node.get_with_stats(w.key).await;
+                let found = found.ok().flatten();
+                let forged = matches!((&found, &expected), (Some(got), Some(want)) if got != want);
                 Outcome {
                     at,
                     get: true,
-                    ok: matches!(found, Ok(Some(_))),
+                    ok: found.is_some() && !forged,
+                    forged,
                     ms: started.elapsed().as_secs_f64() * 1e3,
                     hops: stats.hops,
                     contacted: stats.contacted,
@@ -333,6 +405,7 @@ pub(crate) async fn run(
                     contacted: 0,
                     phase,
                     across: false,
+                    forged: false,
                 }
             }));
         }
@@ -376,6 +449,12 @@ pub(crate) async fn run(
             / options.nodes as f64
             / minutes.max(1e-9),
         peers_contacted_per_get: (lookups > 0).then(|| contacted as f64 / lookups as f64),
+        attack: attack.map(|a| Attack {
+            near_key_final: target
+                .as_ref()
+                .map_or(0, |(key, _)| world.hostile_near(key)),
+            ..a
+        }),
         samples,
     })
 }
@@ -510,4 +589,44 @@ impl Tracker {
             })
             .sum()
     }
+}
+
+/// The attacker of the `eclipse` scenario strikes: it spends its budget minting ids
+/// near `key` and starts a node for each of the closest; the starts, and what it did.
+#[allow(clippy::type_complexity)]
+fn attack_key(
+    world: &mut World,
+    options: &Options,
+    key: Key,
+    sybils: Arc<Mutex<Vec<WireContact>>>,
+) -> anyhow::Result<(
+    Vec<impl std::future::Future<Output = anyhow::Result<Member>> + Send + 'static + use<>>,
+    Attack,
+)> {
+    let key_seed: [u8; 32] = world.rng.r#gen();
+    let budget = 1u64 << options.attacker_budget_log2.min(40);
+    let minted = eclipse::mint_near(key_seed, &key, options.pow, budget)?;
+    let forged = eclipse::forged(key, world.now_micros());
+    let responder = eclipse::responder(key, forged, sybils);
+    let starts = minted
+        .ids
+        .iter()
+        .map(|&(nonce, _)| {
+            world.starting_as(Some(Attacker {
+                key_seed,
+                nonce,
+                responder: responder.clone(),
+            }))
+        })
+        .collect();
+    let attack = Attack {
+        valid_ids: minted.valid,
+        best_shared_bits: minted
+            .ids
+            .first()
+            .map_or(0, |(_, id)| eclipse::shared_prefix(id, &key)),
+        nodes: minted.ids.len(),
+        near_key_final: 0,
+    };
+    Ok((starts, attack))
 }

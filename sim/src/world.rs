@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use dht_core::{
-    BootstrapPeer, Clock, Environment, Key, MemoryStore, Node, NodeConfig, SimNetwork, TokioClock,
-    WanModel,
+    BootstrapPeer, Clock, Environment, Key, MemoryStore, Node, NodeConfig, Responder, SimNetwork,
+    TokioClock, WanModel,
 };
 use futures::future::join_all;
 use rand::Rng;
@@ -30,6 +30,16 @@ pub(crate) enum Fate {
     Silent,
     /// It left: shut down, or vanished without a word.
     Gone,
+    /// An attacker's node (the `eclipse` scenario): it runs, and lies.
+    Hostile,
+}
+
+/// An attacker's node: its identity (host key seed, nonce) and its lies.
+#[derive(Clone)]
+pub(crate) struct Attacker {
+    pub(crate) key_seed: [u8; 32],
+    pub(crate) nonce: u64,
+    pub(crate) responder: Arc<Responder>,
 }
 
 /// A node of the world.
@@ -66,7 +76,12 @@ fn host(i: usize) -> IpAddr {
 
 impl Starter {
     /// Starts the node of host `i`, joining through `bootstrap`.
-    async fn start(self, i: usize, bootstrap: Option<SocketAddr>) -> anyhow::Result<Member> {
+    async fn start(
+        self,
+        i: usize,
+        bootstrap: Option<SocketAddr>,
+        attacker: Option<Attacker>,
+    ) -> anyhow::Result<Member> {
         let ip = host(i);
         let config = NodeConfig {
             p2p_address: SocketAddr::new(ip, 0),
@@ -88,13 +103,20 @@ impl Starter {
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(i as u64);
-        let env = Environment::simulated(self.clock.clone(), seed);
+        let mut env = Environment::simulated(self.clock.clone(), seed);
+        let mut fate = Fate::Live;
+        if let Some(attacker) = attacker {
+            env = env
+                .with_identity(attacker.key_seed, attacker.nonce)
+                .with_responder(attacker.responder);
+            fate = Fate::Hostile;
+        }
         let transport = Arc::new(self.net.transport(ip));
         let node = Node::start_in(config, transport, store, env).await?;
         Ok(Member {
             node: Arc::new(node),
             ip,
-            fate: Fate::Live,
+            fate,
         })
     }
 }
@@ -122,7 +144,7 @@ impl World {
             next_host: 1,
             rng,
         };
-        let first = world.starter.clone().start(0, None).await?;
+        let first = world.starter.clone().start(0, None, None).await?;
         world.members.push(first);
         while world.members.len() < options.nodes {
             let batch = (options.nodes - world.members.len()).min(START_BATCH);
@@ -139,10 +161,18 @@ impl World {
     pub(crate) fn starting(
         &mut self,
     ) -> impl std::future::Future<Output = anyhow::Result<Member>> + Send + use<> {
+        self.starting_as(None)
+    }
+
+    /// [`World::starting`], of an attacker's node when `attacker` is given.
+    pub(crate) fn starting_as(
+        &mut self,
+        attacker: Option<Attacker>,
+    ) -> impl std::future::Future<Output = anyhow::Result<Member>> + Send + use<> {
         let entry = self.entry();
         let host = self.next_host;
         self.next_host += 1;
-        self.starter.clone().start(host, Some(entry))
+        self.starter.clone().start(host, Some(entry), attacker)
     }
 
     /// The address of a random live node, to join through.
@@ -157,6 +187,11 @@ impl World {
             .filter(|&i| wanted(&self.members[i]))
             .collect();
         candidates[self.rng.gen_range(0..candidates.len())]
+    }
+
+    /// The simulated wall clock, UNIX microseconds.
+    pub(crate) fn now_micros(&self) -> u64 {
+        self.starter.clock.unix_micros()
     }
 
     /// Indices of the members that run and answer.
@@ -200,6 +235,19 @@ impl World {
         near[..n]
             .iter()
             .filter(|(_, i)| self.members[*i].node.holds(key))
+            .count()
+    }
+
+    /// Attacker's nodes among the [`NEAREST`] running nodes to `key`.
+    pub(crate) fn hostile_near(&self, key: &Key) -> usize {
+        let mut near: Vec<_> = (0..self.members.len())
+            .filter(|&i| matches!(self.members[i].fate, Fate::Live | Fate::Hostile))
+            .map(|i| (self.members[i].node.id().distance(key), i))
+            .collect();
+        near.sort();
+        near.iter()
+            .take(NEAREST)
+            .filter(|(_, i)| self.members[*i].fate == Fate::Hostile)
             .count()
     }
 

@@ -134,3 +134,31 @@ fn transports_compare_tcp_and_quic_like_connections() -> anyhow::Result<()> {
     ensure!(rows[0]["transport"] == "tcp+tls" && rows[1]["transport"] == "quic-like");
     Ok(())
 }
+
+#[test]
+fn proof_of_work_rations_an_eclipse_attackers_ids() -> anyhow::Result<()> {
+    let s = sim("eclipse")?;
+    let e = &s["eclipse"];
+    ensure!(e["attacker_budget_log2"] == 26, "{e}");
+    ensure!(
+        s["eclipse_honest_fraction"] == e["pow_on"]["honest_fraction"],
+        "{s}"
+    );
+    // With proof of work (16 bits), 2^26 hashes buy about 2^10 ids, and the attacker
+    // cannot take every place near the key.
+    let valid = e["pow_on"]["attacker_valid_ids"]
+        .as_u64()
+        .context("valid ids")?;
+    ensure!((700..=1400).contains(&valid), "{e}");
+    at_least(e, &["pow_on", "gets"], 500.0)?;
+    let near = e["pow_on"]["attacker_near_key_final"]
+        .as_u64()
+        .context("near")?;
+    ensure!(near < 20, "{e}");
+    // Without, the same budget buys 2^26 ids: the attacker holds all 20 places nearest
+    // the key and its forged value is what many GETs return.
+    ensure!(e["pow_off"]["attacker_valid_ids"] == 1u64 << 26, "{e}");
+    ensure!(e["pow_off"]["attacker_near_key_final"] == 20, "{e}");
+    at_least(e, &["pow_off", "forged_fraction"], 0.2)?;
+    Ok(())
+}

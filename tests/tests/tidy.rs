@@ -50,8 +50,12 @@ fn allowed_edges() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             ]
             .into(),
         ),
-        // The simulation reuses the benchmark's latency summaries and counters.
-        ("dht-sim", ["dht-bench", "dht-core"].into()),
+        // The simulation reuses the benchmark's latency summaries and counters; its
+        // eclipse attacker mints ids and speaks peer messages.
+        (
+            "dht-sim",
+            ["dht-bench", "dht-core", "dht-security", "dht-wire"].into(),
+        ),
     ])
 }
 

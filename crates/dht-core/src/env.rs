@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dht_wire::PeerMessage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -62,17 +63,26 @@ impl Clock for TokioClock {
     }
 }
 
-/// A node's wall clock and the seed of its random numbers.
+/// Answers a node gives to peers' requests instead of its own: `None` leaves a request
+/// to the node. See [`Environment::with_responder`].
+pub type Responder = dyn Fn(&PeerMessage) -> Option<PeerMessage> + Send + Sync;
+
+/// A node's wall clock, the seed of its random numbers, and (in simulations) answers of
+/// its own.
 #[derive(Clone)]
 pub struct Environment {
     pub(crate) clock: Arc<dyn Clock>,
     seed: Option<u64>,
+    pub(crate) responder: Option<Arc<Responder>>,
+    /// The seed of the host key and the proof-of-work nonce to try first.
+    pub(crate) identity: Option<([u8; 32], u64)>,
 }
 
 impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Environment")
             .field("seed", &self.seed)
+            .field("responder", &self.responder.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +99,8 @@ impl Environment {
         Environment {
             clock: Arc::new(SystemClock),
             seed: None,
+            responder: None,
+            identity: None,
         }
     }
 
@@ -99,7 +111,28 @@ impl Environment {
         Environment {
             clock,
             seed: Some(seed),
+            responder: None,
+            identity: None,
         }
+    }
+
+    /// This environment, where a node without a host key file takes the key of
+    /// `key_seed` and tries `nonce` first when it mints its id (so that a nonce found
+    /// beforehand gives the id it was found for). For simulations: an attacker that
+    /// ground ids near a key runs its nodes with them.
+    pub fn with_identity(mut self, key_seed: [u8; 32], nonce: u64) -> Self {
+        self.identity = Some((key_seed, nonce));
+        self
+    }
+
+    /// This environment, where the node answers peers' requests with `responder`'s
+    /// answers wherever it gives one (the node's own answer otherwise). For
+    /// simulations of hostile nodes: the attacker's node is the real one (it joins,
+    /// keeps its table, passes every identity check) and lies only where its
+    /// `responder` says. A node's own peers cannot set this; only its embedder can.
+    pub fn with_responder(mut self, responder: Arc<Responder>) -> Self {
+        self.responder = Some(responder);
+        self
     }
 
     /// Whether the random numbers come from a seed (a node's host key then does too).

@@ -65,7 +65,7 @@ pub use config::{
 pub use dht_id::{Key, NodeId};
 pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
-pub use env::{Clock, Environment, SystemClock, TokioClock};
+pub use env::{Clock, Environment, Responder, SystemClock, TokioClock};
 pub use error::{Error, RpcError};
 pub use node::PUTS_IN_FLIGHT;
 pub use ops::LookupStats;

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Wall-clock time (record versions and expiry), from the node's [`Environment`].
     clock: Arc<dyn Clock>,
+    /// Answers given instead of the node's own (simulations of hostile nodes).
+    responder: Option<Arc<crate::env::Responder>>,
     /// The node's random numbers (refresh targets, jitter), from its [`Environment`].
     rng: Mutex<StdRng>,
     /// Connection, accept and maintenance tasks.
@@ -122,10 +124,14 @@ impl Inner {
     ) -> Result<(Arc<Inner>, Box<dyn Listener>), Error> {
         config.validate()?;
         let mut rng = env.rng();
-        let draws = crate::identity::Draws {
+        let mut draws = crate::identity::Draws {
             key_seed: env.is_seeded().then(|| rng.r#gen()),
             pow_start: rng.r#gen(),
         };
+        if let Some((key_seed, nonce)) = env.identity {
+            draws.key_seed = Some(key_seed);
+            draws.pow_start = nonce;
+        }
         let identity = crate::identity::load(&config, draws).await?;
         let id = identity.id;
         let store = match store {
@@ -225,6 +231,7 @@ impl Inner {
             last_version: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             clock: env.clock.clone(),
+            responder: env.responder.clone(),
             rng: Mutex::new(rng),
             tasks: TaskTracker::new(),
             puts: TaskTracker::new(),
@@ -316,6 +323,9 @@ impl Inner {
 
     /// The answer to one request of a peer.
     pub(crate) fn answer(&self, from: &Contact, request: PeerMessage) -> PeerMessage {
+        if let Some(answer) = self.responder.as_ref().and_then(|r| r(&request)) {
+            return answer;
+        }
         match request {
             PeerMessage::Ping => PeerMessage::Pong,
             PeerMessage::FindNode { target } => PeerMessage::Nodes {
