@@ -12,8 +12,10 @@
 //! (`eclipse`), or runs over each kind of connection (`transports`).
 
 mod eclipse;
+mod markdown;
 mod plot;
 mod report;
+mod samples;
 mod scenario;
 mod world;
 
@@ -26,7 +28,7 @@ pub use report::{
     ChurnFigures, EclipseFigures, EclipseRun, PartitionFigures, Percentiles, Report, SilentFigures,
     TransportFigures,
 };
-pub use scenario::Sample;
+pub use samples::Sample;
 
 /// What happens to the network while the workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

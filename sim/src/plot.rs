@@ -83,7 +83,7 @@ pub(crate) fn over_time(path: &Path, report: &Report) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(plot_error)?;
     let panels = root.split_evenly((2, 2));
     let s = &report.series;
-    let line = |name: &'static str, f: &dyn Fn(&crate::Sample) -> Option<f64>| -> Line {
+    let line = |name: &'static str, f: &dyn Fn(&crate::samples::Sample) -> Option<f64>| -> Line {
         (name, s.iter().filter_map(|x| Some((x.t, f(x)?))).collect())
     };
     panel(

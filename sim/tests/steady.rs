@@ -40,6 +40,7 @@ fn a_seed_repeats_a_run_exactly() -> anyhow::Result<()> {
             minutes: 0.5,
             rate: 4.0,
             pow: 4,
+            attacker_budget_log2: 16,
             ..Options::default()
         })?;
     }
