@@ -25,7 +25,8 @@ pub(crate) fn markdown(r: &Report) -> String {
     let _ = writeln!(
         md,
         "{} nodes, seed {}, {} simulated minutes of workload at {} operations/s \
-         (half PUTs, half GETs of keys written earlier), after {:.0} s of start-up. \
+         (half PUTs, half GETs of keys written earlier), after {:.0} s of start-up; TLS \
+         {}. \
          {:.0} simulated seconds took {:.0} s of wall time ({:.1} simulated s per wall \
          s); peak memory {:.0} MB, {:.0} kB per node.\n",
         r.nodes,
@@ -33,6 +34,11 @@ pub(crate) fn markdown(r: &Report) -> String {
         r.minutes,
         r.rate,
         r.startup_secs,
+        if r.tls == "real" {
+            "ran on every connection"
+        } else {
+            "simulated (the network proved the peers' keys, at TLS's cost in round trips)"
+        },
         r.simulated_secs,
         r.wall_secs,
         r.sim_secs_per_wall_sec,

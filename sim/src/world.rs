@@ -133,6 +133,9 @@ impl World {
             options.loss,
             move |a, b| wan.rtt(a, b),
         );
+        if !options.real_tls {
+            net.authenticate_peers();
+        }
         let mut world = World {
             starter: Starter {
                 net: net.clone(),

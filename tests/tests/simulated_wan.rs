@@ -74,3 +74,44 @@ async fn a_get_across_a_100_ms_wan_costs_round_trips() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A node of `config` at host `n`.
+async fn start_with(net: &SimNetwork, n: u8, config: dht_core::NodeConfig) -> anyhow::Result<Node> {
+    let store = Box::new(MemoryStore::new(config.store_limits.clone()));
+    let env = Environment::simulated(Arc::new(TokioClock::starting_at(1_800_000_000)), n.into());
+    Ok(Node::start_in(config, Arc::new(net.transport(host(n))), store, env).await?)
+}
+
+/// A simulated network that proves peers' keys itself (no TLS cryptography) costs a
+/// request what real TLS costs it, and the HELLO's identity checks still run.
+#[tokio::test(start_paused = true)]
+async fn simulated_authentication_costs_what_tls_costs() -> anyhow::Result<()> {
+    let mut first_pings = Vec::new();
+    for simulated in [false, true] {
+        let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
+        if simulated {
+            net.authenticate_peers();
+        }
+        let b = start(&net, 2, &[]).await?;
+        let a = start(&net, 1, &[]).await?;
+        let asked = Instant::now();
+        a.ping(b.contact()).await?;
+        first_pings.push(asked.elapsed());
+        let asked = Instant::now();
+        a.ping(b.contact()).await?;
+        assert_eq!(asked.elapsed(), RTT, "over the open connection");
+
+        // A node demanding more proof of work than b's id has refuses b.
+        let mut strict = test_config(&[]);
+        strict.pow_difficulty = 14;
+        strict.min_pow_difficulty = 14;
+        let c = start_with(&net, 3, strict).await?;
+        assert!(c.ping(b.contact()).await.is_err(), "b's id lacks the work");
+        for node in [a, b, c] {
+            node.shutdown().await;
+        }
+    }
+    // TCP's round trip, TLS's, then the request behind the HELLO.
+    assert_eq!(first_pings, vec![3 * RTT, 3 * RTT]);
+    Ok(())
+}

@@ -10,10 +10,11 @@ use crate::bench::{build_release, workspace_root};
 pub(crate) const USAGE: &str =
     "  sim [--scenario steady|churn|partition|silent|transports] [--nodes N] [--seed S]
       [--minutes M] [--rate OPS] [--pow BITS] [--loss P] [--connect-rtts 0|1]
-      [--json FILE] [--report DIR]
+      [--real-tls] [--attacker-budget-log2 B] [--json FILE] [--report DIR]
       Run N real nodes (default 1000) in one process on a simulated WAN (round trips
       from a model of world regions, 0.5 % loss) on tokio's paused time, with PUTs and
-      GETs from random nodes while the scenario happens to the network; print the
+      GETs from random nodes while the scenario happens to the network (TLS simulated
+      at its cost in round trips unless --real-tls); print the
       figures as JSON, write them to target/sim/<scenario>/summary.json (or FILE), and
       write report.md with SVG plots to target/sim/<scenario>/ (or DIR).";
 

@@ -97,6 +97,14 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'static, io::Result<Connection>>;
     /// Binds `addr` and returns a listener for it.
     fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
+    /// Whether this transport authenticates peers itself for the node of `host`: its
+    /// connections then report the key the other end holds
+    /// ([`PeerIdentity::PublicKey`]), and the node runs no TLS over them. Only a
+    /// simulated network can (it knows every host's key; [`crate::SimNetwork`] when told
+    /// to); every other transport gets mutual TLS (the default, `false`).
+    fn authenticates(&self, _host: &dht_security::HostKey) -> bool {
+        false
+    }
 }
 
 /// Plain TCP: no authentication ([`PeerIdentity::Unverified`]).
@@ -214,26 +222,27 @@ pub(crate) fn listening(
 }
 
 /// Completes a dial of an in-process network: `theirs` goes to the listener's queue as
-/// a connection from `source`, `ours` is returned as the connection to `addr`.
+/// a connection from `source` (the dialling host, with what is proved about it), `ours`
+/// is returned as the connection to `addr` (the listening host, likewise).
 pub(crate) async fn connect_ends(
     inbound: &mpsc::Sender<Connection>,
     ours: Box<dyn PeerIo>,
     theirs: Box<dyn PeerIo>,
-    source: SocketAddr,
-    addr: SocketAddr,
+    (source, source_identity): (SocketAddr, PeerIdentity),
+    (addr, addr_identity): (SocketAddr, PeerIdentity),
 ) -> io::Result<Connection> {
     inbound
         .send(Connection {
             io: theirs,
             remote_addr: source,
-            identity: PeerIdentity::Unverified,
+            identity: source_identity,
         })
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener gone"))?;
     Ok(Connection {
         io: ours,
         remote_addr: addr,
-        identity: PeerIdentity::Unverified,
+        identity: addr_identity,
     })
 }
 
@@ -302,8 +311,8 @@ impl Transport for MemoryTransport {
                 &inbound,
                 Box::new(local_end),
                 Box::new(remote_end),
-                source,
-                addr,
+                (source, PeerIdentity::Unverified),
+                (addr, PeerIdentity::Unverified),
             )
             .await
         })
