@@ -30,8 +30,8 @@ pub use report::{
 };
 pub use samples::Sample;
 
-/// What happens to the network while the workload runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to the network while the workload runs (`--scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Nothing: the network as it formed.
     Steady,

@@ -4,41 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use dht_sim::{Options, Scenario};
 
 /// The allocator of `dht-node`, so that the memory figures are the nodes' as they run.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ScenarioArg {
-    /// PUTs and GETs from random nodes on random keys at a fixed rate.
-    Steady,
-    /// 30 % of the nodes replaced within 10 minutes (Weibull session lengths).
-    Churn,
-    /// The network cut in two halves for 5 minutes, then healed.
-    Partition,
-    /// 25 % of the nodes stop answering without closing their connections.
-    Silent,
-    /// The steady workload over TCP + TLS, then over a QUIC-like transport.
-    Transports,
-    /// An attacker mints ids near one key and lies about it; with and without PoW.
-    Eclipse,
-}
-
-impl From<ScenarioArg> for Scenario {
-    fn from(arg: ScenarioArg) -> Self {
-        match arg {
-            ScenarioArg::Steady => Scenario::Steady,
-            ScenarioArg::Churn => Scenario::Churn,
-            ScenarioArg::Partition => Scenario::Partition,
-            ScenarioArg::Silent => Scenario::Silent,
-            ScenarioArg::Transports => Scenario::Transports,
-            ScenarioArg::Eclipse => Scenario::Eclipse,
-        }
-    }
-}
 
 /// Real DHT nodes on a simulated WAN, on simulated time.
 #[derive(Parser)]
@@ -73,8 +44,8 @@ struct Cli {
     #[arg(long)]
     real_tls: bool,
     /// The scenario.
-    #[arg(long, value_enum, default_value_t = ScenarioArg::Steady)]
-    scenario: ScenarioArg,
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    scenario: Scenario,
     /// Where the JSON figures go (they are printed too).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -86,7 +57,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let options = Options {
-        scenario: cli.scenario.into(),
+        scenario: cli.scenario,
         connect_rtts: cli.connect_rtts,
         attacker_budget_log2: cli.attacker_budget_log2,
         real_tls: cli.real_tls,
