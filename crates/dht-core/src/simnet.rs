@@ -457,7 +457,13 @@ impl SimStream {
         if !outgoing.listed {
             outgoing.listed = true;
             let pipe = Arc::downgrade(&self.outgoing);
-            self.network.state().held.push(pipe);
+            let mut state = self.network.state();
+            // Pipes to a host that vanished are held for good: forget those whose
+            // connection is gone, so the list stays as long as the live ones.
+            if state.held.len() >= 64 && state.held.len().is_power_of_two() {
+                state.held.retain(|held| held.strong_count() > 0);
+            }
+            state.held.push(pipe);
         }
     }
 
@@ -609,6 +615,24 @@ mod tests {
         assert_eq!(rest, b"held", "the bytes, then the end of the stream");
         // One way plus a retransmission timeout (two round trips, at least 200 ms).
         assert_eq!(healed.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_pipes_of_closed_connections_are_forgotten() {
+        let net = network(0.0);
+        let _listener = net
+            .transport(host(2))
+            .listen(SocketAddr::new(host(2), 0))
+            .await
+            .expect("listen");
+        net.silence([host(2)]);
+        for _ in 0..1000 {
+            let (mut a, b) = connect(&net).await;
+            a.io.write_all(b"held").await.expect("write");
+            drop((a, b));
+        }
+        let held = net.state().held.len();
+        assert!(held < 200, "{held} pipes listed for 1 open connection");
     }
 
     #[tokio::test(start_paused = true)]
