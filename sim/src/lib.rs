@@ -95,11 +95,15 @@ pub struct Options {
     /// Round trips a dial costs before TLS starts: 1 for TCP's handshake, 0 for a
     /// QUIC-like transport whose handshake is TLS's own.
     pub connect_rtts: u32,
+    /// Round trips TLS's handshake costs before the first request, with TLS simulated:
+    /// 1 for a full TLS 1.3 handshake, 0 for a resumed session (0-RTT early data).
+    pub tls_rtts: u32,
     /// The `eclipse` attacker's budget: 2^this many hashes (nonces tried).
     pub attacker_budget_log2: u32,
-    /// Run TLS 1.3 for real on every connection; otherwise the simulated network proves
-    /// the peers' keys itself at the same cost in round trips
-    /// ([`dht_core::SimNetwork::authenticate_peers`]), and the run needs half the CPU.
+    /// Run TLS 1.3 for real on every connection (`tls_rtts` must then be 1); otherwise
+    /// the simulated network proves the peers' keys itself at the same cost in round
+    /// trips ([`dht_core::SimNetwork::authenticate_peers`]), and the run needs half the
+    /// CPU.
     pub real_tls: bool,
 }
 
@@ -114,6 +118,7 @@ impl Default for Options {
             pow: 8,
             loss: 0.005,
             connect_rtts: 1,
+            tls_rtts: 1,
             attacker_budget_log2: 26,
             real_tls: false,
         }
@@ -127,12 +132,45 @@ impl Options {
     }
 }
 
-/// The kinds of connection the `transports` scenario compares: name, round trips
-/// before TLS.
-pub const TRANSPORTS: [(&str, u32); 2] = [("tcp+tls", 1), ("quic-like", 0)];
+/// A kind of connection the `transports` scenario compares.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportKind {
+    /// Its name in the report.
+    pub name: &'static str,
+    /// Round trips a dial costs before TLS.
+    pub connect_rtts: u32,
+    /// Round trips TLS's handshake costs before the first request.
+    pub tls_rtts: u32,
+}
+
+/// The kinds of connection the `transports` scenario compares: a new TCP + TLS 1.3
+/// connection (2 round trips before the first request), a QUIC-like one (1), and a
+/// resumed one whose first request goes out at once (0, QUIC's 0-RTT resumption: what
+/// a warm connection costs). The last needs simulated TLS.
+pub const TRANSPORTS: [TransportKind; 3] = [
+    TransportKind {
+        name: "tcp+tls",
+        connect_rtts: 1,
+        tls_rtts: 1,
+    },
+    TransportKind {
+        name: "quic-like",
+        connect_rtts: 0,
+        tls_rtts: 1,
+    },
+    TransportKind {
+        name: "resumed (0-RTT)",
+        connect_rtts: 0,
+        tls_rtts: 0,
+    },
+];
 
 /// Runs `options` on a runtime of its own and reports.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        !options.real_tls || options.tls_rtts == 1,
+        "real TLS runs its full handshake (--tls-rtts 1); a resumed session needs simulated TLS"
+    );
     let wall = std::time::Instant::now();
     let mut report = if options.scenario == Scenario::Eclipse {
         // The same attack on a network with proof of work (at least the default
@@ -150,12 +188,17 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         report::eclipse(options, (&on, &with), (&off, &without))
     } else if options.scenario == Scenario::Transports {
         let mut runs = Vec::new();
-        for (name, connect_rtts) in TRANSPORTS {
+        // Real TLS runs its full handshake: it cannot model a resumed session.
+        let kinds = TRANSPORTS
+            .iter()
+            .filter(|kind| !options.real_tls || kind.tls_rtts == 1);
+        for kind in kinds {
             let options = Options {
-                connect_rtts,
+                connect_rtts: kind.connect_rtts,
+                tls_rtts: kind.tls_rtts,
                 ..options.clone()
             };
-            runs.push((name, one(&options, Scenario::Steady)?));
+            runs.push((*kind, one(&options, Scenario::Steady)?));
         }
         report::transports(options, runs)?
     } else {

@@ -36,6 +36,10 @@ struct Cli {
     /// Round trips a dial costs before TLS (1: TCP; 0: QUIC-like).
     #[arg(long, default_value_t = Options::default().connect_rtts)]
     connect_rtts: u32,
+    /// Round trips TLS's handshake costs before the first request (1: TLS 1.3; 0: a
+    /// resumed session's 0-RTT request). Simulated TLS only.
+    #[arg(long, default_value_t = Options::default().tls_rtts)]
+    tls_rtts: u32,
     /// The `eclipse` attacker's budget: 2^this many hashes.
     #[arg(long, default_value_t = Options::default().attacker_budget_log2)]
     attacker_budget_log2: u32,
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
     let options = Options {
         scenario: cli.scenario,
         connect_rtts: cli.connect_rtts,
+        tls_rtts: cli.tls_rtts,
         attacker_budget_log2: cli.attacker_budget_log2,
         real_tls: cli.real_tls,
         nodes: cli.nodes,

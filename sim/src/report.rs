@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::samples::Sample;
 use crate::scenario::{Outcome, Phase, Run};
-use crate::{Options, Scenario, TRANSPORTS};
+use crate::{Options, Scenario, TransportKind};
 
 /// Percentiles of latencies, in simulated milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -120,6 +120,8 @@ pub struct TransportFigures {
     pub transport: &'static str,
     /// Round trips a dial costs before TLS starts.
     pub connect_rtts: u32,
+    /// Round trips TLS's handshake costs before the first request.
+    pub tls_rtts: u32,
     /// Share of GETs that found their value.
     pub get_success: f64,
     /// Latency of the GETs that succeeded.
@@ -382,18 +384,20 @@ pub(crate) fn eclipse(options: &Options, on: (&Options, &Run), off: (&Options, &
 /// every kind's in `transports`.
 pub(crate) fn transports(
     options: &Options,
-    runs: Vec<(&'static str, Run)>,
+    runs: Vec<(TransportKind, Run)>,
 ) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     let mut curves = Vec::new();
     let mut main: Option<Report> = None;
     let mut simulated = 0.0;
-    for ((name, run), (_, connect_rtts)) in runs.iter().zip(TRANSPORTS) {
+    for (kind, run) in &runs {
         let report = Report::of(options, Scenario::Transports, run);
         simulated += report.simulated_secs;
+        let name = kind.name;
         rows.push(TransportFigures {
             transport: name,
-            connect_rtts,
+            connect_rtts: kind.connect_rtts,
+            tls_rtts: kind.tls_rtts,
             get_success: report.get_success,
             get_latency_ms: report.get_latency_ms,
             put_latency_ms: report.put_latency_ms,

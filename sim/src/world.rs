@@ -134,7 +134,7 @@ impl World {
             move |a, b| wan.rtt(a, b),
         );
         if !options.real_tls {
-            net.authenticate_peers();
+            net.authenticate_peers(options.tls_rtts);
         }
         let mut world = World {
             starter: Starter {

@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use crate::bench::{build_release, workspace_root};
 
 pub(crate) const USAGE: &str =
-    "  sim [--scenario steady|churn|partition|silent|transports] [--nodes N] [--seed S]
-      [--minutes M] [--rate OPS] [--pow BITS] [--loss P] [--connect-rtts 0|1]
-      [--real-tls] [--attacker-budget-log2 B] [--json FILE] [--report DIR]
+    "  sim [--scenario steady|churn|partition|silent|transports|eclipse] [--nodes N]
+      [--seed S] [--minutes M] [--rate OPS] [--pow BITS] [--loss P] [--connect-rtts 0|1]
+      [--tls-rtts 0|1] [--real-tls] [--attacker-budget-log2 B] [--json FILE] [--report DIR]
       Run N real nodes (default 1000) in one process on a simulated WAN (round trips
       from a model of world regions, 0.5 % loss) on tokio's paused time, with PUTs and
       GETs from random nodes while the scenario happens to the network (TLS simulated

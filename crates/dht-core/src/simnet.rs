@@ -9,7 +9,7 @@
 //! the network's seed, so that a run is repeated by it. A network told to
 //! [authenticate peers](SimNetwork::authenticate_peers) proves each end's key to the
 //! other itself, so that its nodes run no TLS cryptography, and charges TLS's round trip
-//! on the dial instead.
+//! on the dial instead (or none, for a resumed session's 0-RTT request).
 //!
 //! Faults, as a WAN has them: a [partition](SimNetwork::partition) drops every packet
 //! between two sets of hosts (dials across it hang, bytes written across it are held
@@ -73,6 +73,8 @@ struct SimState {
     /// Each host's public key (DER SubjectPublicKeyInfo), when the network proves
     /// peers' keys itself instead of TLS.
     keys: Option<HashMap<IpAddr, Vec<u8>>>,
+    /// Round trips a dial is charged for TLS when the network proves keys.
+    tls_rtts: u32,
 }
 
 impl SimState {
@@ -119,6 +121,7 @@ impl SimNetwork {
                     silent: HashSet::new(),
                     held: Vec::new(),
                     keys: None,
+                    tls_rtts: 0,
                 }),
             }),
         }
@@ -143,12 +146,15 @@ impl SimNetwork {
 
     /// Makes the network prove each end's key to the other, as TLS would, without
     /// TLS's cryptography (which takes most of a large simulation's CPU): nodes started
-    /// on it from now on run no TLS, a dial costs TLS 1.3's round trip on top of
-    /// `connect_rtts`, and each connection reports the key the other end's node holds.
-    /// The HELLO exchange and its identity checks (key, nonce, proof of work) run as
-    /// ever.
-    pub fn authenticate_peers(&self) {
-        self.state().keys.get_or_insert_with(HashMap::new);
+    /// on it from now on run no TLS, a dial costs `tls_rtts` round trips for TLS's
+    /// handshake on top of `connect_rtts` (1 for a full TLS 1.3 handshake; 0 for a
+    /// resumed session whose first request rides in 0-RTT early data), and each
+    /// connection reports the key the other end's node holds. The HELLO exchange and its
+    /// identity checks (key, nonce, proof of work) run as ever.
+    pub fn authenticate_peers(&self, tls_rtts: u32) {
+        let mut state = self.state();
+        state.keys.get_or_insert_with(HashMap::new);
+        state.tls_rtts = tls_rtts;
     }
 
     /// The key the node at `ip` holds, when the network proves keys.
@@ -249,8 +255,16 @@ impl Transport for SimTransport {
         let (network, ip) = (self.network.clone(), self.ip);
         Box::pin(async move {
             let rtt = network.rtt(ip, addr.ip());
-            // TLS 1.3's handshake costs one more round trip before the first request.
-            let tls = u32::from(network.state().keys.is_some());
+            // TLS's handshake, when the network stands in for it, costs its round trips
+            // before the first request (the node's real TLS runs over the delayed bytes).
+            let tls = {
+                let state = network.state();
+                if state.keys.is_some() {
+                    state.tls_rtts
+                } else {
+                    0
+                }
+            };
             tokio::time::sleep(rtt * (network.inner.connect_rtts + tls)).await;
             let inbound = {
                 let state = network.state();
