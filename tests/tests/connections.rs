@@ -7,10 +7,16 @@ use std::time::Duration;
 use dht_core::{Node, TRANSIENT_WARM};
 use dht_tests::{init_tracing, test_config, wait_for};
 
-/// A node with k = 1, whose table has room for few of the peers joining through it.
+/// A node with k = 1 (and no wide far buckets unless `wide_buckets`), whose table has
+/// room for few of the peers joining through it.
 async fn hub(transient_idle: Duration) -> anyhow::Result<Node> {
+    wide_hub(transient_idle, 0).await
+}
+
+async fn wide_hub(transient_idle: Duration, wide_buckets: usize) -> anyhow::Result<Node> {
     Ok(Node::start(dht_core::NodeConfig {
         k: 1,
+        wide_buckets,
         alpha: 1,
         min_replication: 1,
         transient_idle,
@@ -61,6 +67,54 @@ async fn connections_to_peers_outside_the_table_are_closed_soon() -> anyhow::Res
     assert!(
         contacts.iter().all(|c| hub.routing_contacts().contains(c)),
         "the table itself did not change"
+    );
+    for peer in &peers {
+        peer.shutdown().await;
+    }
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// A wide far bucket's contacts beyond the k most recently seen are table entries, not
+/// warm connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_k_contacts_of_a_wide_bucket_keep_their_connection() -> anyhow::Result<()> {
+    init_tracing();
+    // k = 1, buckets 0 and 1 widened to 4 and 2 contacts.
+    let hub = wide_hub(Duration::from_millis(500), 2).await?;
+    let mut peers = Vec::new();
+    for _ in 0..10 {
+        peers.push(Node::start(test_config(&[hub.listen_addr()])).await?);
+    }
+    let buckets = || {
+        hub.status()
+            .buckets
+            .iter()
+            .filter(|b| b.contacts > 0)
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            hub.routing_table_len() > buckets()
+        })
+        .await,
+        "a wide bucket holds more than k: {} contacts in {} buckets",
+        hub.routing_table_len(),
+        buckets()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            hub.open_connections() <= buckets()
+        })
+        .await,
+        "{} connections for {} contacts in {} buckets",
+        hub.open_connections(),
+        hub.routing_table_len(),
+        buckets()
+    );
+    assert!(
+        hub.routing_table_len() > buckets(),
+        "the contacts stay in the table"
     );
     for peer in &peers {
         peer.shutdown().await;

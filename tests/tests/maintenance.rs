@@ -197,6 +197,131 @@ async fn records_return_to_their_closest_live_nodes_after_churn() {
     }
 }
 
+/// With replication an hour away, a replica that leaves is replaced all the same: its
+/// neighbours ping it within `neighbour_liveness`, remove it, and hand each record it
+/// was a replica of to the node that takes its place among the record's closest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_replica_is_replaced_without_waiting_for_replication() {
+    init_tracing();
+    let hour = Duration::from_secs(3600);
+    let config = |bootstrap: &[SocketAddr]| NodeConfig {
+        liveness_interval: hour,
+        replicate_interval: hour,
+        refresh_interval: hour,
+        neighbour_liveness: Duration::from_secs(1),
+        ..config(bootstrap)
+    };
+    let bootstrap = Arc::new(Node::start(config(&[])).await.expect("bootstrap"));
+    let mut nodes = Vec::new();
+    for _ in 0..11 {
+        let node = Node::start(config(&[bootstrap.listen_addr()]))
+            .await
+            .expect("node");
+        nodes.push(Arc::new(node));
+    }
+    // Every node knows every other before the PUTs, so that they find the 3 closest.
+    let mut all = nodes.clone();
+    all.push(bootstrap.clone());
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            all.iter().all(|n| n.routing_table_len() == all.len() - 1)
+        })
+        .await,
+        "the tables did not fill"
+    );
+    let keys: Vec<Key> = (0..30)
+        .map(|i| Key::sha256(format!("departed/{i}").as_bytes()))
+        .collect();
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 3,
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let report = nodes[i % nodes.len()]
+            .put(*key, Bytes::from(format!("value {i}")), options)
+            .await
+            .expect("put");
+        assert_eq!(report.replicas, 3);
+    }
+    let on_closest = |live: &[Arc<Node>]| {
+        keys.iter().all(|key| {
+            closest(live, key, 3).iter().all(|id| {
+                live.iter()
+                    .find(|n| n.id() == *id)
+                    .is_some_and(|n| n.holds(key))
+            })
+        })
+    };
+    assert!(on_closest(&all), "a PUT missed one of the 3 closest nodes");
+    // Three nodes go (the bootstrap node stays), each a replica of some key, never
+    // every replica of one.
+    let mut going: Vec<NodeId> = Vec::new();
+    for key in &keys {
+        let replicas = closest(&all, key, 3);
+        let Some(&candidate) = replicas.iter().find(|id| **id != bootstrap.id()) else {
+            continue;
+        };
+        let lost_all = |going: &[NodeId]| {
+            keys.iter()
+                .any(|k| closest(&all, k, 3).iter().all(|id| going.contains(id)))
+        };
+        let mut trial = going.clone();
+        trial.push(candidate);
+        if going.len() < 3 && !going.contains(&candidate) && !lost_all(&trial) {
+            going = trial;
+        }
+    }
+    assert_eq!(going.len(), 3);
+    let mut live = Vec::new();
+    for node in nodes {
+        if going.contains(&node.id()) {
+            node.shutdown().await;
+        } else {
+            live.push(node);
+        }
+    }
+    live.push(bootstrap.clone());
+    let restored = || {
+        keys.iter().all(|key| {
+            closest(&live, key, 3).iter().all(|id| {
+                live.iter()
+                    .find(|n| n.id() == *id)
+                    .is_some_and(|n| n.holds(key))
+            })
+        })
+    };
+    assert!(
+        !restored(),
+        "the departures took no copy that needs replacing"
+    );
+    let c = bootstrap.config();
+    let deadline = c.neighbour_liveness
+        + (c.connect_timeout + c.rpc_timeout) * (c.ping_failures + 1)
+        + Duration::from_secs(10);
+    let ok = wait_for(deadline, || async { restored() }).await;
+    let missing: Vec<String> = keys
+        .iter()
+        .flat_map(|key| {
+            closest(&live, key, 3)
+                .into_iter()
+                .filter(|id| !live.iter().any(|n| n.id() == *id && n.holds(key)))
+                .map(move |id| format!("{} lacks {}", id.short(), key.short()))
+        })
+        .collect();
+    assert!(
+        ok,
+        "not held by their 3 closest live nodes after {deadline:?}: {missing:?}; gone: {}",
+        going
+            .iter()
+            .map(|id| id.short().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for n in &live {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joining_close_to_a_key_receives_it() {
     init_tracing();

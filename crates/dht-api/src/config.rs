@@ -142,11 +142,13 @@ struct DhtSection {
     network_id: Option<u32>,
     k: Option<usize>,
     alpha: Option<usize>,
+    wide_buckets: Option<usize>,
     rpc_timeout_ms: Option<u64>,
     lookup_peer_timeout_ms: Option<u64>,
     lookup_deadline_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     liveness_interval_secs: Option<u64>,
+    neighbour_liveness_secs: Option<u64>,
     ping_failures: Option<u32>,
     refresh_interval_secs: Option<u64>,
     replicate_interval_secs: Option<u64>,
@@ -277,11 +279,13 @@ impl Config {
             network_id: d.network_id.unwrap_or(defaults.network_id),
             k: d.k.unwrap_or(defaults.k),
             alpha: d.alpha.unwrap_or(defaults.alpha),
+            wide_buckets: d.wide_buckets.unwrap_or(defaults.wide_buckets),
             rpc_timeout: ms(d.rpc_timeout_ms, defaults.rpc_timeout),
             lookup_peer_timeout: ms(d.lookup_peer_timeout_ms, defaults.lookup_peer_timeout),
             lookup_deadline: ms(d.lookup_deadline_ms, defaults.lookup_deadline),
             connect_timeout: ms(d.connect_timeout_ms, defaults.connect_timeout),
             liveness_interval: secs(d.liveness_interval_secs, defaults.liveness_interval),
+            neighbour_liveness: secs(d.neighbour_liveness_secs, defaults.neighbour_liveness),
             ping_failures: d.ping_failures.unwrap_or(defaults.ping_failures),
             refresh_interval: secs(d.refresh_interval_secs, defaults.refresh_interval),
             replicate_interval: secs(d.replicate_interval_secs, defaults.replicate_interval),
@@ -511,6 +515,8 @@ advertise_address = "192.0.2.7:7402"
 bootstrap_peers = ["10.0.0.1:7402", "{id}@boot:7402"]
 k = 8
 alpha = 2
+wide_buckets = 1
+neighbour_liveness_secs = 5
 rpc_timeout_ms = 500
 min_ttl_secs = 1
 get_deadline_ms = 1500
@@ -519,6 +525,8 @@ get_deadline_ms = 1500
         .unwrap();
         assert_eq!(c.node.k, 8);
         assert_eq!(c.node.alpha, 2);
+        assert_eq!(c.node.wide_buckets, 1);
+        assert_eq!(c.node.neighbour_liveness, Duration::from_secs(5));
         assert_eq!(c.node.rpc_timeout, Duration::from_millis(500));
         assert_eq!(c.node.bootstrap_peers.len(), 2);
         assert_eq!(c.node.bootstrap_peers[1].id, Some(id.parse().unwrap()));

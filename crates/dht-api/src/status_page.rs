@@ -173,33 +173,39 @@ fn routing_section(page: &mut String, status: &NodeStatus) {
         page.push_str("<p class=\"muted\">No contact yet.</p></section>\n");
         return;
     }
-    // One row per bucket: its label, k cells (a contact fills one), then the
-    // replacement cache (k cells too).
+    // One row per bucket: its label, its capacity in cells (a contact fills one; a wide
+    // bucket's cells are narrower, so every row is as long), then the replacement cache
+    // (k cells).
     let (cell, gap, label, between, row) = (10, 2, 44, 24, 14);
-    let width = label + 2 * k * (cell + gap) + between;
+    let span = k * (cell + gap);
+    let width = label + 2 * span + between;
     let height = 18 + status.buckets.len() * row;
-    let cache_x = label + k * (cell + gap) + between;
+    let cache_x = label + span + between;
     let _ = write!(
         page,
         "<svg class=\"buckets\" role=\"img\" aria-label=\"routing table buckets\" \
          viewBox=\"0 0 {width} {height}\" width=\"100%\" style=\"max-width:{width}px\">\
-         <text x=\"{label}\" y=\"11\">contacts (of k = {k})</text>\
+         <text x=\"{label}\" y=\"11\">contacts (of k = {k}; more in the far buckets)</text>\
          <text x=\"{cache_x}\" y=\"11\">replacement cache</text>"
     );
     for (i, bucket) in status.buckets.iter().enumerate() {
         let y = 18 + i * row;
         let _ = write!(
             page,
-            "<g class=\"bucket\" data-index=\"{}\" data-contacts=\"{}\" data-replacements=\"{}\">\
+            "<g class=\"bucket\" data-index=\"{}\" data-contacts=\"{}\" data-capacity=\"{}\" data-replacements=\"{}\">\
              <text x=\"0\" y=\"{}\">{:>3}</text>",
             bucket.index,
             bucket.contacts,
+            bucket.capacity,
             bucket.replacements,
             y + 9,
             bucket.index
         );
-        for slot in 0..k {
-            let x = label + slot * (cell + gap);
+        let capacity = bucket.capacity.max(1);
+        let pitch = span as f64 / capacity as f64;
+        let width = (pitch * cell as f64 / (cell + gap) as f64).max(0.5);
+        for slot in 0..capacity {
+            let x = label as f64 + slot as f64 * pitch;
             let fill = if slot < bucket.contacts {
                 "#2e7d32"
             } else {
@@ -207,7 +213,7 @@ fn routing_section(page: &mut String, status: &NodeStatus) {
             };
             let _ = write!(
                 page,
-                "<rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" rx=\"2\" fill=\"{fill}\"/>"
+                "<rect x=\"{x:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"{cell}\" rx=\"1\" fill=\"{fill}\"/>"
             );
         }
         for slot in 0..bucket.replacements.min(k) {

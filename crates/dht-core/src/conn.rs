@@ -57,6 +57,9 @@ pub(crate) struct PeerConn {
     /// Milliseconds after `established` when the connection was retired.
     retired_at_ms: AtomicU64,
     retire_notify: Notify,
+    /// Wakes the read loop to recompute the connection's idle limit (its contact left
+    /// the warm part of the routing table).
+    recheck_notify: Notify,
     /// Why the peer's HELLO was refused, on a connection whose requests went out before
     /// it came: what those requests fail with.
     refused: OnceLock<String>,
@@ -91,6 +94,7 @@ impl PeerConn {
             retired: AtomicBool::new(false),
             retired_at_ms: AtomicU64::new(0),
             retire_notify: Notify::new(),
+            recheck_notify: Notify::new(),
             refused: OnceLock::new(),
             proven: AtomicBool::new(true),
         }
@@ -154,6 +158,18 @@ impl PeerConn {
     /// Resolves when [`PeerConn::retire`] was called (possibly before this call).
     pub(crate) async fn retired(&self) {
         self.retire_notify.notified().await;
+    }
+
+    /// Asks the read loop to recompute when the connection idles out: its idle limit
+    /// changed (the contact left the warm part of the table).
+    pub(crate) fn recheck_idle(&self) {
+        // As for `retire`: a permit is kept when nobody waits.
+        self.recheck_notify.notify_one();
+    }
+
+    /// Resolves when [`PeerConn::recheck_idle`] was called (possibly before this call).
+    pub(crate) async fn recheck_wanted(&self) {
+        self.recheck_notify.notified().await;
     }
 
     pub(crate) fn has_pending(&self) -> bool {

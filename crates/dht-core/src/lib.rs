@@ -25,6 +25,7 @@
 mod activity;
 mod config;
 mod conn;
+mod contacts;
 pub mod deadline;
 mod env;
 mod error;

@@ -24,8 +24,12 @@ const PINGS_PER_ROUND: usize = 16;
 const REFRESHES_PER_ROUND: usize = 4;
 /// Records replicated at once.
 const REPLICATION_PARALLELISM: usize = 8;
-/// Records handed to one newly seen node at most.
+/// Records handed to one newly seen node (or on one departure) at most.
 const HANDOFF_LIMIT: usize = 1000;
+/// Contacts closest to this node that are pinged after `neighbour_liveness`: with the
+/// node itself, the replicas of most records it holds (r = 3 by default; a record's
+/// other replicas are among the nearest few of each of them).
+const NEIGHBOURS_WATCHED: usize = 8;
 
 impl Inner {
     /// Starts the upkeep task; it ends with the node.
@@ -56,6 +60,7 @@ impl Inner {
     async fn maintain(self: Arc<Self>) {
         let shortest = [
             self.config.liveness_interval,
+            self.config.neighbour_liveness,
             self.config.refresh_interval,
             self.config.replicate_interval,
         ]
@@ -99,14 +104,27 @@ impl Inner {
         self.activity.round(kind, elapsed, items, failed, now);
     }
 
-    /// Pings contacts that have been quiet for the liveness interval.
+    /// Pings contacts that have been quiet for the liveness interval, and the nearest
+    /// ones (the neighbours that hold our records) after `neighbour_liveness`.
     async fn liveness_round(self: &Arc<Self>) {
         let started = mono_now();
-        let stale = self.routing().stale_contacts(
-            mono_now(),
-            self.config.liveness_interval,
-            PINGS_PER_ROUND,
-        );
+        let stale = {
+            let routing = self.routing();
+            let now = mono_now();
+            let mut stale =
+                routing.stale_neighbours(now, self.config.neighbour_liveness, NEIGHBOURS_WATCHED);
+            for contact in
+                routing.stale_contacts(now, self.config.liveness_interval, PINGS_PER_ROUND)
+            {
+                if stale.len() >= PINGS_PER_ROUND {
+                    break;
+                }
+                if !stale.contains(&contact) {
+                    stale.push(contact);
+                }
+            }
+            stale
+        };
         let pinged = stale.len();
         let mut pings: FuturesUnordered<_> = stale
             .into_iter()
@@ -123,11 +141,11 @@ impl Inner {
     /// Updates the table after a ping: an answer refreshes the contact; the
     /// `ping_failures`-th failure in a row removes it (its bucket's newest replacement
     /// takes its place). Our own limits or shutdown say nothing about the peer.
-    pub(crate) fn record_ping(&self, contact: Contact, outcome: Result<(), RpcError>) {
+    pub(crate) fn record_ping(self: &Arc<Self>, contact: Contact, outcome: Result<(), RpcError>) {
         match outcome {
             Ok(()) => {
                 lock(&self.ping_failures).remove(&contact.id);
-                self.routing().insert(contact, mono_now());
+                self.saw(contact, mono_now());
             }
             // Shutting down, our own limits, or a peer that answered with an error:
             // nothing says the peer is gone. (A peer that answers "overloaded" even after
@@ -148,7 +166,7 @@ impl Inner {
                 };
                 if failures >= self.config.ping_failures {
                     debug!(peer = %contact.id.short(), error = %e, failures, "removing a contact that stopped answering");
-                    self.routing().remove(&contact.id);
+                    self.forget(&contact);
                     lock(&self.ping_failures).remove(&contact.id);
                 }
             }
@@ -258,6 +276,64 @@ impl Inner {
 }
 
 impl Inner {
+    /// Removes `departed` from the routing table. The records this node keeps as one
+    /// of their `r` closest nodes, with `departed` among the others, are handed to the
+    /// contacts that take its place there (as far as our table knows): a replica that
+    /// left is replaced within its removal, not at the next replication.
+    pub(crate) fn forget(self: &Arc<Self>, departed: &Contact) {
+        if self.routing().remove(&departed.id).is_none() || self.store().is_empty() {
+            return;
+        }
+        let (inner, departed) = (self.clone(), *departed);
+        self.tasks.spawn(
+            async move {
+                let records = inner.store().records(inner.unix_now()).unwrap_or_default();
+                let due: Vec<_> = {
+                    let routing = inner.routing();
+                    records
+                        .into_iter()
+                        .filter_map(|record| {
+                            let r = usize::from(record.replication);
+                            // Not one of its replicas: the record is not ours to keep.
+                            if routing.count_closer_than_local(&record.key) >= r {
+                                return None;
+                            }
+                            // With this node, the r - 1 closest contacts are its replicas
+                            // now; `departed` was one if it is closer than the farthest of
+                            // them. Those farther than it may be new among them (several
+                            // at once when several replicas left together): each gets
+                            // the record, which costs one that held it already a STORE.
+                            let others = routing.closest(&record.key, r.saturating_sub(1));
+                            let gone = departed.id.distance(&record.key);
+                            let successors: Vec<Contact> = others
+                                .into_iter()
+                                .filter(|c| c.id.distance(&record.key) > gone)
+                                .collect();
+                            (!successors.is_empty()).then_some((record, successors))
+                        })
+                        .take(HANDOFF_LIMIT)
+                        .collect()
+                };
+                if !due.is_empty() {
+                    debug!(peer = %departed.id.short(), records = due.len(), "handing a departed replica's records to its successors");
+                }
+                let stores: Vec<_> = due
+                    .into_iter()
+                    .flat_map(|(record, successors)| {
+                        successors.into_iter().map(move |c| (record.clone(), c))
+                    })
+                    .collect();
+                let mut work = futures::stream::iter(stores.into_iter().map(|(record, to)| {
+                    let inner = inner.clone();
+                    async move { inner.store_on(&record, &[to], 1, true).await }
+                }))
+                .buffer_unordered(REPLICATION_PARALLELISM);
+                while work.next().await.is_some() {}
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+
     /// `interval` plus up to a quarter of it, at random.
     fn jittered(&self, interval: Duration) -> Duration {
         let jitter = self.with_rng(|rng| rng.gen_range(0.0..0.25));

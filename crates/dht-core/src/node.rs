@@ -1,6 +1,6 @@
 //! The node: shared state, start-up and the answers to peers' requests. Connections
 //! live in [`crate::peers`], requests to peers in [`crate::rpc`], lookups, PUT and GET
-//! in [`crate::ops`].
+//! in [`crate::ops`], the routing table's bookkeeping in [`crate::contacts`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dht_id::{Key, NodeId};
-use dht_routing::{Contact, Diversity, InsertOutcome, RoutingConfig, RoutingTable};
+use dht_routing::{Contact, Diversity, RoutingConfig, RoutingTable};
 use dht_security::HostKey;
 use dht_security::limits::{self, IpGroup};
 use dht_storage::{
@@ -22,13 +22,13 @@ use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::activity::Activity;
 use crate::config::{NodeConfig, StorageBackend};
 use crate::conn::PeerConn;
 use crate::env::{Clock, Environment};
-use crate::error::{Error, RpcError};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::serve::Limiters;
 use crate::stats::{Counters, NodeStats};
@@ -64,7 +64,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Recent lookups and upkeep rounds, and whether the node has joined.
     pub(crate) activity: Activity,
-    pinging: Mutex<HashSet<NodeId>>,
+    pub(crate) pinging: Mutex<HashSet<NodeId>>,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
     /// When each record was last stored here by a peer: replication skips records
@@ -162,7 +162,7 @@ impl Inner {
         };
         synced.map_err(Error::Store)?;
         let saved_contacts = match saved {
-            Ok(Some(blob)) => decode_contacts(&blob, id),
+            Ok(Some(blob)) => crate::contacts::decode_contacts(&blob, id),
             Ok(None) => Vec::new(),
             Err(e) => {
                 warn!(error = %e, "saved contacts unreadable");
@@ -196,6 +196,7 @@ impl Inner {
             id,
             RoutingConfig {
                 k: config.k,
+                wide_buckets: config.wide_buckets,
                 replacement_cache: config.k,
                 diversity: Some(Diversity {
                     per_bucket: config.diversity.0,
@@ -446,68 +447,6 @@ impl Inner {
         }
     }
 
-    /// Records that `contact` was heard from. When its bucket is full, the bucket's
-    /// least-recently-seen contact is pinged (unless heard from recently) and evicted
-    /// only if it does not answer.
-    pub(crate) fn observe(self: &Arc<Self>, contact: Contact) {
-        let now = mono_now();
-        let outcome = self.routing().insert(contact, now);
-        if outcome == InsertOutcome::Inserted && !self.store().is_empty() {
-            self.spawn_handoff(contact);
-        }
-        let InsertOutcome::Pending { oldest } = outcome else {
-            return;
-        };
-        let fresh = self.routing().last_seen(&oldest.id).is_some_and(|seen| {
-            now.saturating_duration_since(seen) < self.config.liveness_interval
-        });
-        if fresh || !lock(&self.pinging).insert(oldest.id) {
-            return;
-        }
-        let inner = self.clone();
-        self.tasks.spawn(
-            async move {
-                match inner.ping(oldest).await {
-                    Ok(()) => {
-                        inner.routing().insert(oldest, mono_now());
-                    }
-                    // Our own limits say nothing about the peer: keep it. (One that
-                    // answers only "overloaded", even after the retries, makes way.)
-                    Err(RpcError::LocalLimit | RpcError::Overloaded | RpcError::Closed) => {}
-                    Err(e) => {
-                        debug!(peer = %oldest.id.short(), error = %e, "evicting contact that failed a ping");
-                        inner.routing().remove(&oldest.id);
-                    }
-                }
-                lock(&inner.pinging).remove(&oldest.id);
-            }
-            .instrument(self.span.clone()),
-        );
-    }
-
-    /// A peer broke the protocol's rules: it leaves the routing table and its
-    /// connection is closed. (It may come back later by proving itself again.)
-    pub(crate) fn penalise(&self, peer: &Contact, reason: &'static str) {
-        warn!(peer = %peer.id.short(), addr = %peer.addr, reason, "penalising peer");
-        Counters::bump(&self.counters.peers_penalised);
-        self.routing().remove(&peer.id);
-        if let Some(conn) = lock(&self.peers).get(&peer.id) {
-            conn.closed.cancel();
-        }
-    }
-
-    /// Saves the routing table's contacts in the store, for the next start.
-    pub(crate) async fn save_contacts(&self) {
-        let blob = encode_contacts(&self.routing().iter().collect::<Vec<_>>());
-        if let Some(Err(e)) = self
-            .store
-            .blocking(move |store| store.save_contacts(&blob))
-            .await
-        {
-            warn!(error = %e, "cannot save contacts");
-        }
-    }
-
     /// Stops every task of the node.
     pub(crate) async fn close(&self) {
         self.shutdown.cancel();
@@ -537,31 +476,6 @@ pub(crate) fn to_wire(record: &Record) -> WireRecord {
         version: record.version,
         replication: record.replication,
     }
-}
-
-/// Contacts as text, one `<id>@<address>` per line.
-fn encode_contacts(contacts: &[Contact]) -> Vec<u8> {
-    let mut text = String::new();
-    for contact in contacts {
-        text.push_str(&format!("{}@{}\n", contact.id, contact.addr));
-    }
-    text.into_bytes()
-}
-
-/// The contacts of [`encode_contacts`]; lines that do not parse (or name this node) are
-/// skipped.
-fn decode_contacts(blob: &[u8], local: NodeId) -> Vec<Contact> {
-    String::from_utf8_lossy(blob)
-        .lines()
-        .filter_map(|line| {
-            let (id, addr) = line.split_once('@')?;
-            Some(Contact {
-                id: id.parse().ok()?,
-                addr: addr.parse().ok()?,
-            })
-        })
-        .filter(|contact| contact.id != local)
-        .collect()
 }
 
 /// The diversity group of any address: its IPv4 /24 or IPv6 /48.

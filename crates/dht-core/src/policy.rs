@@ -1,7 +1,9 @@
 //! Which peer connections a node keeps warm. A connection to a routing-table contact
 //! lives until `idle_timeout` without traffic (liveness pings, which come sooner, keep
-//! it); any other connection (to a peer a lookup met, or one that dialled us and is not
-//! in our table) is transient: it closes after `transient_idle` without traffic, and
+//! it), but only to the k most recently seen contacts of a bucket: a wide far bucket's
+//! other contacts (`wide_buckets`) cost a table entry, not a connection. Any other
+//! connection (to a peer a lookup met, or one that dialled us and is not in our table's
+//! warm part) is transient: it closes after `transient_idle` without traffic, and
 //! beyond [`TRANSIENT_WARM`] of them the least recently used one idle for
 //! [`TRANSIENT_MIN_IDLE`] closes at once. So a node's connections stay bounded by its
 //! table plus a small working set, also while it joins and meets many peers at once,
@@ -23,11 +25,12 @@ pub const TRANSIENT_WARM: usize = 32;
 pub(crate) const TRANSIENT_MIN_IDLE: Duration = Duration::from_secs(1);
 
 impl Inner {
-    /// How long `conn` may stay without traffic: a routing-table contact's connection is
-    /// kept warm (`idle_timeout`); one to any other peer (met through a lookup, or that
-    /// dialled us) is closed sooner (`transient_idle`).
+    /// How long `conn` may stay without traffic: a connection to one of the k most
+    /// recently seen contacts of a bucket is kept warm (`idle_timeout`); one to any other
+    /// peer (met through a lookup, or that dialled us) is closed sooner
+    /// (`transient_idle`).
     pub(crate) fn idle_limit(&self, conn: &PeerConn) -> Duration {
-        if self.routing().contains(&conn.contact.id) {
+        if self.routing().is_core(&conn.contact.id) {
             self.config.idle_timeout
         } else {
             self.config.transient_idle.min(self.config.idle_timeout)
@@ -40,7 +43,7 @@ impl Inner {
     pub(crate) fn trim_transient(&self) {
         // However many of them are in the table, this many cannot exceed the bound.
         let open = lock(&self.peers).len();
-        if open <= TRANSIENT_WARM + self.routing().len() {
+        if open <= TRANSIENT_WARM + self.routing().core_len() {
             return;
         }
         let conns: Vec<Arc<PeerConn>> = lock(&self.peers)
@@ -52,7 +55,7 @@ impl Inner {
             let routing = self.routing();
             conns
                 .into_iter()
-                .filter(|c| !routing.contains(&c.contact.id))
+                .filter(|c| !routing.is_core(&c.contact.id))
                 .collect()
         };
         let Some(excess) = transient.len().checked_sub(TRANSIENT_WARM) else {

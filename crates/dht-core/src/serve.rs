@@ -61,6 +61,10 @@ impl Inner {
                     check.as_mut().reset(next_check());
                     continue;
                 }
+                () = conn.recheck_wanted() => {
+                    check.as_mut().reset(next_check());
+                    continue;
+                }
                 () = partial.started() => {
                     check.as_mut().reset(next_check());
                     continue;

@@ -14,8 +14,10 @@ use crate::activity::{LookupCounts, RecentLookup, UpkeepRound};
 pub struct BucketStatus {
     /// The bucket: how many leading bits its contacts share with this node's id.
     pub index: usize,
-    /// Contacts in it (at most k).
+    /// Contacts in it (at most `capacity`).
     pub contacts: usize,
+    /// Contacts it holds at most: k, more in the farthest buckets (`wide_buckets`).
+    pub capacity: usize,
     /// Candidates in its replacement cache, waiting for a place.
     pub replacements: usize,
 }
@@ -108,6 +110,7 @@ impl crate::node::Inner {
                 .map(|index| BucketStatus {
                     index,
                     contacts: routing.bucket_len(index),
+                    capacity: routing.capacity(index),
                     replacements: routing.replacement_len(index),
                 })
                 .filter(|b| b.contacts + b.replacements > 0)

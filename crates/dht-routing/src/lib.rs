@@ -29,7 +29,7 @@ mod table;
 
 pub use diversity::{Diversity, GroupFn};
 pub use lookup::{Lookup, LookupConfig, LookupResult, LookupState};
-pub use table::{InsertOutcome, RoutingConfig, RoutingTable};
+pub use table::{InsertOutcome, MAX_WIDE_BUCKETS, RoutingConfig, RoutingTable};
 
 /// Default bucket size and number of lookup results ("k" in the Kademlia paper).
 pub const DEFAULT_K: usize = 20;

@@ -35,6 +35,21 @@ impl RoutingTable {
         due
     }
 
+    /// Of the `n` contacts closest to the local node, those not heard from for
+    /// `interval`, least recently seen first. These neighbours hold the records this
+    /// node holds: a node watches them more closely than the rest of its table, so that
+    /// a replica that left is noticed, and replaced, soon.
+    pub fn stale_neighbours(&self, now: Instant, interval: Duration, n: usize) -> Vec<Contact> {
+        let mut stale: Vec<(Instant, Contact)> = self
+            .closest(&self.local_id, n)
+            .into_iter()
+            .filter_map(|contact| Some((self.last_seen(&contact.id)?, contact)))
+            .filter(|(seen, _)| now.saturating_duration_since(*seen) >= interval)
+            .collect();
+        stale.sort_by_key(|(seen, contact)| (*seen, contact.id));
+        stale.into_iter().map(|(_, contact)| contact).collect()
+    }
+
     /// Up to `max` contacts not heard from for `interval`, least recently seen first.
     pub fn stale_contacts(&self, now: Instant, interval: Duration, max: usize) -> Vec<Contact> {
         let mut stale: Vec<(Instant, Contact)> = self
@@ -96,6 +111,35 @@ mod tests {
         assert!(
             table
                 .stale_contacts(now, Duration::from_secs(60), 10)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn stale_neighbours_are_the_quiet_ones_among_the_closest() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let local = Key::random(&mut rng);
+        let mut table = RoutingTable::new(local, RoutingConfig::default());
+        let t0 = Instant::now();
+        // Bucket i's contact is nearer for larger i: the three nearest are 7, 6, 5.
+        let ids: Vec<Key> = (0..8)
+            .map(|i| local.random_in_bucket(i, &mut rng))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            table.insert(contact(*id, 1000 + i as u16), t0);
+        }
+        // The nearest is heard from again later; the far ones stay quiet too.
+        table.insert(contact(ids[7], 1007), t0 + Duration::from_secs(50));
+        let now = t0 + Duration::from_secs(60);
+        let stale = table.stale_neighbours(now, Duration::from_secs(30), 3);
+        assert_eq!(stale.iter().map(|c| c.id).collect::<Vec<_>>(), {
+            let mut quiet = vec![ids[5], ids[6]];
+            quiet.sort();
+            quiet
+        });
+        assert!(
+            table
+                .stale_neighbours(now, Duration::from_secs(90), 3)
                 .is_empty()
         );
     }

@@ -53,6 +53,7 @@ impl Setup {
         let local = Key::random(&mut rng);
         let config = RoutingConfig {
             k,
+            wide_buckets: 0,
             replacement_cache: cache,
             diversity: Some(Diversity {
                 per_bucket,

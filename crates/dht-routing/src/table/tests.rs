@@ -11,10 +11,15 @@ fn contact(id: NodeId, port: u16) -> Contact {
 }
 
 fn table(local: NodeId, k: usize, cache: usize) -> RoutingTable {
+    wide_table(local, k, cache, 0)
+}
+
+fn wide_table(local: NodeId, k: usize, cache: usize, wide_buckets: usize) -> RoutingTable {
     RoutingTable::new(
         local,
         RoutingConfig {
             k,
+            wide_buckets,
             replacement_cache: cache,
             diversity: None,
         },
@@ -31,10 +36,11 @@ fn brute_force(table: &RoutingTable, target: &Key, n: usize) -> Vec<Contact> {
 proptest! {
     #[test]
     fn closest_is_exact(seed in any::<u64>(), count in 0usize..300, k in 1usize..8,
-                        cache in 0usize..4, n in 1usize..=40, target_kind in 0u8..4) {
+                        cache in 0usize..4, n in 1usize..=40, target_kind in 0u8..4,
+                        wide in 0usize..4) {
         let mut rng = StdRng::seed_from_u64(seed);
         let local = Key::random(&mut rng);
-        let mut t = table(local, k, cache);
+        let mut t = wide_table(local, k, cache, wide);
         let t0 = Instant::now();
         let mut ids = Vec::new();
         for i in 0..count {
@@ -71,7 +77,9 @@ proptest! {
             prop_assert!(!t.is_pending(&c.id));
         }
         for i in 0..KEY_BITS {
-            prop_assert!(t.bucket_len(i) <= k);
+            let capacity = if i < wide { k << (wide - i) } else { k };
+            prop_assert_eq!(t.capacity(i), capacity);
+            prop_assert!(t.bucket_len(i) <= capacity);
             prop_assert!(t.replacement_len(i) <= cache);
             for (c, _) in t.bucket_entries(i) {
                 prop_assert_eq!(local.bucket_index(&c.id), Some(i));
@@ -141,6 +149,65 @@ fn full_bucket_pending_and_replacement() {
     assert_eq!(t.len(), 2);
     assert_eq!(t.remove(&ids[1]), None);
     assert_eq!(t.insert(contact(ids[3], 3), at(7)), InsertOutcome::Inserted);
+}
+
+#[test]
+fn wide_buckets_hold_more_of_the_far_id_space() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let local = Key::random(&mut rng);
+    let (k, now) = (4, Instant::now());
+    let mut plain = table(local, k, 0);
+    let mut wide = wide_table(local, k, 0, 2);
+    // Bucket 0 takes 4k contacts, bucket 1 2k, bucket 2 and the rest k.
+    for (bucket, fits) in [(0, 4 * k), (1, 2 * k), (2, k), (5, k)] {
+        for i in 0..fits + 1 {
+            let c = contact(local.random_in_bucket(bucket, &mut rng), i as u16);
+            let expected = if i < fits {
+                InsertOutcome::Inserted
+            } else {
+                InsertOutcome::Pending {
+                    oldest: wide.bucket_entries(bucket).next().unwrap().0,
+                }
+            };
+            assert_eq!(
+                wide.insert(c, now),
+                expected,
+                "bucket {bucket}, contact {i}"
+            );
+            plain.insert(c, now);
+        }
+        assert_eq!(wide.bucket_len(bucket), fits);
+        assert_eq!(plain.bucket_len(bucket), k);
+    }
+    // So a target in the far half finds closer contacts in the wide table.
+    let closer = (0..64)
+        .filter(|_| {
+            let target = local.random_in_bucket(0, &mut rng);
+            let best = |t: &RoutingTable| t.closest(&target, 1)[0].id.distance(&target);
+            best(&wide) < best(&plain)
+        })
+        .count();
+    assert!(
+        closer > 32,
+        "the wide table was closer for {closer} of 64 targets"
+    );
+    // Only the k most recently seen of a wide bucket are its core.
+    let bucket0: Vec<Contact> = wide.bucket_entries(0).map(|(c, _)| c).collect();
+    let core: Vec<bool> = bucket0.iter().map(|c| wide.is_core(&c.id)).collect();
+    assert_eq!(core, (0..4 * k).map(|i| i >= 3 * k).collect::<Vec<_>>());
+    assert_eq!(wide.core_len(), 4 * k);
+    assert_eq!(plain.core_len(), plain.len());
+    // Seen again, the oldest becomes core, and the oldest of the rest drops out of it.
+    assert_eq!(wide.core_edge(&bucket0[0].id), Some(bucket0[3 * k - 1]));
+    wide.insert(bucket0[0], now + Duration::from_secs(1));
+    assert!(wide.is_core(&bucket0[0].id));
+    assert!(!wide.is_core(&bucket0[3 * k].id));
+    assert_eq!(wide.core_edge(&bucket0[0].id), Some(bucket0[3 * k]));
+    assert_eq!(plain.core_edge(&bucket0[0].id), None);
+    assert!(!wide.is_core(&local));
+    // Widening is bounded.
+    let capped = wide_table(local, 1, 0, 100);
+    assert_eq!(capped.capacity(0), 1 << MAX_WIDE_BUCKETS);
 }
 
 #[test]
