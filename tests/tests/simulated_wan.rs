@@ -118,3 +118,61 @@ async fn simulated_authentication_costs_what_tls_costs() -> anyhow::Result<()> {
     assert_eq!(first_pings, vec![3 * RTT, 3 * RTT, RTT]);
     Ok(())
 }
+
+/// A GET whose lookup gave up on the replicas (each slower to answer than the lookup's
+/// peer timeout, but within the RPC timeout) still reads their answers: it finds the
+/// value instead of reporting none.
+#[tokio::test(start_paused = true)]
+async fn a_get_waits_for_replicas_slower_than_the_peer_timeout() -> anyhow::Result<()> {
+    let slow: Arc<std::sync::Mutex<Vec<IpAddr>>> = Arc::default();
+    let delay = {
+        let slow = slow.clone();
+        move |a: IpAddr, b: IpAddr| {
+            let slow = slow.lock().unwrap_or_else(|e| e.into_inner());
+            if slow.contains(&a) || slow.contains(&b) {
+                6 * RTT
+            } else {
+                RTT
+            }
+        }
+    };
+    let net = SimNetwork::new(7, 1, 0.0, delay);
+    let first = start(&net, 1, &[]).await?;
+    let entry = first.listen_addr();
+    let mut nodes = vec![first];
+    for n in 2..=8 {
+        nodes.push(start(&net, n, &[entry]).await?);
+    }
+    let key = Key::sha256(b"slow replicas");
+    nodes[0]
+        .put(key, Bytes::from_static(b"v"), PutOptions::default())
+        .await?;
+    // Every holder now answers in 600 ms at best, above the peer timeout (500 ms).
+    let holders: Vec<IpAddr> = nodes
+        .iter()
+        .filter(|node| node.holds(&key))
+        .map(|node| node.listen_addr().ip())
+        .collect();
+    assert!(holders.len() >= 3, "{holders:?}");
+    slow.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(&holders);
+    // A reader with an RPC timeout long enough for a slow holder's cold connection.
+    let reader = start_with(
+        &net,
+        9,
+        dht_core::NodeConfig {
+            rpc_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            ..test_config(&[entry])
+        },
+    )
+    .await?;
+    assert!(!reader.holds(&key));
+    assert_eq!(reader.get(key).await?.as_deref(), Some(&b"v"[..]));
+    reader.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}

@@ -100,6 +100,9 @@ impl Inner {
         let mut record = None;
         let mut enough = false;
         loop {
+            if record.is_some() && lookup.is_finished() {
+                break;
+            }
             if !enough {
                 while let LookupState::Query(contact) = lookup.next(mono_now()) {
                     let inner = self.clone();
@@ -109,7 +112,13 @@ impl Inner {
                     });
                 }
                 if lookup.is_finished() {
-                    break;
+                    // A GET that has not found the value still reads the answers on
+                    // their way (each ends within the RPC timeout): a replica slower
+                    // than the peer timeout is skipped by the lookup's end, not by us.
+                    if !want_value || record.is_some() || in_flight.is_empty() {
+                        break;
+                    }
+                    enough = true;
                 }
             }
             // Having enough, only the requests in flight are waited for (each ends
