@@ -59,6 +59,21 @@ async fn network(n: usize) -> (Arc<Node>, Vec<Arc<Node>>) {
     (bootstrap, nodes)
 }
 
+/// PUTs `keys[i]` = "value i" (r = 3) from the nodes in turn; each must reach 3 replicas.
+async fn put_all(nodes: &[Arc<Node>], keys: &[Key]) {
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 3,
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let report = nodes[i % nodes.len()]
+            .put(*key, Bytes::from(format!("value {i}")), options)
+            .await
+            .expect("put");
+        assert_eq!(report.replicas, 3);
+    }
+}
+
 fn closest(live: &[Arc<Node>], key: &Key, r: usize) -> Vec<NodeId> {
     let mut ids: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
     ids.sort_by_key(|id| id.distance(key));
@@ -104,17 +119,7 @@ async fn records_return_to_their_closest_live_nodes_after_churn() {
     let keys: Vec<Key> = (0..200)
         .map(|i| Key::sha256(format!("churn/{i}").as_bytes()))
         .collect();
-    let options = PutOptions {
-        ttl: Duration::from_secs(600),
-        replication: 3,
-    };
-    for (i, key) in keys.iter().enumerate() {
-        let report = nodes[i % nodes.len()]
-            .put(*key, Bytes::from(format!("value {i}")), options)
-            .await
-            .expect("put");
-        assert_eq!(report.replicas, 3);
-    }
+    put_all(&nodes, &keys).await;
     let holders_before: Vec<Vec<NodeId>> = keys
         .iter()
         .map(|key| {
@@ -232,17 +237,7 @@ async fn a_departed_replica_is_replaced_without_waiting_for_replication() {
     let keys: Vec<Key> = (0..30)
         .map(|i| Key::sha256(format!("departed/{i}").as_bytes()))
         .collect();
-    let options = PutOptions {
-        ttl: Duration::from_secs(600),
-        replication: 3,
-    };
-    for (i, key) in keys.iter().enumerate() {
-        let report = nodes[i % nodes.len()]
-            .put(*key, Bytes::from(format!("value {i}")), options)
-            .await
-            .expect("put");
-        assert_eq!(report.replicas, 3);
-    }
+    put_all(&nodes, &keys).await;
     let on_closest = |live: &[Arc<Node>]| {
         keys.iter().all(|key| {
             closest(live, key, 3).iter().all(|id| {
@@ -385,6 +380,7 @@ async fn a_full_bucket_takes_its_newcomer_when_the_old_contact_dies() {
     // One contact per bucket: a second peer of the same bucket must wait.
     let a = Node::start(NodeConfig {
         k: 1,
+        wide_buckets: 0,
         alpha: 1,
         min_replication: 1,
         ..config(&[])

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dht_routing::Contact;
+use dht_routing::{Contact, RoutingTable};
+use dht_storage::Record;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
@@ -247,24 +248,14 @@ impl Inner {
         let inner = self.clone();
         self.tasks.spawn(
             async move {
-                let records = inner.store().records(inner.unix_now()).unwrap_or_default();
-                let due: Vec<_> = {
-                    let routing = inner.routing();
-                    records
-                        .into_iter()
-                        .filter(|record| {
-                            routing
-                                .closest(&record.key, usize::from(record.replication))
-                                .iter()
-                                .any(|c| c.id == newcomer.id)
-                        })
-                        .take(HANDOFF_LIMIT)
-                        .collect()
-                };
+                let due = inner.records_to_hand(|routing, record| {
+                    let closest = routing.closest(&record.key, usize::from(record.replication));
+                    closest.iter().any(|c| c.id == newcomer.id).then(|| vec![newcomer])
+                });
                 if !due.is_empty() {
                     debug!(peer = %newcomer.id.short(), records = due.len(), "handing records to a new neighbour");
                 }
-                for record in due {
+                for (record, _) in due {
                     if inner.store_on(&record, &[newcomer], 1, true).await == 0 {
                         break;
                     }
@@ -272,6 +263,24 @@ impl Inner {
             }
             .instrument(self.span.clone()),
         );
+    }
+
+    /// Up to [`HANDOFF_LIMIT`] of the records held, each with the contacts `pick` says
+    /// should receive it (`None`: none), decided under one look at the routing table.
+    fn records_to_hand(
+        &self,
+        pick: impl Fn(&RoutingTable, &Record) -> Option<Vec<Contact>>,
+    ) -> Vec<(Record, Vec<Contact>)> {
+        let records = self.store().records(self.unix_now()).unwrap_or_default();
+        let routing = self.routing();
+        records
+            .into_iter()
+            .filter_map(|record| {
+                let to = pick(&routing, &record)?;
+                Some((record, to))
+            })
+            .take(HANDOFF_LIMIT)
+            .collect()
     }
 }
 
@@ -287,33 +296,25 @@ impl Inner {
         let (inner, departed) = (self.clone(), *departed);
         self.tasks.spawn(
             async move {
-                let records = inner.store().records(inner.unix_now()).unwrap_or_default();
-                let due: Vec<_> = {
-                    let routing = inner.routing();
-                    records
+                let due = inner.records_to_hand(|routing, record| {
+                    let r = usize::from(record.replication);
+                    // Not one of its replicas: the record is not ours to keep.
+                    if routing.count_closer_than_local(&record.key) >= r {
+                        return None;
+                    }
+                    // With this node, the r - 1 closest contacts are its replicas now;
+                    // `departed` was one if it is closer than the farthest of them.
+                    // Those farther than it may be new among them (several at once
+                    // when several replicas left together): each gets the record,
+                    // which costs one that held it already a STORE.
+                    let gone = departed.id.distance(&record.key);
+                    let successors: Vec<Contact> = routing
+                        .closest(&record.key, r.saturating_sub(1))
                         .into_iter()
-                        .filter_map(|record| {
-                            let r = usize::from(record.replication);
-                            // Not one of its replicas: the record is not ours to keep.
-                            if routing.count_closer_than_local(&record.key) >= r {
-                                return None;
-                            }
-                            // With this node, the r - 1 closest contacts are its replicas
-                            // now; `departed` was one if it is closer than the farthest of
-                            // them. Those farther than it may be new among them (several
-                            // at once when several replicas left together): each gets
-                            // the record, which costs one that held it already a STORE.
-                            let others = routing.closest(&record.key, r.saturating_sub(1));
-                            let gone = departed.id.distance(&record.key);
-                            let successors: Vec<Contact> = others
-                                .into_iter()
-                                .filter(|c| c.id.distance(&record.key) > gone)
-                                .collect();
-                            (!successors.is_empty()).then_some((record, successors))
-                        })
-                        .take(HANDOFF_LIMIT)
-                        .collect()
-                };
+                        .filter(|c| c.id.distance(&record.key) > gone)
+                        .collect();
+                    (!successors.is_empty()).then_some(successors)
+                });
                 if !due.is_empty() {
                     debug!(peer = %departed.id.short(), records = due.len(), "handing a departed replica's records to its successors");
                 }
