@@ -74,6 +74,17 @@ async fn put_all(nodes: &[Arc<Node>], keys: &[Key]) {
     }
 }
 
+/// Whether every key is held by each of its 3 closest nodes of `live`.
+fn on_closest(live: &[Arc<Node>], keys: &[Key]) -> bool {
+    keys.iter().all(|key| {
+        closest(live, key, 3).iter().all(|id| {
+            live.iter()
+                .find(|n| n.id() == *id)
+                .is_some_and(|n| n.holds(key))
+        })
+    })
+}
+
 fn closest(live: &[Arc<Node>], key: &Key, r: usize) -> Vec<NodeId> {
     let mut ids: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
     ids.sort_by_key(|id| id.distance(key));
@@ -165,15 +176,7 @@ async fn records_return_to_their_closest_live_nodes_after_churn() {
     }
     let mut live = nodes.clone();
     live.push(bootstrap.clone());
-    let all_restored = || {
-        keys.iter().all(|key| {
-            closest(&live, key, 3).iter().all(|id| {
-                live.iter()
-                    .find(|n| n.id() == *id)
-                    .is_some_and(|n| n.holds(key))
-            })
-        })
-    };
+    let all_restored = || on_closest(&live, &keys);
     // Losing holders left some key short of its 3 closest live nodes: the copies that
     // replication must make.
     let new_copies_needed = keys
@@ -239,16 +242,10 @@ async fn a_departed_replica_is_replaced_without_waiting_for_replication() {
         .map(|i| Key::sha256(format!("departed/{i}").as_bytes()))
         .collect();
     put_all(&nodes, &keys).await;
-    let on_closest = |live: &[Arc<Node>]| {
-        keys.iter().all(|key| {
-            closest(live, key, 3).iter().all(|id| {
-                live.iter()
-                    .find(|n| n.id() == *id)
-                    .is_some_and(|n| n.holds(key))
-            })
-        })
-    };
-    assert!(on_closest(&all), "a PUT missed one of the 3 closest nodes");
+    assert!(
+        on_closest(&all, &keys),
+        "a PUT missed one of the 3 closest nodes"
+    );
     // Three nodes go (the bootstrap node stays), each a replica of some key, never
     // every replica of one.
     let mut going: Vec<NodeId> = Vec::new();
@@ -277,15 +274,7 @@ async fn a_departed_replica_is_replaced_without_waiting_for_replication() {
         }
     }
     live.push(bootstrap.clone());
-    let restored = || {
-        keys.iter().all(|key| {
-            closest(&live, key, 3).iter().all(|id| {
-                live.iter()
-                    .find(|n| n.id() == *id)
-                    .is_some_and(|n| n.holds(key))
-            })
-        })
-    };
+    let restored = || on_closest(&live, &keys);
     assert!(
         !restored(),
         "the departures took no copy that needs replacing"

@@ -19,8 +19,15 @@ impl Inner {
     pub(crate) fn saw(&self, contact: Contact, now: std::time::Instant) -> InsertOutcome {
         let (outcome, edge) = {
             let mut routing = self.routing();
+            // A contact already in the core moves within it: nobody leaves.
+            let was_core = routing.is_core(&contact.id);
             let outcome = routing.insert(contact, now);
-            (outcome, routing.core_edge(&contact.id))
+            let edge = if was_core {
+                None
+            } else {
+                routing.core_edge(&contact.id)
+            };
+            (outcome, edge)
         };
         if matches!(outcome, InsertOutcome::Inserted | InsertOutcome::Updated) {
             if let Some(conn) = edge.and_then(|edge| lock(&self.peers).get(&edge.id).cloned()) {
