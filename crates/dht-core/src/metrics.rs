@@ -429,7 +429,7 @@ impl Collector for NodeCollector {
             "Bytes of records (keys and values) in the local store",
             to_i64(stats.stored_bytes),
         )?;
-        let rejected: [(&'static str, u64); 10] = [
+        let rejected: [(&'static str, u64); 11] = [
             ("handshake_failed", stats.handshakes_refused),
             ("per_ip_connection_limit", stats.connections_refused_ip),
             ("connection_limit", stats.connections_refused_full),
@@ -438,6 +438,7 @@ impl Collector for NodeCollector {
             ("unsolicited_answer", stats.frames_unsolicited),
             ("rate_limited", stats.requests_rate_limited),
             ("contacts_without_pow", stats.contacts_rejected_pow),
+            ("value_held_back", stats.values_held_back),
             ("store_quota", stats.stores_refused_quota),
             ("peer_penalised", stats.peers_penalised),
         ];

@@ -23,6 +23,41 @@ use crate::stats::Counters;
 /// Saved contacts dialled at once when rejoining.
 const SAVED_CONTACTS_TRIED: usize = 16;
 
+/// How much farther than the expected distance of a key's r-th closest node a peer
+/// that returns a value may be and still end the GET at once.
+const REPLICA_RADIUS_MARGIN: f64 = 3.0;
+
+/// Whether a value a peer returns may end a GET at once. Values are not signed: what
+/// vouches for one is who holds it, the nodes closest to the key, whose ids cost proof
+/// of work to place there. A peer qualifies when fewer than r live peers the lookup
+/// knows are closer to the key, and when it lies within the radius where the density of
+/// this node's own neighbourhood puts the key's r closest nodes (times a margin), so that
+/// an attacker's ids minted merely near the key, met on the way, cannot end the lookup
+/// with a forged value. A value from any other peer is held back: the lookup goes on,
+/// and ends with the value of the closest peer that gave one once the r closest it knows
+/// have answered (or when it ends by itself), which keeps keys readable while their
+/// replicas move (a key whose closest nodes have not received it yet).
+struct Vouching {
+    /// r: the least replication of a record.
+    replicas: usize,
+    /// Distance (as a float) within which the key's r closest nodes are expected.
+    radius: f64,
+}
+
+impl Vouching {
+    fn vouches(&self, peer: &Contact, lookup: &Lookup) -> bool {
+        lookup.closer_known(&peer.id) < self.replicas
+            && lookup.target().distance(&peer.id).to_f64() <= self.radius
+    }
+}
+
+/// A value held back, from the closest peer that gave one.
+struct Held {
+    distance: dht_id::Distance,
+    record: Record,
+    from: Contact,
+}
+
 /// Statistics of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LookupStats {
@@ -96,8 +131,10 @@ impl Inner {
         if let Some(needed) = needed {
             lookup = lookup.stall_width(needed);
         }
+        let vouching = want_value.then(|| self.vouching());
         let mut in_flight = FuturesUnordered::new();
         let mut record = None;
+        let mut held: Option<Held> = None;
         let mut enough = false;
         loop {
             if record.is_some() && lookup.is_finished() {
@@ -153,8 +190,17 @@ impl Inner {
                             let found = self.accept_remote(found, self.unix_now());
                             match found {
                                 Some(found) if found.key == target && !found.is_expired(self.unix_now()) => {
-                                    record = Some(found);
-                                    lookup.on_value(&contact.id, now);
+                                    if vouching.as_ref().is_some_and(|v| v.vouches(&contact, &lookup)) {
+                                        record = Some(found);
+                                        lookup.on_value(&contact.id, now);
+                                    } else {
+                                        Counters::bump(&self.counters.values_held_back);
+                                        let distance = target.distance(&contact.id);
+                                        if held.as_ref().is_none_or(|h| distance < h.distance) {
+                                            held = Some(Held { distance, record: found, from: contact });
+                                        }
+                                        lookup.on_success(&contact.id, std::iter::empty(), now);
+                                    }
                                 }
                                 _ => {
                                     debug!(peer = %contact.id.short(), "peer returned a wrong, expired or future record");
@@ -175,8 +221,24 @@ impl Inner {
                 () = sleep_until(wake) => {}
                 () = self.shutdown.cancelled() => break,
             }
+            // A value held back is the answer once the closest peers known have all
+            // answered without a closer one.
+            if record.is_none()
+                && held.is_some()
+                && vouching
+                    .as_ref()
+                    .is_some_and(|v| lookup.settled_closest(v.replicas).is_some())
+            {
+                break;
+            }
         }
-        let result = lookup.into_result();
+        let mut result = lookup.into_result();
+        if record.is_none() {
+            if let Some(held) = held {
+                result.value_from = Some(held.from);
+                record = Some(held.record);
+            }
+        }
         let kind = if want_value {
             LookupKind::FindValue
         } else {
@@ -195,6 +257,23 @@ impl Inner {
             self.activity.lookup(kind, elapsed, succeeded, now);
         }
         Found { result, record }
+    }
+
+    /// What lets a GET trust a value at once (see [`Vouching`]).
+    fn vouching(&self) -> Vouching {
+        let k = self.config.k;
+        let replicas = usize::from(self.config.min_replication);
+        let neighbours = self.routing().closest(&self.id, k);
+        // k nodes within d_k of this node: the r closest to any key are expected within
+        // r/k of that.
+        let radius = match neighbours.get(k - 1) {
+            Some(kth) if neighbours.len() == k => {
+                self.id.distance(&kth.id).to_f64() * replicas as f64 / k as f64
+                    * REPLICA_RADIUS_MARGIN
+            }
+            _ => f64::INFINITY,
+        };
+        Vouching { replicas, radius }
     }
 
     async fn query(

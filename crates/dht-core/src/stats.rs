@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     pub(crate) frames_unsolicited: AtomicU64,
     pub(crate) requests_rate_limited: AtomicU64,
     pub(crate) contacts_rejected_pow: AtomicU64,
+    pub(crate) values_held_back: AtomicU64,
     pub(crate) peers_penalised: AtomicU64,
     pub(crate) stores_refused_quota: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
@@ -75,6 +76,9 @@ pub struct NodeStats {
     pub requests_rate_limited: u64,
     /// Contacts refused for lacking proof of work.
     pub contacts_rejected_pow: u64,
+    /// Values a GET did not take at once, because the peer that gave one was not among
+    /// the key's expected closest nodes (see `Vouching` in ops.rs).
+    pub values_held_back: u64,
     /// Peers removed from the routing table for breaking the protocol.
     pub peers_penalised: u64,
     /// STOREs refused by the per-peer storage quota.
@@ -101,6 +105,7 @@ impl NodeStats {
             frames_unsolicited: Counters::get(&c.frames_unsolicited),
             requests_rate_limited: Counters::get(&c.requests_rate_limited),
             contacts_rejected_pow: Counters::get(&c.contacts_rejected_pow),
+            values_held_back: Counters::get(&c.values_held_back),
             peers_penalised: Counters::get(&c.peers_penalised),
             stores_refused_quota: Counters::get(&c.stores_refused_quota),
             requests_sent: Counters::get(&c.requests_sent),

@@ -213,6 +213,14 @@ impl Distance {
         &self.0
     }
 
+    /// The distance as a float (53 significant bits), for estimates such as how many
+    /// nodes a radius holds.
+    pub fn to_f64(&self) -> f64 {
+        self.0
+            .iter()
+            .fold(0.0, |acc, byte| acc * 256.0 + f64::from(*byte))
+    }
+
     /// Number of leading zero bits (256 for distance zero).
     pub fn leading_zeros(&self) -> u32 {
         let mut zeros = 0;
@@ -315,6 +323,20 @@ mod tests {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let y = x.random_in_bucket(bucket, &mut rng);
             prop_assert_eq!(x.bucket_index(&y), Some(bucket));
+        }
+
+        #[test]
+        fn to_f64_keeps_the_order_of_distances(x in key(), y in key(), z in key()) {
+            let (dy, dz) = (x.distance(&y), x.distance(&z));
+            if dy < dz {
+                prop_assert!(dy.to_f64() <= dz.to_f64());
+            }
+            let bits = KEY_BITS as i32 - dy.leading_zeros() as i32;
+            if bits > 0 {
+                // Within a factor of two of 2^(bits - 1), as the highest bit says.
+                let value = dy.to_f64();
+                prop_assert!(value >= 2f64.powi(bits - 1) && value < 2f64.powi(bits));
+            }
         }
 
         #[test]

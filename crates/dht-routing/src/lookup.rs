@@ -315,6 +315,17 @@ impl Lookup {
         true
     }
 
+    /// Live peers the lookup knows (asked or not; failed and unresponsive ones aside)
+    /// that are closer to the target than `peer`.
+    pub fn closer_known(&self, peer: &NodeId) -> usize {
+        self.peers
+            .range(..self.target.distance(peer))
+            .filter(|(_, entry)| {
+                !matches!(entry.state, PeerState::Failed | PeerState::Unresponsive)
+            })
+            .count()
+    }
+
     /// Earliest instant at which [`Lookup::next`] could change state by itself (a per-peer
     /// timeout of an in-flight peer or the overall deadline); `None` if finished.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -545,6 +556,31 @@ mod tests {
             .map(|p| p.contact)
             .collect();
         assert_eq!(kept, union);
+    }
+
+    #[test]
+    fn closer_known_counts_live_peers_before_the_one_asked_about() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let now = Instant::now();
+        let target = Key::random(&mut rng);
+        let mut seeds = random_contacts(&mut rng, 5);
+        seeds.sort_by_key(|c| c.id.distance(&target));
+        let mut lookup = Lookup::new(
+            target,
+            Key::random(&mut rng),
+            seeds.clone(),
+            config(5, 1),
+            now,
+        );
+        assert_eq!(lookup.closer_known(&seeds[0].id), 0);
+        assert_eq!(lookup.closer_known(&seeds[4].id), 4);
+        // Asked and failed: it no longer counts.
+        let LookupState::Query(first) = lookup.next(now) else {
+            panic!("expected a query");
+        };
+        assert_eq!(first, seeds[0]);
+        assert!(lookup.on_failure(&first.id, now));
+        assert_eq!(lookup.closer_known(&seeds[4].id), 3);
     }
 
     #[test]
