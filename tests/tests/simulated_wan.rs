@@ -176,3 +176,82 @@ async fn a_get_waits_for_replicas_slower_than_the_peer_timeout() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// A GET that asks one peer at a time (α = 1) meets the two nodes closest to the key
+/// hung (connections open, nothing answered): it waits for each what answers over an
+/// open connection take here, not the whole peer timeout (2 s); and once they are known
+/// quiet, a FIND_NODE lookup, which waits the whole peer timeout for a peer not known
+/// so, does not wait for them either.
+#[tokio::test(start_paused = true)]
+async fn lookups_wait_for_a_hung_peer_what_answers_take_not_the_whole_timeout() -> anyhow::Result<()>
+{
+    let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
+    net.authenticate_peers(1);
+    let first = start(&net, 1, &[]).await?;
+    let entry = first.listen_addr();
+    let mut nodes = vec![first];
+    for n in 2..=8 {
+        nodes.push(start(&net, n, &[entry]).await?);
+    }
+    let reader = start_with(
+        &net,
+        9,
+        dht_core::NodeConfig {
+            alpha: 1,
+            lookup_peer_timeout: Duration::from_secs(2),
+            rpc_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            ..test_config(&[entry])
+        },
+    )
+    .await?;
+    // The reader has talked to every node over the connection it keeps.
+    for node in &nodes {
+        reader.ping(node.contact()).await?;
+    }
+    // A key whose four closest nodes do not include the reader.
+    let key = (0u32..)
+        .map(|i| Key::sha256(&i.to_be_bytes()))
+        .find(|key| {
+            let reader_distance = reader.id().distance(key);
+            nodes
+                .iter()
+                .filter(|node| node.id().distance(key) < reader_distance)
+                .count()
+                >= 4
+        })
+        .expect("some key");
+    nodes[0]
+        .put(key, Bytes::from_static(b"v"), PutOptions::default())
+        .await?;
+    let mut holders: Vec<&Node> = nodes.iter().filter(|node| node.holds(&key)).collect();
+    holders.sort_by_key(|node| node.id().distance(&key));
+    assert!(holders.len() >= 3 && !reader.holds(&key));
+    net.silence(holders[..2].iter().map(|node| node.listen_addr().ip()));
+
+    let get = Instant::now();
+    assert_eq!(reader.get(key).await?.as_deref(), Some(&b"v"[..]));
+    let took = get.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "two hung peers cost the GET {took:?}"
+    );
+    let lookup = Instant::now();
+    let (closest, _) = reader.find_closest(key).await;
+    let took = lookup.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "two peers known quiet cost the lookup {took:?}"
+    );
+    assert!(
+        closest
+            .iter()
+            .all(|c| c.id != holders[0].id() && c.id != holders[1].id())
+    );
+
+    reader.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}

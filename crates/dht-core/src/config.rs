@@ -148,7 +148,9 @@ pub struct NodeConfig {
     /// Time allowed for one request to a peer (`rpc_timeout_ms`, 2000 ms).
     pub rpc_timeout: Duration,
     /// After this, a lookup stops waiting for a slow peer and asks another
-    /// (`lookup_peer_timeout_ms`, 1000 ms); a late answer still counts.
+    /// (`lookup_peer_timeout_ms`, 1000 ms); a late answer still counts. The most a
+    /// lookup waits: a GET waits what answers usually take when that is less, and every
+    /// lookup waits only briefly for a peer found quiet lately (answer_times.rs).
     pub lookup_peer_timeout: Duration,
     /// Overall deadline of one lookup (`lookup_deadline_ms`, 10000 ms).
     pub lookup_deadline: Duration,

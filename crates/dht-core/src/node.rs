@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) received: Mutex<HashMap<Key, std::time::Instant>>,
     /// Failed pings in a row of routing-table contacts (see `record_ping`).
     pub(crate) ping_failures: Mutex<HashMap<NodeId, u32>>,
+    /// How long peers take to answer (a GET's per-peer timeout).
+    pub(crate) answer_times: crate::answer_times::AnswerTimes,
     next_conn_seq: AtomicU64,
     last_version: AtomicU64,
     pub(crate) shutdown: CancellationToken,
@@ -226,6 +228,7 @@ impl Inner {
             saved_contacts: Mutex::new(saved_contacts),
             received: Mutex::new(HashMap::new()),
             ping_failures: Mutex::new(HashMap::new()),
+            answer_times: Default::default(),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
             ip_conns: Arc::new(Mutex::new(HashMap::new())),

@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
 use crate::activity::{LookupKind, UpkeepKind};
+use crate::answer_times::MIN_PEER_TIMEOUT;
 use crate::error::{Error, RpcError};
 use crate::node::{Inner, mono_now};
 use crate::stats::Counters;
@@ -142,6 +143,19 @@ impl Inner {
             }
             if !enough {
                 while let LookupState::Query(contact) = lookup.next(mono_now()) {
+                    let now = mono_now();
+                    if self.answer_times.is_quiet(&contact.id, now) {
+                        // Found silent lately: asked, but not waited for.
+                        let wait = MIN_PEER_TIMEOUT.min(self.config.lookup_peer_timeout);
+                        lookup.answer_due(&contact.id, now + wait);
+                    } else if want_value {
+                        // A GET waits for each peer what its answers usually take.
+                        let warm = self.usable_conn(&contact.id, contact.addr).is_some();
+                        let wait = self
+                            .answer_times
+                            .peer_timeout(warm, self.config.lookup_peer_timeout);
+                        lookup.answer_due(&contact.id, now + wait);
+                    }
                     let inner = self.clone();
                     in_flight.push(async move {
                         let answer = inner.query(contact, target, want_value).await;
@@ -152,7 +166,9 @@ impl Inner {
                     // A GET that has not found the value still reads the answers on
                     // their way (each ends within the RPC timeout): a replica slower
                     // than the peer timeout is skipped by the lookup's end, not by us.
-                    if !want_value || record.is_some() || in_flight.is_empty() {
+                    // A value held back is the answer by now: every peer closer than
+                    // its giver has answered or is unresponsive.
+                    if !want_value || record.is_some() || held.is_some() || in_flight.is_empty() {
                         break;
                     }
                     enough = true;
@@ -233,6 +249,11 @@ impl Inner {
             }
         }
         let mut result = lookup.into_result();
+        // Peers that let their time pass unanswered: later lookups do not wait for them
+        // until they answer again.
+        for quiet in &result.unresponsive {
+            self.answer_times.went_quiet(quiet.id, mono_now());
+        }
         if record.is_none() {
             if let Some(held) = held {
                 result.value_from = Some(held.from);

@@ -53,6 +53,14 @@ impl Inner {
             }
             pause *= 2;
         };
+        match &result {
+            Err(RpcError::Timeout | RpcError::Connect(_)) if !self.shutdown.is_cancelled() => {
+                self.answer_times
+                    .went_quiet(contact.id, crate::node::mono_now());
+            }
+            Err(RpcError::Timeout | RpcError::Connect(_)) => {}
+            Err(_) | Ok(_) => self.answer_times.answered(&contact.id),
+        }
         self.metrics.rpc(
             kind,
             crate::metrics::rpc_outcome(&result),
@@ -67,21 +75,33 @@ impl Inner {
         message: PeerMessage,
     ) -> Result<PeerMessage, RpcError> {
         let timeout = self.config.rpc_timeout;
+        let started = tokio::time::Instant::now();
+        // Lookups' answers and pings time the network; a STORE's answer waits on the
+        // peer's disk too.
+        let timed = matches!(
+            message,
+            PeerMessage::FindNode { .. } | PeerMessage::FindValue { .. } | PeerMessage::Ping
+        );
         let reused = self.usable_conn(&contact.id, contact.addr);
         let conn = match reused.clone() {
             Some(conn) => conn,
             None => self.connection(Some(contact.id), contact.addr).await?,
         };
+        let mut warm = reused.is_some();
         let answer = match conn.request(message.clone(), timeout).await {
             // The peer closed the connection we reused (its idle limit for a peer outside
             // its table) as the request went out: once more, over a new connection. A peer
             // that is gone fails the dial instead.
             Err(RpcError::Closed) if reused.is_some() && !self.shutdown.is_cancelled() => {
+                warm = false;
                 let conn = self.connection(Some(contact.id), contact.addr).await?;
                 conn.request(message, timeout).await?
             }
             answer => answer?,
         };
+        if timed {
+            self.answer_times.sample(warm, started.elapsed());
+        }
         match answer {
             PeerMessage::Error {
                 code: ErrorCode::Overloaded,

@@ -76,6 +76,8 @@ pub struct LookupResult {
     pub hops: usize,
     /// True if the overall deadline ended it.
     pub deadline_hit: bool,
+    /// Peers asked that never answered within their time (unresponsive at the end).
+    pub unresponsive: Vec<Contact>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +317,19 @@ impl Lookup {
         true
     }
 
+    /// Sets when `peer`, queried and not answered yet, counts as unresponsive (instead of
+    /// after the configured `peer_timeout`), for a caller that knows how long this peer's
+    /// answer should take. Returns false if `peer` is not waiting for an answer.
+    pub fn answer_due(&mut self, peer: &NodeId, due: Instant) -> bool {
+        match self.peers.get_mut(&self.target.distance(peer)) {
+            Some(entry) if matches!(entry.state, PeerState::Waiting(_)) => {
+                entry.state = PeerState::Waiting(Some(due));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Live peers the lookup knows (asked or not; failed and unresponsive ones aside)
     /// that are closer to the target than `peer`.
     pub fn closer_known(&self, peer: &NodeId) -> usize {
@@ -403,6 +418,12 @@ impl Lookup {
                 .count(),
             hops: succeeded().map(|peer| peer.hop).max().unwrap_or(0),
             deadline_hit: self.deadline_hit,
+            unresponsive: self
+                .peers
+                .values()
+                .filter(|peer| peer.state == PeerState::Unresponsive)
+                .map(|peer| peer.contact)
+                .collect(),
         }
     }
 
@@ -581,6 +602,48 @@ mod tests {
         assert_eq!(first, seeds[0]);
         assert!(lookup.on_failure(&first.id, now));
         assert_eq!(lookup.closer_known(&seeds[4].id), 3);
+    }
+
+    #[test]
+    fn an_answer_due_sooner_frees_the_slot_sooner() {
+        let mut rng = StdRng::seed_from_u64(10);
+        let now = Instant::now();
+        let seeds = random_contacts(&mut rng, 3);
+        let cfg = LookupConfig {
+            k: 3,
+            alpha: 1,
+            peer_timeout: Duration::from_secs(1),
+            ..LookupConfig::default()
+        };
+        let mut lookup = Lookup::new(
+            Key::random(&mut rng),
+            Key::random(&mut rng),
+            seeds,
+            cfg,
+            now,
+        );
+        let LookupState::Query(first) = lookup.next(now) else {
+            panic!("expected a query");
+        };
+        assert!(lookup.answer_due(&first.id, now + Duration::from_millis(200)));
+        assert_eq!(
+            lookup.poll_timeout(),
+            Some(now + Duration::from_millis(200))
+        );
+        assert!(matches!(
+            lookup.next(now + Duration::from_millis(199)),
+            LookupState::Waiting
+        ));
+        // Due: the first peer is unresponsive and the next one is asked.
+        let LookupState::Query(second) = lookup.next(now + Duration::from_millis(200)) else {
+            panic!("expected a second query");
+        };
+        assert_ne!(second, first);
+        assert_eq!(lookup.clone().into_result().unresponsive, vec![first]);
+        // Its late answer still counts.
+        assert!(lookup.on_success(&first.id, [], now + Duration::from_millis(300)));
+        assert!(!lookup.answer_due(&first.id, now), "it has answered");
+        assert!(lookup.into_result().unresponsive.is_empty());
     }
 
     #[test]

@@ -34,7 +34,8 @@ async fn new_peer_is_served(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// 4a. 500 peer connections that complete TLS and HELLO and then stay silent are all
-///     closed by the idle timeout (1 s): `connections_idle_closed` reaches 500, every
+///     closed by the idle timeout (1 s) or as transient connections beyond the warm set:
+///     `connections_idle_closed` and `connections_trimmed` reach 500 together, every
 ///     one sees the close, the node's open connections fall back to zero, and a new
 ///     peer is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,16 +52,21 @@ async fn idle_peer_connections_are_closed() -> anyhow::Result<()> {
     for peer in peers {
         idle.push(peer.context("an idle peer's handshake")?.0);
     }
+    // Each closes either at its idle limit or, while more connections to peers outside
+    // the table are open than the warm set keeps, as one of those (which of the two
+    // depends on how fast the handshakes came).
+    let closed =
+        |stats: &dht_core::NodeStats| stats.connections_idle_closed + stats.connections_trimmed;
     let all_closed = wait_for(2 * WAIT, || async {
         let stats = node.node.stats();
-        stats.connections_idle_closed >= IDLE as u64 && stats.open_connections == 0
+        closed(&stats) >= IDLE as u64 && stats.open_connections == 0
     })
     .await;
     let stats = node.node.stats();
     assert!(
         all_closed,
-        "idle connections not closed: {} closed as idle, {} still open",
-        stats.connections_idle_closed, stats.open_connections
+        "idle connections not closed: {} closed as idle, {} beyond the warm set, {} still open",
+        stats.connections_idle_closed, stats.connections_trimmed, stats.open_connections
     );
     let seen = bounded(IDLE, idle, |mut peer| async move {
         peer.closed_within(WAIT).await
