@@ -415,6 +415,26 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
                 Some(grown(&status, &after, |s| s.rate_limited as f64)),
                 "count",
             );
+            // Where the throughput goes: new connections cost a TLS handshake each, and
+            // the workers' CPU per request answered is what bounds the rate on a
+            // saturated host (the driver's own CPU, clients and the embedded writer and
+            // reader, is not counted).
+            run.result.figure(
+                &format!("tput.{name}.c{c}.conns_opened"),
+                &format!("connections established, all nodes, during {label}, {c} connections"),
+                Some(grown(&status, &after, |s| s.opened as f64)),
+                "count",
+            );
+            run.result.figure(
+                &format!("tput.{name}.c{c}.worker_cpu_ms"),
+                &format!(
+                    "CPU of the worker processes per request answered, during {label}, {c} \
+                     connections"
+                ),
+                (outcome.done > 0)
+                    .then(|| grown(&status, &after, |s| s.cpu_ms) / outcome.done as f64),
+                "ms",
+            );
             if matches!(workload, throughput::Workload::Put { .. }) {
                 // The PUTs that finished their replication in the window (or soon after:
                 // read once the clients stopped), and how long they took on average.

@@ -241,6 +241,18 @@ pub(super) const ROWS: &[Row] = &[
         "ms",
     ),
     row(
+        "worker CPU per PUT accepted, 64 conns",
+        "tput.put.c64.worker_cpu_ms",
+        None,
+        "ms",
+    ),
+    row(
+        "connections established during API PUT/s, 64 conns, all nodes",
+        "tput.put.c64.conns_opened",
+        None,
+        "",
+    ),
+    row(
         "requests rate-limited during API PUT/s, 64 conns, all nodes",
         "tput.put.c64.rate_limited",
         None,
