@@ -98,6 +98,10 @@ pub struct Options {
     /// Round trips TLS's handshake costs before the first request, with TLS simulated:
     /// 1 for a full TLS 1.3 handshake, 0 for a resumed session (0-RTT early data).
     pub tls_rtts: u32,
+    /// Session tickets, with TLS simulated: a dial to a peer this host connected to
+    /// within the last hour costs no TLS round trip (0-RTT resumption); a first contact
+    /// costs `tls_rtts` ([`dht_core::SimNetwork::resume_sessions`]).
+    pub resume: bool,
     /// The `eclipse` attacker's budget: 2^this many hashes (nonces tried).
     pub attacker_budget_log2: u32,
     /// Run TLS 1.3 for real on every connection (`tls_rtts` must then be 1); otherwise
@@ -119,6 +123,7 @@ impl Default for Options {
             loss: 0.005,
             connect_rtts: 1,
             tls_rtts: 1,
+            resume: false,
             attacker_budget_log2: 26,
             real_tls: false,
         }
@@ -141,34 +146,48 @@ pub struct TransportKind {
     pub connect_rtts: u32,
     /// Round trips TLS's handshake costs before the first request.
     pub tls_rtts: u32,
+    /// Whether a peer met within the hour is dialled with a session ticket (no TLS
+    /// round trip).
+    pub resume: bool,
 }
 
 /// The kinds of connection the `transports` scenario compares: a new TCP + TLS 1.3
-/// connection (2 round trips before the first request), a QUIC-like one (1), and a
+/// connection (2 round trips before the first request), a QUIC-like one (1), a
 /// resumed one whose first request goes out at once (0, QUIC's 0-RTT resumption: what
-/// a warm connection costs). The last needs simulated TLS.
-pub const TRANSPORTS: [TransportKind; 3] = [
+/// a warm connection costs), and QUIC with session tickets (1 round trip to a peer
+/// first met, 0 to one met within the hour: what a QUIC transport would give). The
+/// last two need simulated TLS.
+pub const TRANSPORTS: [TransportKind; 4] = [
     TransportKind {
         name: "tcp+tls",
         connect_rtts: 1,
         tls_rtts: 1,
+        resume: false,
     },
     TransportKind {
         name: "quic-like",
         connect_rtts: 0,
         tls_rtts: 1,
+        resume: false,
     },
     TransportKind {
         name: "resumed (0-RTT)",
         connect_rtts: 0,
         tls_rtts: 0,
+        resume: false,
+    },
+    TransportKind {
+        name: "quic, tickets",
+        connect_rtts: 0,
+        tls_rtts: 1,
+        resume: true,
     },
 ];
 
 /// Runs `options` on a runtime of its own and reports.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
     anyhow::ensure!(
-        !options.real_tls || options.tls_rtts == 1,
+        !options.real_tls || (options.tls_rtts == 1 && !options.resume),
         "real TLS runs its full handshake (--tls-rtts 1); a resumed session needs simulated TLS"
     );
     let wall = std::time::Instant::now();
@@ -191,11 +210,12 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         // Real TLS runs its full handshake: it cannot model a resumed session.
         let kinds = TRANSPORTS
             .iter()
-            .filter(|kind| !options.real_tls || kind.tls_rtts == 1);
+            .filter(|kind| !options.real_tls || (kind.tls_rtts == 1 && !kind.resume));
         for kind in kinds {
             let options = Options {
                 connect_rtts: kind.connect_rtts,
                 tls_rtts: kind.tls_rtts,
+                resume: kind.resume,
                 ..options.clone()
             };
             runs.push((*kind, one(&options, Scenario::Steady)?));

@@ -40,6 +40,10 @@ struct Cli {
     /// resumed session's 0-RTT request). Simulated TLS only.
     #[arg(long, default_value_t = Options::default().tls_rtts)]
     tls_rtts: u32,
+    /// Session tickets: a dial to a peer met within the hour costs no TLS round trip
+    /// (0-RTT resumption). Simulated TLS only.
+    #[arg(long)]
+    resume: bool,
     /// The `eclipse` attacker's budget: 2^this many hashes.
     #[arg(long, default_value_t = Options::default().attacker_budget_log2)]
     attacker_budget_log2: u32,
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         scenario: cli.scenario,
         connect_rtts: cli.connect_rtts,
         tls_rtts: cli.tls_rtts,
+        resume: cli.resume,
         attacker_budget_log2: cli.attacker_budget_log2,
         real_tls: cli.real_tls,
         nodes: cli.nodes,

@@ -185,7 +185,15 @@ pub(crate) fn markdown(r: &Report) -> String {
                 md,
                 "| {} | {} | {:.4} | {} | {} | {} | {:.1} | {:.1} |",
                 t.transport,
-                t.connect_rtts + t.tls_rtts,
+                if t.resume {
+                    format!(
+                        "{}, then {} within the hour",
+                        t.connect_rtts + t.tls_rtts,
+                        t.connect_rtts
+                    )
+                } else {
+                    (t.connect_rtts + t.tls_rtts).to_string()
+                },
                 t.get_success,
                 percentiles(t.get_latency_ms),
                 percentiles(t.put_latency_ms),

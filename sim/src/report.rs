@@ -122,6 +122,8 @@ pub struct TransportFigures {
     pub connect_rtts: u32,
     /// Round trips TLS's handshake costs before the first request.
     pub tls_rtts: u32,
+    /// Whether a peer met within the hour was dialled with a session ticket.
+    pub resume: bool,
     /// Share of GETs that found their value.
     pub get_success: f64,
     /// Latency of the GETs that succeeded.
@@ -398,6 +400,7 @@ pub(crate) fn transports(
             transport: name,
             connect_rtts: kind.connect_rtts,
             tls_rtts: kind.tls_rtts,
+            resume: kind.resume,
             get_success: report.get_success,
             get_latency_ms: report.get_latency_ms,
             put_latency_ms: report.put_latency_ms,

@@ -135,6 +135,9 @@ impl World {
         );
         if !options.real_tls {
             net.authenticate_peers(options.tls_rtts);
+            if options.resume {
+                net.resume_sessions();
+            }
         }
         let mut world = World {
             starter: Starter {

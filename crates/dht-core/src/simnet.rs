@@ -9,7 +9,10 @@
 //! the network's seed, so that a run is repeated by it. A network told to
 //! [authenticate peers](SimNetwork::authenticate_peers) proves each end's key to the
 //! other itself, so that its nodes run no TLS cryptography, and charges TLS's round trip
-//! on the dial instead (or none, for a resumed session's 0-RTT request).
+//! on the dial instead (or none, for a resumed session's 0-RTT request). Told to
+//! [resume sessions](SimNetwork::resume_sessions), it charges TLS's round trips only on
+//! a host's first dial to a peer within [`TICKET_LIFETIME`]: later dials resume the
+//! session with the ticket the peer gave, their first request in 0-RTT early data.
 //!
 //! Faults, as a WAN has them: a [partition](SimNetwork::partition) drops every packet
 //! between two sets of hosts (dials across it hang, bytes written across it are held
@@ -46,6 +49,9 @@ pub(crate) type DelayModel = dyn Fn(IpAddr, IpAddr) -> Duration + Send + Sync;
 const MIN_RTO: Duration = Duration::from_millis(200);
 /// Inbound connections queued per listener before dials wait.
 const BACKLOG: usize = 128;
+/// How long a session ticket lets a host resume its session with a peer
+/// ([`SimNetwork::resume_sessions`]).
+pub(crate) const TICKET_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A simulated network (see the module documentation). Cheap to clone: clones share it.
 #[derive(Clone)]
@@ -75,6 +81,10 @@ struct SimState {
     keys: Option<HashMap<IpAddr, Vec<u8>>>,
     /// Round trips a dial is charged for TLS when the network proves keys.
     tls_rtts: u32,
+    /// With session resumption: when each host last completed a dial to each peer
+    /// (dialler, peer), the ticket that makes the next dial within
+    /// [`TICKET_LIFETIME`] cost no TLS round trip.
+    tickets: Option<HashMap<(IpAddr, IpAddr), Instant>>,
 }
 
 impl SimState {
@@ -122,6 +132,7 @@ impl SimNetwork {
                     held: Vec::new(),
                     keys: None,
                     tls_rtts: 0,
+                    tickets: None,
                 }),
             }),
         }
@@ -155,6 +166,14 @@ impl SimNetwork {
         let mut state = self.state();
         state.keys.get_or_insert_with(HashMap::new);
         state.tls_rtts = tls_rtts;
+    }
+
+    /// Makes a dial to a peer that this host connected to within [`TICKET_LIFETIME`]
+    /// cost no TLS round trip (with [`SimNetwork::authenticate_peers`]): the session is
+    /// resumed with the ticket the peer gave and the first request rides in 0-RTT early
+    /// data, as TLS 1.3 and QUIC allow. A first contact still costs `tls_rtts`.
+    pub fn resume_sessions(&self) {
+        self.state().tickets.get_or_insert_with(HashMap::new);
     }
 
     /// The key the node at `ip` holds, when the network proves keys.
@@ -259,7 +278,12 @@ impl Transport for SimTransport {
             // before the first request (the node's real TLS runs over the delayed bytes).
             let tls = {
                 let state = network.state();
-                if state.keys.is_some() {
+                let resumed = state.tickets.as_ref().is_some_and(|tickets| {
+                    tickets
+                        .get(&(ip, addr.ip()))
+                        .is_some_and(|at| at.elapsed() < TICKET_LIFETIME)
+                });
+                if state.keys.is_some() && !resumed {
                     state.tls_rtts
                 } else {
                     0
@@ -286,14 +310,18 @@ impl Transport for SimTransport {
             let source = SocketAddr::new(ip, next_port(&mut network.state(), ip)?);
             let (ours, theirs) = network.pipe(ip, addr.ip());
             let (mine, its) = (network.identity(ip), network.identity(addr.ip()));
-            connect_ends(
+            let connection = connect_ends(
                 &inbound,
                 Box::new(ours),
                 Box::new(theirs),
                 (source, mine),
                 (addr, its),
             )
-            .await
+            .await?;
+            if let Some(tickets) = network.state().tickets.as_mut() {
+                tickets.insert((ip, addr.ip()), Instant::now());
+            }
+            Ok(connection)
         })
     }
 

@@ -167,3 +167,48 @@ async fn a_silenced_host_accepts_and_then_says_nothing() {
             .is_err()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_ticket_saves_the_tls_round_trip_of_later_dials_to_the_same_peer() {
+    let rtt = Duration::from_millis(100);
+    // Each dial's time from `dialler` to `host(2)`: TCP's round trip, plus TLS's unless
+    // a ticket resumes the session.
+    async fn dials(net: &SimNetwork, from: &[(u8, Duration)]) -> Vec<Duration> {
+        let mut listener = net
+            .transport(host(2))
+            .listen(SocketAddr::new(host(2), 0))
+            .await
+            .expect("listen");
+        let addr = listener.local_addr();
+        let mut took = Vec::new();
+        for &(dialler, wait_before) in from {
+            tokio::time::sleep(wait_before).await;
+            let start = Instant::now();
+            let dial = tokio::spawn(net.transport(host(dialler)).dial(addr, None));
+            let inbound = listener.accept().await.expect("accept").upgrade.await;
+            let outbound = dial.await.expect("join").expect("dial");
+            took.push(start.elapsed());
+            drop((inbound.expect("up"), outbound));
+        }
+        took
+    }
+    // Host 1 twice, host 3 once, then host 1 again after its ticket expired.
+    let plan = [
+        (1, Duration::ZERO),
+        (1, Duration::ZERO),
+        (3, Duration::ZERO),
+        (1, TICKET_LIFETIME),
+    ];
+    let plain = network(0.0);
+    plain.authenticate_peers(1);
+    assert_eq!(dials(&plain, &plan).await, [rtt * 2; 4], "no tickets");
+
+    let resuming = network(0.0);
+    resuming.authenticate_peers(1);
+    resuming.resume_sessions();
+    assert_eq!(
+        dials(&resuming, &plan).await,
+        [rtt * 2, rtt, rtt * 2, rtt * 2],
+        "a ticket is the dialler's, for one peer, for an hour"
+    );
+}
