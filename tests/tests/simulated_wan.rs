@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dht_core::{Environment, Key, MemoryStore, Node, PutOptions, SimNetwork, TokioClock};
-use dht_tests::test_config;
+use dht_tests::{test_config, wait_for};
 use tokio::time::Instant;
 
 const RTT: Duration = Duration::from_millis(100);
@@ -251,6 +251,76 @@ async fn lookups_wait_for_a_hung_peer_what_answers_take_not_the_whole_timeout() 
 
     reader.shutdown().await;
     for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A node cut off until it and the others have removed each other from their tables
+/// (its pings fail, theirs to it fail) joins again by itself once the network heals:
+/// nobody knows it any more, so without the re-join it would stay alone for good.
+#[tokio::test(start_paused = true)]
+async fn a_node_cut_off_until_everyone_forgot_it_joins_again_after_the_heal() -> anyhow::Result<()>
+{
+    let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
+    net.authenticate_peers(1);
+    let config = |bootstrap: &[SocketAddr]| dht_core::NodeConfig {
+        liveness_interval: Duration::from_secs(60),
+        neighbour_liveness: Duration::from_secs(30),
+        ..test_config(bootstrap)
+    };
+    let first = start_with(&net, 1, config(&[])).await?;
+    let entry = first.listen_addr();
+    let mut others = vec![first];
+    for n in 2..=6 {
+        others.push(start_with(&net, n, config(&[entry])).await?);
+    }
+    let lonely = start_with(&net, 7, config(&[entry])).await?;
+    let knows = |node: &Node, id| node.routing_contacts().iter().any(|c| c.id == id);
+    assert!(
+        wait_for(Duration::from_secs(60), || async {
+            lonely.routing_table_len() == others.len()
+        })
+        .await,
+        "joined: {} contacts",
+        lonely.routing_table_len()
+    );
+
+    net.partition(|ip| ip == host(7));
+    let cut = Instant::now();
+    let forgotten = wait_for(Duration::from_secs(1800), || async {
+        lonely.routing_table_len() == 0 && others.iter().all(|n| !knows(n, lonely.id()))
+    })
+    .await;
+    assert!(
+        forgotten,
+        "cut off: {} contacts left; known by {} others",
+        lonely.routing_table_len(),
+        others.iter().filter(|n| knows(n, lonely.id())).count()
+    );
+
+    // Longer than TCP retransmits (about 15 minutes): the connections of before are
+    // reset at the heal, not resumed with their held bytes.
+    tokio::time::sleep_until(cut + Duration::from_secs(1200)).await;
+    net.heal();
+    let healed = Instant::now();
+
+    let back = wait_for(Duration::from_secs(1800), || async {
+        lonely.routing_table_len() == others.len() && others.iter().all(|n| knows(n, lonely.id()))
+    })
+    .await;
+    assert!(
+        back,
+        "after the heal: {} contacts; known by {} others",
+        lonely.routing_table_len(),
+        others.iter().filter(|n| knows(n, lonely.id())).count()
+    );
+    // The re-joins while cut off backed off to at most 10 minutes (plus a quarter).
+    let took = healed.elapsed();
+    assert!(took <= Duration::from_secs(760), "back after {took:?}");
+
+    lonely.shutdown().await;
+    for node in others {
         node.shutdown().await;
     }
     Ok(())

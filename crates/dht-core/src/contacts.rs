@@ -87,9 +87,14 @@ impl Inner {
         }
     }
 
-    /// Saves the routing table's contacts in the store, for the next start.
+    /// Saves the routing table's contacts in the store, for the next start. An empty
+    /// table (a node cut off from every peer) keeps what was saved before.
     pub(crate) async fn save_contacts(&self) {
-        let blob = encode_contacts(&self.routing().iter().collect::<Vec<_>>());
+        let contacts: Vec<Contact> = self.routing().iter().collect();
+        if contacts.is_empty() {
+            return;
+        }
+        let blob = encode_contacts(&contacts);
         if let Some(Err(e)) = self
             .store
             .blocking(move |store| store.save_contacts(&blob))

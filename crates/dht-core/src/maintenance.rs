@@ -18,6 +18,7 @@ use tracing::{Instrument, debug};
 use crate::activity::UpkeepKind;
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now};
+use crate::rejoin::Rejoin;
 
 /// Contacts pinged at once by one liveness round.
 const PINGS_PER_ROUND: usize = 16;
@@ -71,12 +72,14 @@ impl Inner {
         let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
         let mut next_replication =
             tokio::time::Instant::now() + self.jittered(self.config.replicate_interval);
+        let mut rejoin = Rejoin::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
                 () = self.shutdown.cancelled() => return,
             }
             self.liveness_round().await;
+            self.rejoin_round(&mut rejoin).await;
             self.refresh_round().await;
             if tokio::time::Instant::now() >= next_replication {
                 self.save_contacts().await;
@@ -285,12 +288,17 @@ impl Inner {
 }
 
 impl Inner {
-    /// Removes `departed` from the routing table. The records this node keeps as one
+    /// Removes `departed` from the routing table, keeping it among the contacts to
+    /// re-join through (`rejoin.rs`). The records this node keeps as one
     /// of their `r` closest nodes, with `departed` among the others, are handed to the
     /// contacts that take its place there (as far as our table knows): a replica that
     /// left is replaced within its removal, not at the next replication.
     pub(crate) fn forget(self: &Arc<Self>, departed: &Contact) {
-        if self.routing().remove(&departed.id).is_none() || self.store().is_empty() {
+        if self.routing().remove(&departed.id).is_none() {
+            return;
+        }
+        self.remember_for_rejoin(*departed);
+        if self.store().is_empty() {
             return;
         }
         let (inner, departed) = (self.clone(), *departed);

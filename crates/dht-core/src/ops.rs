@@ -414,9 +414,9 @@ impl Inner {
         true
     }
 
-    /// Connects to the contacts saved before the last stop (each must still prove the
-    /// id it had), at most `SAVED_CONTACTS_TRIED` of them at once; returns how many
-    /// answered.
+    /// Connects to the contacts known from before (saved at the last stop, or removed
+    /// since for not answering: `rejoin.rs`; each must still prove the id it had), at
+    /// most `SAVED_CONTACTS_TRIED` of them at once; returns how many answered.
     async fn reach_saved_contacts(self: &Arc<Self>) -> usize {
         let saved = crate::node::lock(&self.saved_contacts).clone();
         if saved.is_empty() {
@@ -432,7 +432,7 @@ impl Inner {
         }
         info!(
             reached,
-            "rejoined through contacts saved before the restart"
+            "reached contacts known from before (saved at the last stop, or removed since)"
         );
         reached
     }

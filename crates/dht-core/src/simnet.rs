@@ -17,7 +17,9 @@
 //! Faults, as a WAN has them: a [partition](SimNetwork::partition) drops every packet
 //! between two sets of hosts (dials across it hang, bytes written across it are held
 //! the way TCP keeps retransmitting them, and arrive after the
-//! [heal](SimNetwork::heal)); a [silenced](SimNetwork::silence) host stops answering
+//! [heal](SimNetwork::heal), unless they were held longer than TCP retransmits
+//! ([`TCP_GIVE_UP`]): that connection is then reset); a [silenced](SimNetwork::silence)
+//! host stops answering
 //! without closing anything (a hung process, whose kernel still accepts connections;
 //! once its process is gone too, a host that vanished: dials to it hang).
 
@@ -49,6 +51,9 @@ pub(crate) type DelayModel = dyn Fn(IpAddr, IpAddr) -> Duration + Send + Sync;
 const MIN_RTO: Duration = Duration::from_millis(200);
 /// Inbound connections queued per listener before dials wait.
 const BACKLOG: usize = 128;
+/// How long TCP keeps retransmitting bytes nobody acknowledges before it gives the
+/// connection up: about 15 minutes (Linux's `tcp_retries2` = 15, 924.6 s).
+pub(crate) const TCP_GIVE_UP: Duration = Duration::from_millis(924_600);
 /// How long a session ticket lets a host resume its session with a peer
 /// ([`SimNetwork::resume_sessions`]).
 pub(crate) const TICKET_LIFETIME: Duration = Duration::from_secs(3600);
@@ -199,7 +204,8 @@ impl SimNetwork {
     }
 
     /// Ends every partition and silence: bytes held across them arrive a
-    /// retransmission timeout from now, in order.
+    /// retransmission timeout from now, in order; a connection whose bytes were held
+    /// longer than [`TCP_GIVE_UP`] is reset instead (its sender gave it up).
     pub fn heal(&self) {
         let held = {
             let mut state = self.state();
@@ -210,6 +216,15 @@ impl SimNetwork {
         let now = Instant::now();
         for pipe in held.iter().filter_map(Weak::upgrade) {
             let mut pipe = lock(&pipe);
+            if pipe.given_up(now) {
+                pipe.chunks.clear();
+                pipe.reset = true;
+                if let Some(reader) = pipe.reader.take() {
+                    reader.wake();
+                }
+                continue;
+            }
+            pipe.held_since = None;
             let at = now + pipe.one_way + pipe.rto;
             for chunk in pipe.chunks.iter_mut().filter(|(due, _)| due.is_none()) {
                 chunk.0 = Some(at);
@@ -391,7 +406,19 @@ struct Pipe {
     closed: bool,
     /// The reader is gone: writes fail.
     reader_gone: bool,
+    /// Since when bytes (or the end) wait in it for the heal.
+    held_since: Option<Instant>,
+    /// Given up by TCP (held longer than [`TCP_GIVE_UP`]): both ends fail.
+    reset: bool,
     reader: Option<Waker>,
+}
+
+impl Pipe {
+    /// Whether TCP has given up retransmitting what is held here by `now`.
+    fn given_up(&self, now: Instant) -> bool {
+        self.held_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= TCP_GIVE_UP)
+    }
 }
 
 /// One end of a simulated connection.
@@ -420,6 +447,9 @@ impl AsyncRead for SimStream {
         loop {
             let due = {
                 let mut incoming = lock(&self.incoming);
+                if incoming.reset {
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                }
                 let closed = incoming.closed && !incoming.fin_held;
                 match incoming.chunks.front_mut() {
                     Some((Some(at), chunk)) if *at <= Instant::now() => {
@@ -459,6 +489,10 @@ impl AsyncWrite for SimStream {
         let blocked = self.network.state().blocked(self.from, self.to);
         let lost = !blocked && self.network.lost();
         let mut outgoing = lock(&self.outgoing);
+        if outgoing.reset || outgoing.given_up(Instant::now()) {
+            outgoing.reset = true;
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
         if outgoing.reader_gone || outgoing.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -496,6 +530,7 @@ impl SimStream {
     /// Lists the pipe this end writes (locked as `outgoing`) among those the heal
     /// releases.
     fn list_held(&self, outgoing: &mut Pipe) {
+        outgoing.held_since.get_or_insert_with(Instant::now);
         if !outgoing.listed {
             outgoing.listed = true;
             let pipe = Arc::downgrade(&self.outgoing);

@@ -117,6 +117,26 @@ async fn a_partition_holds_bytes_and_dials_until_the_heal() {
     assert_eq!(healed.elapsed(), Duration::from_millis(250));
 }
 
+/// Bytes held longer than TCP retransmits are not delivered at the heal: the sender
+/// gave the connection up, and both ends find it reset.
+#[tokio::test(start_paused = true)]
+async fn a_partition_longer_than_tcp_retransmits_resets_the_connection() {
+    let net = network(0.0);
+    let (mut a, mut b) = connect(&net).await;
+    net.partition(|ip| ip == host(1));
+    a.io.write_all(b"held").await.expect("a write is accepted");
+    tokio::time::sleep(TCP_GIVE_UP - Duration::from_secs(1)).await;
+    a.io.write_all(b"still")
+        .await
+        .expect("still retransmitting");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a.io.write_all(b"x").await.is_err(), "the sender gave up");
+    net.heal();
+    let mut rest = Vec::new();
+    let read = b.io.read_to_end(&mut rest).await;
+    assert!(read.is_err() && rest.is_empty(), "{read:?} {rest:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn held_pipes_of_closed_connections_are_forgotten() {
     let net = network(0.0);
