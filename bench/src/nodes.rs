@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dht_api::{ApiConfig, ApiServer};
 use dht_core::{BootstrapPeer, Key, Node, NodeConfig, StorageBackend, TcpTransport};
 use dht_security::HostKey;
-use dht_storage::{DurableStore, Origin, Record, RecordStore, StorageKey};
+use dht_storage::{DurableStore, Origin, Record, RecordStore};
 use rand::{Rng, RngCore};
 
 use crate::protocol::{FULL_BOUND, NodeSettings};
@@ -114,7 +114,7 @@ fn open_store(
     value_len: usize,
 ) -> anyhow::Result<Box<dyn RecordStore>> {
     let host = load_or_create_key(hostkey)?;
-    let key = StorageKey::derive(host.to_pem().as_bytes());
+    let key = dht_core::storage_key_of(&host);
     let now = unix_now();
     let limits = NodeConfig::default().store_limits;
     let (mut store, _) = DurableStore::open_at(data_dir, key, limits, now)

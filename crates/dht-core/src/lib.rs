@@ -70,7 +70,7 @@ pub use dht_routing::Contact;
 pub use dht_storage::{MemoryStore, Record, StoreLimits};
 pub use env::{Clock, Environment, Responder, SystemClock, TokioClock};
 pub use error::{Error, RpcError};
-pub use node::PUTS_IN_FLIGHT;
+pub use node::{PUTS_IN_FLIGHT, storage_key_of};
 pub use ops::LookupStats;
 pub use policy::TRANSIENT_WARM;
 pub use put::{PutOptions, PutReport};

@@ -516,16 +516,25 @@ async fn open_store(
     let StorageBackend::Durable { data_dir, key, .. } = &config.storage else {
         return Ok(Box::new(MemoryStore::new(limits)));
     };
-    let key = match key {
-        Some(bytes) => StorageKey::from_bytes(*bytes),
+    let (key, former) = match key {
+        Some(bytes) => (StorageKey::from_bytes(*bytes), None),
+        None if config.hostkey.is_none() => {
+            return Err(Error::Config {
+                key: "storage.storage_key",
+                reason: NO_KEY_MATERIAL.into(),
+            });
+        }
         // Secret, stable and per node: the host key's private key material.
-        None => StorageKey::derive(host.to_pem().as_bytes()),
+        None => (storage_key_of(host), Some(former_storage_key_of(host))),
     };
     let dir = data_dir.clone();
     let opened = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-        DurableStore::open_at(&dir, key, limits, now)
+        match former {
+            Some(former) => DurableStore::open_rekeying(&dir, key, former, limits, now),
+            None => DurableStore::open_at(&dir, key, limits, now),
+        }
     })
     .await
     .map_err(|e| Error::Store(StoreError::Backend(format!("store task failed: {e}"))))?;
@@ -535,6 +544,12 @@ async fn open_store(
             moved_to = %moved.display(),
             reason = report.moved_aside_reason.as_deref().unwrap_or("unknown"),
             "the record database could not be used: moved aside, starting empty"
+        );
+    }
+    if report.rekeyed > 0 {
+        info!(
+            entries = report.rekeyed,
+            "record database re-sealed under the storage key derived from the host key's DER"
         );
     }
     if report.corrupt_skipped > 0 {
@@ -551,6 +566,24 @@ async fn open_store(
         "record store opened"
     );
     Ok(Box::new(store))
+}
+
+/// Why a durable store cannot open without `[storage] storage_key` or a `hostkey`.
+const NO_KEY_MATERIAL: &str = "a durable store needs a stable storage key, and this node \
+     has neither `[storage] storage_key` nor a `hostkey` file to derive one from \
+     (without a host key file the node makes a new identity at every start, so its \
+     records could never be read again): set `hostkey` or `storage_key`";
+
+/// The storage key of a durable store whose configuration gives none: HKDF-SHA256 of the
+/// host key's private key as PKCS#8 DER (docs/STORAGE.md).
+pub fn storage_key_of(host: &HostKey) -> StorageKey {
+    StorageKey::derive(host.pkcs8_der())
+}
+
+/// The storage key earlier versions derived, from the PEM text of the host key rather
+/// than its DER: a store sealed under it is re-sealed at open.
+fn former_storage_key_of(host: &HostKey) -> StorageKey {
+    StorageKey::derive(host.to_pem().as_bytes())
 }
 
 /// The default transport: TCP.

@@ -141,6 +141,12 @@ impl HostKey {
         self.key_pair.serialize_pem()
     }
 
+    /// The private key as PKCS#8 DER: secret key material, e.g. to derive the storage
+    /// key from. Never log it.
+    pub fn pkcs8_der(&self) -> &[u8] {
+        self.key_pair.serialized_der()
+    }
+
     /// The key's algorithm.
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
@@ -200,6 +206,14 @@ mod tests {
         let again = load(&pem);
         assert_eq!(again.spki_der(), key.spki_der());
         assert_eq!(again.to_pem(), pem);
+        // The DER is the PEM block's contents, stable across loads.
+        assert_eq!(again.pkcs8_der(), key.pkcs8_der());
+        assert_eq!(
+            HostKey::from_pkcs8_der(key.pkcs8_der())
+                .expect("der")
+                .spki_der(),
+            key.spki_der()
+        );
         assert_ne!(
             HostKey::generate().expect("generated").spki_der(),
             key.spki_der()

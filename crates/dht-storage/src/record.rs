@@ -38,8 +38,15 @@ impl Record {
     /// replicas converge deterministically. Identical records: false.
     ///
     /// Records with equal version and value that differ in metadata are ordered too, so
-    /// that the order is total and replicas converge on every field: the later
+    /// that the order is total and replicas converge on every field: the **earlier**
     /// `expires_at` wins, then the larger `replication`. The key is not compared.
+    ///
+    /// Why the earlier expiry: only the writer sets a record's lifetime, and it does so
+    /// with a new version. A copy with the same version and value but a later expiry can
+    /// only come from a peer that changed it, and letting it win would let any peer keep
+    /// any record alive for ever (each STORE pushing the expiry to the receiver's
+    /// `max_ttl`). A peer that shortens a copy instead gains nothing it could not do with a
+    /// newer version of its own: records are not signed.
     pub fn supersedes(&self, other: &Record) -> bool {
         self.precedence(other) == Ordering::Greater
     }
@@ -49,7 +56,7 @@ impl Record {
         self.version
             .cmp(&other.version)
             .then_with(|| self.value.as_ref().cmp(other.value.as_ref()))
-            .then_with(|| self.expires_at.cmp(&other.expires_at))
+            .then_with(|| other.expires_at.cmp(&self.expires_at))
             .then_with(|| self.replication.cmp(&other.replication))
     }
 
@@ -127,12 +134,19 @@ mod tests {
     #[test]
     fn equal_version_and_value_metadata_breaks_the_tie() {
         let a = record(5, b"abc");
+        // Nobody but the writer (with a new version) may push an expiry back.
         let later = Record {
             expires_at: 2_000,
             ..a.clone()
         };
-        assert!(later.supersedes(&a));
-        assert!(!a.supersedes(&later));
+        assert!(a.supersedes(&later));
+        assert!(!later.supersedes(&a));
+        // A newer version decides, whatever the expiry.
+        let renewed = Record {
+            version: 6,
+            ..later.clone()
+        };
+        assert!(renewed.supersedes(&a));
         let more = Record {
             replication: 4,
             ..a.clone()

@@ -97,8 +97,9 @@ proptest! {
                 .iter()
                 .filter(|r| r.key == key(k))
                 .max_by(|x, y| {
-                    (x.version, &x.value, x.expires_at, x.replication)
-                        .cmp(&(y.version, &y.value, y.expires_at, y.replication))
+                    // On equal version and value the earlier expiry wins.
+                    (x.version, &x.value, std::cmp::Reverse(x.expires_at), x.replication)
+                        .cmp(&(y.version, &y.value, std::cmp::Reverse(y.expires_at), y.replication))
                 });
             let held = a.get(&key(k), NOW).unwrap();
             prop_assert_eq!(held.as_ref(), best);

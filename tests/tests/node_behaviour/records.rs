@@ -85,6 +85,80 @@ async fn store_never_extends_lifetime_nor_replaces_newer() {
     a.shutdown().await;
 }
 
+/// The attack of issue 18 (2): a peer STOREs a copy of a record it read, same version and
+/// value, with a far expiry, again and again, to keep it alive for ever.
+#[tokio::test]
+async fn a_peer_cannot_push_back_the_expiry_of_a_record_it_did_not_write() {
+    let a = Node::start(config(&[])).await.expect("a");
+    let key = Key::sha256(b"short-lived");
+    a.put(
+        key,
+        Bytes::from_static(b"v"),
+        PutOptions {
+            ttl: Duration::from_secs(60),
+            replication: 3,
+        },
+    )
+    .await
+    .expect("put");
+    let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("handshake");
+    let read = |answer: PeerMessage| match answer {
+        PeerMessage::Value { record } => record,
+        other => panic!("FIND_VALUE answered {other:?}"),
+    };
+    let held = read(
+        peer.request(PeerMessage::FindValue { key })
+            .await
+            .expect("value"),
+    );
+    let written_expiry = held.expires_at;
+    assert!(written_expiry <= unix_now() + 60);
+    for _ in 0..3 {
+        let answer = peer
+            .request(PeerMessage::Store {
+                record: WireRecord {
+                    expires_at: 1 << 63,
+                    ..held.clone()
+                },
+            })
+            .await
+            .expect("store");
+        assert_eq!(
+            answer,
+            PeerMessage::StoreResult {
+                status: StoreStatus::KeptNewer
+            }
+        );
+        let now_held = read(
+            peer.request(PeerMessage::FindValue { key })
+                .await
+                .expect("value"),
+        );
+        assert_eq!(
+            now_held.expires_at, written_expiry,
+            "the expiry was pushed back"
+        );
+    }
+    // The writer itself renews with a new version.
+    a.put(
+        key,
+        Bytes::from_static(b"v"),
+        PutOptions {
+            ttl: Duration::from_secs(600),
+            replication: 3,
+        },
+    )
+    .await
+    .expect("renew");
+    let renewed = read(
+        peer.request(PeerMessage::FindValue { key })
+            .await
+            .expect("value"),
+    );
+    assert!(renewed.expires_at > written_expiry + 500);
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_lonely_node_keeps_its_value_and_hands_it_out_later() {
     let a = Node::start(config(&[])).await.expect("a");

@@ -169,3 +169,63 @@ async fn a_database_damaged_beyond_opening_is_moved_aside() {
     a.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_durable_store_without_key_material_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("dht-nokey-{}", rand::random::<u64>()));
+    let config = NodeConfig {
+        hostkey: None,
+        ..durable_config(&dir, &[])
+    };
+    let err = match Node::start(config).await {
+        Ok(_) => panic!("a durable store whose key would change at every start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("storage.storage_key"), "{err}");
+    assert!(err.contains("hostkey"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Earlier versions derived the storage key from the host key's PEM text, not its DER
+/// as docs/STORAGE.md says: their stores are re-sealed at the first open, not lost.
+#[tokio::test]
+async fn a_store_sealed_under_the_pem_derived_key_is_resealed_and_kept() {
+    let dir = std::env::temp_dir().join(format!("dht-rekey-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let host = dht_security::HostKey::generate().expect("key");
+    std::fs::write(dir.join("hostkey.pem"), host.to_pem()).expect("hostkey");
+    let key = Key::sha256(b"sealed by an earlier version");
+    {
+        let former = dht_storage::StorageKey::derive(host.to_pem().as_bytes());
+        let (mut store, _) = dht_storage::DurableStore::open_at(
+            &dir.join("data"),
+            former,
+            dht_core::StoreLimits::default(),
+            unix_now(),
+        )
+        .expect("store");
+        let record = dht_core::Record {
+            key,
+            value: Bytes::from_static(b"old"),
+            expires_at: unix_now() + 600,
+            replication: 3,
+            version: 1,
+        };
+        dht_storage::RecordStore::put(&mut store, record, unix_now()).expect("put");
+    }
+    let a = Node::start(durable_config(&dir, &[])).await.expect("a");
+    assert!(a.holds(&key), "the earlier store was not kept");
+    assert_eq!(a.get(key).await.expect("get").as_deref(), Some(&b"old"[..]));
+    a.shutdown().await;
+    // Re-sealed: it now opens under the DER-derived key alone.
+    let (store, report) = dht_storage::DurableStore::open_at(
+        &dir.join("data"),
+        dht_core::storage_key_of(&host),
+        dht_core::StoreLimits::default(),
+        unix_now(),
+    )
+    .expect("reopen");
+    assert_eq!((report.records, report.moved_aside), (1, None));
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,12 +21,19 @@ pub(crate) const META_CONTACTS: &str = "contacts";
 
 /// The records: slot (keyed hash of the record key, 32 bytes) -> sealed entry. Everything
 /// else, by name: [`META_FORMAT`] (plain), [`META_CHECK`] and [`META_CONTACTS`] (sealed
-/// under their names).
+/// under their names). Entries found damaged at open are moved to `damaged`, with where
+/// they were (`place`: `records` or `meta`), their slot or name, and when (UNIX seconds,
+/// 0 when the open had no clock): kept for inspection and recovery, never served.
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS records (slot BLOB PRIMARY KEY NOT NULL, entry BLOB NOT NULL)
         WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)
-        WITHOUT ROWID;";
+        WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS damaged (place TEXT NOT NULL, slot BLOB NOT NULL,
+        entry BLOB NOT NULL, found INTEGER NOT NULL);";
+
+/// Most problems `PRAGMA quick_check` reports at open before it stops.
+const QUICK_CHECK_PROBLEMS: u32 = 8;
 
 /// SQLite's page cache, in KiB. The store keeps every record in memory and reads the file
 /// only when it opens; a commit touches a few B-tree pages, which the operating system's
@@ -121,6 +128,7 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, Fault> {
     for probe in [
         "SELECT slot, entry FROM records LIMIT 0",
         "SELECT name, value FROM meta LIMIT 0",
+        "SELECT place, slot, entry, found FROM damaged LIMIT 0",
     ] {
         if let Err(e) = db.prepare(probe) {
             return Err(match sql_fault("reading the tables", e) {
@@ -131,7 +139,32 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, Fault> {
             });
         }
     }
+    quick_check(&db)?;
     Ok(db)
+}
+
+/// SQLite's `PRAGMA quick_check`: the B-trees and their pages are well formed (the checks
+/// of `integrity_check` but those of indexes against tables, in one pass over the file).
+/// A file with problems is [`Fault::Unusable`] and names the first ones. A damaged page
+/// that the record scan would happen not to touch still fails here, before the store
+/// serves anything from the file.
+fn quick_check(db: &Connection) -> Result<(), Fault> {
+    let check = |e| sql_fault("checking the database (quick_check)", e);
+    let mut statement = db
+        .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_PROBLEMS})"))
+        .map_err(check)?;
+    let problems: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(check)?
+        .collect::<Result<_, _>>()
+        .map_err(check)?;
+    if problems.iter().all(|p| p == "ok") {
+        return Ok(());
+    }
+    Err(Fault::Unusable(format!(
+        "quick_check found damage: {}",
+        problems.join("; ")
+    )))
 }
 
 /// Renames `path` to `<path>.broken-<n>` with the smallest `n >= 1` not taken, and returns

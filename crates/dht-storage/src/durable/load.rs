@@ -7,8 +7,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::OpenReport;
-use super::file::{Fault, META_CHECK, META_CONTACTS, META_FORMAT, backend, begin, sql_fault};
-use super::seal::{FORMAT_VERSION, Sealer};
+use super::check::{self, PLACE_META, PLACE_RECORDS, set_aside};
+use super::file::{Fault, META_CONTACTS, backend, begin, sql_fault};
+use super::seal::Sealer;
 use crate::memory::MemoryStore;
 use crate::store::StoreLimits;
 
@@ -16,32 +17,38 @@ use crate::store::StoreLimits;
 pub(crate) const CHECK_PLAINTEXT: &[u8] = b"voidphone-dht storage key check";
 
 /// Loads the records of `db` into a new [`MemoryStore`] with `limits`, counting in
-/// `report` what it skipped, and removes from the file:
+/// `report` what it skipped, after the format and key checks of [`check::format_and_key`]
+/// (which re-seals a file sealed under `former`, the key this one replaces). It moves to
+/// the `damaged` table the saved contacts and the records that fail authentication (or do
+/// not decode), and removes from the file:
 ///
-/// - the saved contacts and the records that fail authentication (or do not decode);
 /// - with `now`, the records expired at `now`;
 /// - records the limits no longer admit: values that are empty or longer than
 ///   `max_value_len`, then, while the store is over `max_records` or `max_bytes` (the limits
 ///   were lowered), the records that expire first.
 ///
 /// A new, empty database gets its format and key check entries. Faults:
-/// [`Fault::WrongKey`] if the key check fails (nothing is changed),
+/// [`Fault::WrongKey`] if the file was sealed under another key (nothing is changed),
 /// [`Fault::Unusable`] for an unknown format or corruption.
 pub(crate) fn load(
     db: &Connection,
     sealer: &Sealer,
+    former: Option<&Sealer>,
     limits: &StoreLimits,
     now: Option<u64>,
     report: &mut OpenReport,
 ) -> Result<MemoryStore, Fault> {
     let txn = begin(db)?;
     let mut cache = MemoryStore::new(limits.clone());
-    check_format_and_key(&txn, sealer)?;
-    let contacts = meta_entry(&txn, META_CONTACTS)
-        .map_err(|e| sql_fault("reading the contacts", e))?
-        .map(|v| sealer.open(META_CONTACTS.as_bytes(), &v).is_none());
-    if contacts == Some(true) {
+    let found = now.unwrap_or(0);
+    check::format_and_key(&txn, sealer, former, found, report)?;
+    let contacts =
+        meta_entry(&txn, META_CONTACTS).map_err(|e| sql_fault("reading the contacts", e))?;
+    if let Some(sealed) = contacts
+        && sealer.open(META_CONTACTS.as_bytes(), &sealed).is_none()
+    {
         report.corrupt_skipped += 1;
+        set_aside(&txn, PLACE_META, META_CONTACTS.as_bytes(), &sealed, found)?;
         txn.execute("DELETE FROM meta WHERE name = ?1", [META_CONTACTS])
             .map_err(|e| sql_fault("removing the contacts", e))?;
     }
@@ -71,64 +78,16 @@ pub(crate) fn meta_entry(db: &Connection, name: &str) -> rusqlite::Result<Option
 }
 
 /// The bytes of a blob or text value; empty for any other type.
-fn bytes_of(value: ValueRef<'_>) -> Vec<u8> {
+pub(crate) fn bytes_of(value: ValueRef<'_>) -> Vec<u8> {
     match value {
         ValueRef::Blob(bytes) | ValueRef::Text(bytes) => bytes.to_vec(),
         _ => Vec::new(),
     }
 }
 
-fn count(db: &Connection, table: &str) -> Result<usize, Fault> {
-    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-        row.get::<_, i64>(0)
-    })
-    .map(|n| usize::try_from(n).unwrap_or(0))
-    .map_err(|e| sql_fault("counting entries", e))
-}
-
-/// Checks the format entry and the key check entry; writes both into a new database.
-fn check_format_and_key(db: &Connection, sealer: &Sealer) -> Result<(), Fault> {
-    let read = |e| sql_fault("reading the meta table", e);
-    match meta_entry(db, META_FORMAT).map_err(read)?.as_deref() {
-        None => {
-            let entries = count(db, "records")? + count(db, "meta")?;
-            if entries > 0 {
-                return Err(Fault::Unusable(format!(
-                    "{entries} entries but no format entry"
-                )));
-            }
-            let check = sealer.seal(META_CHECK.as_bytes(), CHECK_PLAINTEXT)?;
-            db.execute(
-                "INSERT INTO meta (name, value) VALUES (?1, ?2), (?3, ?4)",
-                (
-                    META_FORMAT,
-                    [FORMAT_VERSION].as_slice(),
-                    META_CHECK,
-                    check.as_slice(),
-                ),
-            )
-            .map_err(|e| sql_fault("initializing the database", e))?;
-            return Ok(());
-        }
-        Some([FORMAT_VERSION]) => {}
-        Some(other) => {
-            return Err(Fault::Unusable(format!("unknown format {other:?}")));
-        }
-    }
-    let Some(check) = meta_entry(db, META_CHECK).map_err(read)? else {
-        return Err(Fault::Unusable("no key check entry".into()));
-    };
-    if sealer.open(META_CHECK.as_bytes(), &check).as_deref() != Some(CHECK_PLAINTEXT) {
-        let contacts = usize::from(meta_entry(db, META_CONTACTS).map_err(read)?.is_some());
-        return Err(Fault::WrongKey {
-            entries: count(db, "records")?.saturating_add(contacts),
-        });
-    }
-    Ok(())
-}
-
 /// Reads every record entry into `cache` and returns the slots to remove: entries that fail
-/// authentication (or are not blobs), records expired at `now`, values the limits refuse.
+/// authentication (or are not blobs; set aside in the `damaged` table first), records
+/// expired at `now`, values the limits refuse.
 fn scan(
     db: &Connection,
     sealer: &Sealer,
@@ -152,6 +111,8 @@ fn scan(
         match opened {
             None => {
                 report.corrupt_skipped += 1;
+                let found = now.unwrap_or(0);
+                set_aside(db, PLACE_RECORDS, &bytes_of(slot), &bytes_of(sealed), found)?;
                 doomed.push(slot.into());
             }
             Some((record, _)) if now.is_some_and(|now| record.is_expired(now)) => {

@@ -58,12 +58,18 @@
 //! - first copies a `records.redb` file of an earlier version (the same sealed entries in
 //!   a redb database) into the new database and renames it `records.redb.migrated`;
 //! - moves a file that is not a usable database (not SQLite, corrupt, another schema or
-//!   format) aside to `records.sqlite.broken-<n>` and starts a new, empty one;
-//! - moves a file sealed under another storage key (the key check fails) aside the same
-//!   way, counting all its entries as [`corrupt_skipped`](OpenReport::corrupt_skipped):
-//!   nothing is served, and the file is kept intact for recovery with the right key;
-//! - **removes** single entries that fail authentication (damaged or tampered with) and
-//!   counts them: they are never served, and removing them keeps the file within bounds;
+//!   format, or problems found by SQLite's `PRAGMA quick_check`) aside to
+//!   `records.sqlite.broken-<n>` and starts a new, empty one;
+//! - moves a file sealed under another storage key aside the same way, counting all its
+//!   entries as [`corrupt_skipped`](OpenReport::corrupt_skipped): nothing is served, and
+//!   the file is kept intact for recovery with the right key. A wrong key is told from a
+//!   damaged key check entry by the other entries: if any of them opens, only the check
+//!   entry is damaged, and it is set aside and written again;
+//! - re-seals a file sealed under the key the new one replaces
+//!   ([`DurableStore::open_rekeying`]);
+//! - **sets aside** single entries that fail authentication (damaged or tampered with):
+//!   they move to the `damaged` table (never served, kept for inspection and recovery) and
+//!   are counted;
 //! - removes records expired at `now` (with `open_at`) and records the (lowered) limits no
 //!   longer admit.
 //!
@@ -81,6 +87,7 @@
 //!
 //! [SQLite]: https://sqlite.org
 
+mod check;
 mod file;
 mod load;
 mod migrate;
@@ -115,8 +122,8 @@ pub struct OpenReport {
     pub records: usize,
     /// Expired records removed at open ([`DurableStore::open_at`] only).
     pub expired_purged: usize,
-    /// Entries (records and saved contacts) that failed authentication: removed from the
-    /// file and never served; or, if the whole file was sealed under another key, all its
+    /// Entries (records, saved contacts, the key check) that failed authentication: moved
+    /// to the file's `damaged` table and never served; or, if the whole file was sealed under another key, all its
     /// entries (then the file was moved aside, see `moved_aside`).
     pub corrupt_skipped: usize,
     /// Where an unusable file (or one sealed under another key) was moved; a new, empty
@@ -132,6 +139,9 @@ pub struct OpenReport {
     /// `records.redb` file of an earlier version, which was then renamed
     /// `records.redb.migrated`.
     pub migrated: usize,
+    /// Entries (records and saved contacts) re-sealed under the storage key because the
+    /// file was sealed under the former key given to [`DurableStore::open_rekeying`].
+    pub rekeyed: usize,
 }
 
 /// A [`RecordStore`] that keeps its records in an encrypted SQLite database in a directory,
@@ -156,15 +166,15 @@ impl DurableStore {
     /// doc). A file that cannot be opened as a store (not a SQLite file, corrupt, another
     /// schema) or that was sealed under another key is moved aside to
     /// `dir/records.sqlite.broken-<n>` and a new empty database is created; the report says
-    /// so. Entries that fail authentication are counted, removed from the file and never
-    /// served. Errors: [`StoreError::Backend`] for IO failures, and if the database is
+    /// so. Entries that fail authentication are counted, moved to the file's `damaged`
+    /// table and never served. Errors: [`StoreError::Backend`] for IO failures, and if the database is
     /// already open (in this process or another).
     pub fn open(
         dir: &Path,
         key: StorageKey,
         limits: StoreLimits,
     ) -> Result<(DurableStore, OpenReport), StoreError> {
-        Self::open_inner(dir, &key, limits, None)
+        Self::open_inner(dir, &key, None, limits, None)
     }
 
     /// [`open`](Self::open), and removes the records expired at `now` (wall-clock UNIX
@@ -175,17 +185,33 @@ impl DurableStore {
         limits: StoreLimits,
         now: u64,
     ) -> Result<(DurableStore, OpenReport), StoreError> {
-        Self::open_inner(dir, &key, limits, Some(now))
+        Self::open_inner(dir, &key, None, limits, Some(now))
+    }
+
+    /// [`open_at`](Self::open_at), for a store whose key replaces `former` (a key derived
+    /// differently by an earlier version): a file sealed under `former` is re-sealed under
+    /// `key` in the open's transaction, entry by entry, and counted in
+    /// [`OpenReport::rekeyed`], instead of being moved aside as sealed under another key.
+    pub fn open_rekeying(
+        dir: &Path,
+        key: StorageKey,
+        former: StorageKey,
+        limits: StoreLimits,
+        now: u64,
+    ) -> Result<(DurableStore, OpenReport), StoreError> {
+        Self::open_inner(dir, &key, Some(&former), limits, Some(now))
     }
 
     fn open_inner(
         dir: &Path,
         key: &StorageKey,
+        former: Option<&StorageKey>,
         limits: StoreLimits,
         now: Option<u64>,
     ) -> Result<(DurableStore, OpenReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| backend("creating the directory", e))?;
         let sealer = Sealer::new(key)?;
+        let former = former.map(Sealer::new).transpose()?;
         let path = dir.join(FILE_NAME);
         let mut report = OpenReport::default();
         // The second attempt runs on a new, empty file.
@@ -193,8 +219,9 @@ impl DurableStore {
             let fault = match open_db(&path) {
                 Ok(db) => match migrate::from_redb(dir, &db, &mut report)
                     .map_err(Fault::Backend)
-                    .and_then(|()| load::load(&db, &sealer, &limits, now, &mut report))
-                {
+                    .and_then(|()| {
+                        load::load(&db, &sealer, former.as_ref(), &limits, now, &mut report)
+                    }) {
                     Ok(cache) => {
                         report.records = cache.len();
                         let store = DurableStore {

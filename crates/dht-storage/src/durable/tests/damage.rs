@@ -40,7 +40,7 @@ fn the_file_reveals_no_key_value_or_peer_id() {
 }
 
 #[test]
-fn flipped_bytes_are_reported_skipped_removed_and_the_store_keeps_working() {
+fn flipped_bytes_are_reported_set_aside_and_the_store_keeps_working() {
     let dir = TempDir::new("flip");
     let (mut store, _) = open_default(&dir);
     for k in 1..=4 {
@@ -48,17 +48,28 @@ fn flipped_bytes_are_reported_skipped_removed_and_the_store_keeps_working() {
     }
     drop(store);
     // Damage the nonce of 2, the ciphertext of 3 and the tag of 4.
+    let mut damaged = Vec::new();
     with_records(&dir, |db| {
         for (k, at) in [(2, 0usize), (3, 20), (4, usize::MAX)] {
             let mut sealed = sealed_at(db, &slot(k));
             let at = at.min(sealed.len() - 1);
             sealed[at] ^= 0x01;
             put_raw(db, &slot(k), &sealed);
+            damaged.push(("records".to_string(), slot(k).to_vec(), sealed));
         }
     });
-    let (mut store, report) = open_default(&dir);
+    let (store, report) = open_default(&dir);
     assert_eq!((report.records, report.corrupt_skipped), (1, 3));
     assert_eq!(report.moved_aside, None);
+    // Kept aside as they were, for inspection or recovery; never served.
+    drop(store);
+    let mut aside = damaged_on_disk(&dir);
+    aside.sort();
+    damaged.sort();
+    assert_eq!(aside, damaged);
+    assert_eq!(entries_on_disk(&dir), 1);
+    let (mut store, report) = open_default(&dir);
+    assert_eq!((report.records, report.corrupt_skipped), (1, 0));
     assert!(store.get(&key(1), NOW).unwrap().is_some());
     for k in 2..=4 {
         assert_eq!(store.get(&key(k), NOW), Ok(None));

@@ -1,9 +1,11 @@
 //! Tests of [`DurableStore`](super::DurableStore) and their helpers: [`persist`] (reopen,
 //! group commit, limits and quotas after reopen, rollback of a failed batch) and
 //! [`damage`] (what the file reveals; damaged, moved and foreign entries; unusable files; a
-//! wrong key; the contacts blob).
+//! wrong key; the contacts blob) and [`keys`] (a damaged key check told from a wrong key,
+//! re-sealing under a new key, SQLite's quick_check at open).
 
 mod damage;
+mod keys;
 mod persist;
 
 use std::fs;
@@ -121,4 +123,18 @@ pub(super) fn sealed_at(db: &Connection, slot: &[u8; 32]) -> Vec<u8> {
         |row| row.get(0),
     )
     .unwrap()
+}
+
+/// The entries of the `damaged` table of the (closed) database of `dir`: place, slot or
+/// name, entry.
+pub(super) fn damaged_on_disk(dir: &TempDir) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let db = Connection::open(dir.file()).unwrap();
+    let mut select = db
+        .prepare("SELECT place, slot, entry FROM damaged ORDER BY rowid")
+        .unwrap();
+    select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
