@@ -39,6 +39,7 @@ mod ops;
 mod peers;
 mod policy;
 mod put;
+mod received;
 mod rejoin;
 mod rpc;
 mod serve;

@@ -221,10 +221,10 @@ impl Inner {
         let interval = self.config.replicate_interval;
         let records: Vec<_> = {
             let mut received = lock(&self.received);
-            received.retain(|_, at| now.saturating_duration_since(*at) < interval);
+            let recent = received.recent(now, interval);
             records
                 .into_iter()
-                .filter(|record| !received.contains_key(&record.key))
+                .filter(|record| !recent.contains_key(&record.key))
                 .collect()
         };
         let count = records.len();

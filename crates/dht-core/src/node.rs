@@ -69,8 +69,8 @@ pub(crate) struct Inner {
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
     /// When each record was last stored here by a peer: replication skips records
     /// received within the replicate interval (the Kademlia paper's optimisation: the
-    /// sender replicates them). Bounded by the records held; pruned every round.
-    pub(crate) received: Mutex<HashMap<Key, std::time::Instant>>,
+    /// sender replicates them). At most twice the records held (see `Received`).
+    pub(crate) received: Mutex<crate::received::Received>,
     /// Failed pings in a row of routing-table contacts (see `record_ping`).
     pub(crate) ping_failures: Mutex<HashMap<NodeId, u32>>,
     /// How long peers take to answer (a GET's per-peer timeout).
@@ -226,7 +226,7 @@ impl Inner {
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
             saved_contacts: Mutex::new(saved_contacts),
-            received: Mutex::new(HashMap::new()),
+            received: Mutex::new(crate::received::Received::default()),
             ping_failures: Mutex::new(HashMap::new()),
             answer_times: Default::default(),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -432,7 +432,8 @@ impl Inner {
         let key = record.key;
         match self.store.put(record, origin).await {
             Ok(PutOutcome::Inserted | PutOutcome::Replaced | PutOutcome::Unchanged) => {
-                lock(&self.received).insert(key, mono_now());
+                let held = |key: &Key| self.store().get(key, now).is_ok_and(|r| r.is_some());
+                lock(&self.received).note(key, mono_now(), self.config.replicate_interval, held);
                 StoreStatus::Stored
             }
             Ok(PutOutcome::KeptNewer) => StoreStatus::KeptNewer,

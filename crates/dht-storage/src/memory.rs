@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the bounded in-memory [`RecordStore`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use dht_id::Key;
@@ -26,6 +26,9 @@ struct Entry {
 pub struct MemoryStore {
     limits: StoreLimits,
     records: HashMap<Key, Entry>,
+    /// The keys of `records` by expiry: what has expired is found without a scan, so a
+    /// full store refuses a put in O(log n) (plus the expired records not purged yet).
+    by_expiry: BTreeSet<(u64, Key)>,
     /// Sum of the footprints of `records`.
     bytes: usize,
     /// The records and bytes of `records`, per origin.
@@ -38,6 +41,7 @@ impl MemoryStore {
         MemoryStore {
             limits,
             records: HashMap::new(),
+            by_expiry: BTreeSet::new(),
             bytes: 0,
             ledger: Ledger::default(),
         }
@@ -69,10 +73,9 @@ impl MemoryStore {
     /// Count and bytes of the expired records a purge at `now` would remove, leaving out
     /// the record of `except`: of all origins, and of `origin`.
     fn expired_totals(&self, now: u64, except: &Key, origin: &Origin) -> (Tally, Tally) {
-        self.records
-            .values()
-            .filter(|e| e.record.key != *except && e.record.is_expired(now))
-            .fold((Tally::default(), Tally::default()), |(all, mine), e| {
+        self.expired(now).filter(|e| e.record.key != *except).fold(
+            (Tally::default(), Tally::default()),
+            |(all, mine), e| {
                 let bytes = e.record.footprint();
                 let mine = if e.origin == *origin {
                     mine.plus(bytes)
@@ -80,7 +83,15 @@ impl MemoryStore {
                     mine
                 };
                 (all.plus(bytes), mine)
-            })
+            },
+        )
+    }
+
+    /// The records expired at `now` (`expires_at <= now`), earliest first.
+    fn expired(&self, now: u64) -> impl Iterator<Item = &Entry> {
+        self.by_expiry
+            .range(..=(now, Key::from_bytes([0xff; 32])))
+            .filter_map(|(_, key)| self.records.get(key))
     }
 
     /// The error for a put from `origin` that `refusal` refused.
@@ -200,6 +211,28 @@ mod tests {
         let sum: usize = store.records.values().map(|e| e.record.footprint()).sum();
         assert_eq!(store.bytes(), sum);
         assert!(store.records.iter().all(|(k, e)| *k == e.record.key));
+        let index: BTreeSet<(u64, Key)> = store
+            .records
+            .values()
+            .map(|e| (e.record.expires_at, e.record.key))
+            .collect();
+        assert_eq!(store.by_expiry, index);
+    }
+
+    #[test]
+    fn the_expiry_index_follows_replacements_and_removals() {
+        let mut store = MemoryStore::default();
+        store.put(rec(1, 1, b"a", NOW + 5), NOW).unwrap();
+        store.put(rec(2, 1, b"b", NOW + 5), NOW).unwrap();
+        // A newer version that lives longer: gone from the old expiry's place.
+        store.put(rec(1, 2, b"a", NOW + 50), NOW).unwrap();
+        assert_consistent(&store);
+        assert_eq!(store.expired_keys(NOW + 5), vec![key(2)]);
+        assert_eq!(store.purge_expired(NOW + 5), Ok(1));
+        assert!(store.get(&key(1), NOW + 5).unwrap().is_some());
+        store.remove(&key(1)).unwrap();
+        assert_consistent(&store);
+        assert!(store.by_expiry.is_empty());
     }
 
     #[test]

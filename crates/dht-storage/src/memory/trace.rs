@@ -85,13 +85,9 @@ impl MemoryStore {
         expired.iter().filter_map(|key| self.take(key)).collect()
     }
 
-    /// The keys of the records expired at `now`, in no particular order.
+    /// The keys of the records expired at `now`, earliest expiry first.
     pub(crate) fn expired_keys(&self, now: u64) -> Vec<Key> {
-        self.records
-            .values()
-            .filter(|e| e.record.is_expired(now))
-            .map(|e| e.record.key)
-            .collect()
+        self.expired(now).map(|e| e.record.key).collect()
     }
 
     /// The record held for `key`, expired or not, with its origin.
@@ -105,7 +101,13 @@ impl MemoryStore {
         let footprint = record.footprint();
         self.bytes = self.bytes.saturating_add(footprint);
         self.ledger.charge(origin, footprint);
+        let expires_at = record.expires_at;
+        self.by_expiry.insert((expires_at, record.key));
         let old = self.records.insert(record.key, Entry { record, origin })?;
+        if old.record.expires_at != expires_at {
+            self.by_expiry
+                .remove(&(old.record.expires_at, old.record.key));
+        }
         let old_bytes = old.record.footprint();
         self.bytes = self.bytes.saturating_sub(old_bytes);
         self.ledger.refund(old.origin, old_bytes);
@@ -115,6 +117,7 @@ impl MemoryStore {
     /// Removes the record of `key`, expired or not, and returns it with its origin.
     pub(crate) fn take(&mut self, key: &Key) -> Option<(Record, Origin)> {
         let e = self.records.remove(key)?;
+        self.by_expiry.remove(&(e.record.expires_at, e.record.key));
         let bytes = e.record.footprint();
         self.bytes = self.bytes.saturating_sub(bytes);
         self.ledger.refund(e.origin, bytes);
