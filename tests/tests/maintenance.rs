@@ -414,3 +414,87 @@ async fn a_full_bucket_takes_its_newcomer_when_the_old_contact_dies() {
     );
     a.shutdown().await;
 }
+
+/// A replication round costs one lookup per key region the node holds records in, not
+/// one per record: a node holding 300 records spread over the key space, in a network of
+/// 24 nodes (a region holds about k/4 nodes), replicates them all with a few dozen
+/// lookups at most, and keeps every key on its 3 closest nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_costs_one_lookup_per_key_region_not_per_record() {
+    init_tracing();
+    let hour = Duration::from_secs(3600);
+    let quiet = |bootstrap: &[SocketAddr]| NodeConfig {
+        replicate_interval: hour,
+        ..config(bootstrap)
+    };
+    let bootstrap = Arc::new(Node::start(quiet(&[])).await.expect("bootstrap"));
+    let mut live = vec![bootstrap.clone()];
+    for _ in 0..22 {
+        let node = Node::start(quiet(&[bootstrap.listen_addr()]))
+            .await
+            .expect("node");
+        live.push(Arc::new(node));
+    }
+    // Only this node replicates, ten seconds after it starts.
+    let replicate = Duration::from_secs(10);
+    let x = Arc::new(
+        Node::start(NodeConfig {
+            replicate_interval: replicate,
+            ..config(&[bootstrap.listen_addr()])
+        })
+        .await
+        .expect("x"),
+    );
+    live.push(x.clone());
+    let keys: Vec<Key> = (0..300)
+        .map(|i| Key::sha256(format!("regions/{i}").as_bytes()))
+        .collect();
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 3,
+    };
+    for chunk in keys.chunks(50) {
+        let puts = chunk
+            .iter()
+            .map(|key| x.put(*key, Bytes::from_static(b"v"), options));
+        for report in futures::future::join_all(puts).await {
+            assert!(report.expect("put").stored_locally);
+        }
+    }
+    let puts_done = std::time::Instant::now();
+    let round_done = || {
+        x.status()
+            .upkeep
+            .iter()
+            .any(|round| round.kind == dht_core::UpkeepKind::Replication && round.items >= 300)
+    };
+    let deadline = replicate.mul_f64(1.25) + Duration::from_secs(30);
+    assert!(
+        wait_for(deadline, || async { round_done() }).await,
+        "no replication round of the 300 records within {deadline:?}"
+    );
+    // The FIND_NODE lookups since the PUTs: the round's, and a few bucket refreshes.
+    let since = puts_done.elapsed();
+    let lookups = x
+        .status()
+        .lookups
+        .iter()
+        .filter(|l| l.age < since && l.kind == dht_core::LookupKind::FindNode)
+        .count();
+    let counted = x.stats().replication_lookups;
+    assert!(
+        lookups <= 60,
+        "{lookups} lookups to replicate 300 records ({counted} counted by replication)"
+    );
+    assert!(
+        counted >= 1 && counted as usize <= lookups,
+        "{counted} of {lookups}"
+    );
+    assert!(
+        on_closest(&live, &keys),
+        "a key is not on its 3 closest nodes"
+    );
+    for n in &live {
+        n.shutdown().await;
+    }
+}

@@ -41,6 +41,7 @@ mod policy;
 mod put;
 mod received;
 mod rejoin;
+mod replicate;
 mod rpc;
 mod serve;
 mod simnet;
@@ -185,6 +186,7 @@ impl Node {
         let (inner, listener) = Inner::start(config, transport, store, env).await?;
         inner.spawn_accept_loop(listener);
         inner.spawn_maintenance();
+        inner.spawn_replication();
         inner.spawn_disk_sync();
         tracing::info!(
             parent: &inner.span,

@@ -1,8 +1,8 @@
 //! Kademlia upkeep, on timers: liveness pings of quiet contacts (removed after
-//! `ping_failures` failures in a row), refresh of buckets without a recent lookup,
-//! periodic replication of every record held to its `r` closest live nodes, and the
-//! hand-off of records to a newly seen node that is among their closest, and the sync
-//! to disk of a store whose commits wait for the OS only. The decisions about the
+//! `ping_failures` failures in a row), re-join, refresh of buckets without a recent
+//! lookup, the periodic save of the contacts, the hand-off of records to a newly seen
+//! node that is among their closest, and the sync to disk of a store whose commits wait
+//! for the OS only. Periodic replication runs on its own task (`replicate.rs`). The decisions about the
 //! routing table are made by `dht-routing`; this module runs them.
 
 use std::sync::Arc;
@@ -19,13 +19,15 @@ use crate::activity::UpkeepKind;
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now};
 use crate::rejoin::Rejoin;
+use crate::replicate::REPLICATION_PARALLELISM;
 
 /// Contacts pinged at once by one liveness round.
 const PINGS_PER_ROUND: usize = 16;
+/// How often the routing table's contacts are saved for the next start (and at
+/// shutdown): a node that crashes rejoins through contacts at most this old.
+const CONTACTS_SAVED_EVERY: Duration = Duration::from_secs(300);
 /// Buckets refreshed by one round.
 const REFRESHES_PER_ROUND: usize = 4;
-/// Records replicated at once.
-const REPLICATION_PARALLELISM: usize = 8;
 /// Records handed to one newly seen node (or on one departure) at most.
 const HANDOFF_LIMIT: usize = 1000;
 /// Contacts closest to this node that are pinged after `neighbour_liveness`: with the
@@ -70,8 +72,8 @@ impl Inner {
         .min()
         .unwrap_or(Duration::from_secs(60));
         let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let mut next_replication =
-            tokio::time::Instant::now() + self.jittered(self.config.replicate_interval);
+        let save_every = CONTACTS_SAVED_EVERY.min(self.config.replicate_interval);
+        let mut next_save = tokio::time::Instant::now() + save_every;
         let mut rejoin = Rejoin::new();
         loop {
             tokio::select! {
@@ -81,11 +83,9 @@ impl Inner {
             self.liveness_round().await;
             self.rejoin_round(&mut rejoin).await;
             self.refresh_round().await;
-            if tokio::time::Instant::now() >= next_replication {
+            if tokio::time::Instant::now() >= next_save {
                 self.save_contacts().await;
-                self.replicate_round().await;
-                next_replication =
-                    tokio::time::Instant::now() + self.jittered(self.config.replicate_interval);
+                next_save = tokio::time::Instant::now() + save_every;
             }
         }
     }
@@ -200,50 +200,6 @@ impl Inner {
         self.upkeep_round(UpkeepKind::Refresh, started, refreshed, failed);
     }
 
-    /// Stores every record held again on the `r` closest live nodes to its key. The
-    /// record travels as it is: its expiry and version never change on the way.
-    async fn replicate_round(self: &Arc<Self>) {
-        let started = mono_now();
-        let unix_now = self.unix_now();
-        let records = match self.store().records(unix_now) {
-            Ok(records) => records,
-            Err(e) => {
-                debug!(error = %e, "cannot list records to replicate");
-                return;
-            }
-        };
-        let _ = self
-            .store
-            .blocking(move |store| store.purge_expired(unix_now))
-            .await;
-        // Records a peer stored here within the interval are that peer's to replicate.
-        let now = mono_now();
-        let interval = self.config.replicate_interval;
-        let records: Vec<_> = {
-            let mut received = lock(&self.received);
-            let recent = received.recent(now, interval);
-            records
-                .into_iter()
-                .filter(|record| !recent.contains_key(&record.key))
-                .collect()
-        };
-        let count = records.len();
-        debug!(records = count, "replicating");
-        let mut work = futures::stream::iter(records.into_iter().map(|record| {
-            let inner = self.clone();
-            async move { inner.store_on_closest(&record, true, None).await }
-        }))
-        .buffer_unordered(REPLICATION_PARALLELISM);
-        let mut unreplicated = 0;
-        while let Some(replicas) = work.next().await {
-            if self.shutdown.is_cancelled() {
-                return;
-            }
-            unreplicated += usize::from(replicas == 0);
-        }
-        self.upkeep_round(UpkeepKind::Replication, started, count, unreplicated);
-    }
-
     /// Hands a newly seen node the records it is now among the `r` closest nodes for
     /// (as far as our routing table knows), so that a node joining close to a key holds
     /// it without waiting for the next replication.
@@ -344,7 +300,7 @@ impl Inner {
     }
 
     /// `interval` plus up to a quarter of it, at random.
-    fn jittered(&self, interval: Duration) -> Duration {
+    pub(crate) fn jittered(&self, interval: Duration) -> Duration {
         let jitter = self.with_rng(|rng| rng.gen_range(0.0..0.25));
         interval + interval.mul_f64(jitter)
     }

@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) values_held_back: AtomicU64,
     pub(crate) peers_penalised: AtomicU64,
     pub(crate) stores_refused_quota: AtomicU64,
+    pub(crate) replication_lookups: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers_received: AtomicU64,
 }
@@ -83,6 +84,9 @@ pub struct NodeStats {
     pub peers_penalised: u64,
     /// STOREs refused by the per-peer storage quota.
     pub stores_refused_quota: u64,
+    /// Lookups made by periodic replication: one per key region held records in (or per
+    /// record of a replication above k/4), not one per record (see `replicate.rs`).
+    pub replication_lookups: u64,
     /// Requests sent to peers (each try of a request a peer asked to repeat counts).
     pub requests_sent: u64,
     /// Answers received to them (an "overloaded" or error answer counts; a timeout or
@@ -108,6 +112,7 @@ impl NodeStats {
             values_held_back: Counters::get(&c.values_held_back),
             peers_penalised: Counters::get(&c.peers_penalised),
             stores_refused_quota: Counters::get(&c.stores_refused_quota),
+            replication_lookups: Counters::get(&c.replication_lookups),
             requests_sent: Counters::get(&c.requests_sent),
             answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()
