@@ -32,6 +32,7 @@ mod env;
 mod error;
 mod handshake;
 mod identity;
+mod join;
 mod maintenance;
 mod metrics;
 mod node;
