@@ -42,6 +42,7 @@ mod policy;
 mod put;
 mod received;
 mod rejoin;
+mod repair;
 mod replicate;
 mod rpc;
 mod serve;

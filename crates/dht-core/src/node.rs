@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     /// Recent lookups and upkeep rounds, and whether the node has joined.
     pub(crate) activity: Activity,
     pub(crate) pinging: Mutex<HashSet<NodeId>>,
+    /// Places for newer copies sent back to senders of older ones (`repair.rs`).
+    pub(crate) sending_back: Arc<tokio::sync::Semaphore>,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
     /// When each record was last stored here by a peer: replication skips records
@@ -225,6 +227,9 @@ impl Inner {
             peers: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             pinging: Mutex::new(HashSet::new()),
+            sending_back: Arc::new(tokio::sync::Semaphore::new(
+                crate::repair::SENT_BACK_AT_ONCE,
+            )),
             saved_contacts: Mutex::new(saved_contacts),
             received: Mutex::new(crate::received::Received::default()),
             ping_failures: Mutex::new(HashMap::new()),
@@ -408,7 +413,7 @@ impl Inner {
     /// among the k closest nodes we know to the key is accounted as replication, which
     /// the quota does not refuse. Anyone else's REPLICATE counts as a STORE.
     pub(crate) async fn store_from_peer(
-        &self,
+        self: &Arc<Self>,
         from: &Contact,
         record: WireRecord,
         replication: bool,
@@ -436,7 +441,12 @@ impl Inner {
                 lock(&self.received).note(key, mono_now(), self.config.replicate_interval, held);
                 StoreStatus::Stored
             }
-            Ok(PutOutcome::KeptNewer) => StoreStatus::KeptNewer,
+            Ok(PutOutcome::KeptNewer) => {
+                if let Ok(Some(newer)) = self.store().get(&key, now) {
+                    self.send_newer_back(*from, newer);
+                }
+                StoreStatus::KeptNewer
+            }
             Err(StoreError::Full { .. }) => StoreStatus::Full,
             Err(StoreError::ValueTooLarge { .. }) => StoreStatus::TooLarge,
             Err(StoreError::Expired) => StoreStatus::Expired,

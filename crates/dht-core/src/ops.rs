@@ -80,12 +80,35 @@ impl LookupStats {
 pub(crate) struct Found {
     pub(crate) result: LookupResult,
     pub(crate) record: Option<Record>,
+    /// For a FIND_VALUE: what each peer that answered holds of the key, for read repair.
+    pub(crate) copies: Vec<Copy>,
+    /// For a FIND_VALUE that ended on a value: the requests still on their way, whose
+    /// answers read repair reads (their copies are compared too).
+    pub(crate) late: Option<FuturesUnordered<Query>>,
 }
 
-enum Answer {
+/// What one peer that answered a FIND_VALUE holds of the key.
+#[derive(Debug, Clone)]
+pub(crate) struct Copy {
+    pub(crate) peer: Contact,
+    /// Its record (accepted as from any peer: not expired, version not from the future),
+    /// or `None`: it answered with contacts, so it holds no copy.
+    pub(crate) record: Option<Record>,
+    /// Whether the peer was, when it answered, where the key's replicas are expected
+    /// (see [`Vouching`]): a replica whose copy counts, and which read repair mends.
+    pub(crate) replica: bool,
+}
+
+/// A peer's answer to a lookup request.
+pub(crate) enum Answer {
     Nodes(Vec<WireContact>),
     Value(WireRecord),
 }
+
+/// A lookup request on its way: the peer and its answer.
+pub(crate) type Query = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Contact, Result<Answer, RpcError>)> + Send>,
+>;
 
 impl Inner {
     fn lookup_config(&self) -> LookupConfig {
@@ -129,7 +152,8 @@ impl Inner {
             lookup = lookup.stall_width(needed);
         }
         let vouching = want_value.then(|| self.vouching());
-        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<Query> = FuturesUnordered::new();
+        let mut copies: Vec<Copy> = Vec::new();
         let mut record = None;
         let mut held: Option<Held> = None;
         let mut enough = false;
@@ -153,10 +177,10 @@ impl Inner {
                         lookup.answer_due(&contact.id, now + wait);
                     }
                     let inner = self.clone();
-                    in_flight.push(async move {
+                    in_flight.push(Box::pin(async move {
                         let answer = inner.query(contact, target, want_value).await;
                         (contact, answer)
-                    });
+                    }));
                 }
                 if lookup.is_finished() {
                     // A GET that has not found the value still reads the answers on
@@ -187,6 +211,10 @@ impl Inner {
                         Ok(Answer::Nodes(contacts)) => {
                             let min_pow = self.config.min_pow_difficulty;
                             if contacts.iter().all(|c| pow::has_pow(&c.id, min_pow)) {
+                                if let Some(vouching) = &vouching {
+                                    let replica = vouching.vouches(&contact, &lookup);
+                                    copies.push(Copy { peer: contact, record: None, replica });
+                                }
                                 let learned = contacts.into_iter().filter_map(|c| routable(c, self.id));
                                 lookup.on_success(&contact.id, learned, now);
                                 enough = observe(&lookup).is_break();
@@ -202,7 +230,9 @@ impl Inner {
                             let found = self.accept_remote(found, self.unix_now());
                             match found {
                                 Some(found) if found.key == target && !found.is_expired(self.unix_now()) => {
-                                    if vouching.as_ref().is_some_and(|v| v.vouches(&contact, &lookup)) {
+                                    let replica = vouching.as_ref().is_some_and(|v| v.vouches(&contact, &lookup));
+                                    copies.push(Copy { peer: contact, record: Some(found.clone()), replica });
+                                    if replica {
                                         record = Some(found);
                                         lookup.on_value(&contact.id, now);
                                     } else {
@@ -273,7 +303,13 @@ impl Inner {
         if result.contacted > 0 {
             self.activity.lookup(kind, elapsed, succeeded, now);
         }
-        Found { result, record }
+        let late = (want_value && record.is_some() && !in_flight.is_empty()).then_some(in_flight);
+        Found {
+            result,
+            record,
+            copies,
+            late,
+        }
     }
 
     /// What lets a GET trust a value at once (see [`Vouching`]).
@@ -345,7 +381,7 @@ impl Inner {
         let found = self.lookup(key, true).await;
         let result = &found.result;
         let stats = LookupStats::of(result);
-        let value = match (local, found.record) {
+        let (value, returned) = match (local, &found.record) {
             (Some(local), Some(remote)) => {
                 if remote.supersedes(&local) {
                     // Our copy is stale: keep the newer one instead, charged to the
@@ -355,20 +391,24 @@ impl Inner {
                         .value_from
                         .map_or(Origin::Local, |peer| Origin::Peer(peer.id));
                     let _ = self.store.put(remote.clone(), origin).await;
-                    Ok(Some(remote.value))
+                    (Ok(Some(remote.value.clone())), Some(remote.clone()))
                 } else {
-                    Ok(Some(local.value))
+                    (Ok(Some(local.value.clone())), Some(local))
                 }
             }
-            (Some(local), None) => Ok(Some(local.value)),
-            (None, Some(remote)) => Ok(Some(remote.value)),
-            (None, None) if result.contacted > 0 && result.succeeded == 0 => {
+            (Some(local), None) => (Ok(Some(local.value.clone())), Some(local)),
+            (None, Some(remote)) => (Ok(Some(remote.value.clone())), Some(remote.clone())),
+            (None, None) if result.contacted > 0 && result.succeeded == 0 => (
                 Err(Error::Unreachable {
                     contacted: result.contacted,
-                })
-            }
-            (None, None) => Ok(None),
+                }),
+                None,
+            ),
+            (None, None) => (Ok(None), None),
         };
+        if let Some(returned) = returned {
+            self.spawn_read_repair(returned, found.copies, found.late);
+        }
         (value, stats)
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     pub(crate) peers_penalised: AtomicU64,
     pub(crate) stores_refused_quota: AtomicU64,
     pub(crate) replication_lookups: AtomicU64,
+    pub(crate) read_repairs: AtomicU64,
+    pub(crate) copies_sent_back: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers_received: AtomicU64,
 }
@@ -87,6 +89,11 @@ pub struct NodeStats {
     /// Lookups made by periodic replication: one per key region held records in (or per
     /// record of a replication above k/4), not one per record (see `replicate.rs`).
     pub replication_lookups: u64,
+    /// Newest versions sent to replicas that a GET found without the record or with an
+    /// older version (read repair, `repair.rs`).
+    pub read_repairs: u64,
+    /// Newer copies sent back to peers whose STORE offered an older one.
+    pub copies_sent_back: u64,
     /// Requests sent to peers (each try of a request a peer asked to repeat counts).
     pub requests_sent: u64,
     /// Answers received to them (an "overloaded" or error answer counts; a timeout or
@@ -113,6 +120,8 @@ impl NodeStats {
             peers_penalised: Counters::get(&c.peers_penalised),
             stores_refused_quota: Counters::get(&c.stores_refused_quota),
             replication_lookups: Counters::get(&c.replication_lookups),
+            read_repairs: Counters::get(&c.read_repairs),
+            copies_sent_back: Counters::get(&c.copies_sent_back),
             requests_sent: Counters::get(&c.requests_sent),
             answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()
