@@ -30,6 +30,7 @@ mod contacts;
 pub mod deadline;
 mod env;
 mod error;
+mod handoff;
 mod handshake;
 mod identity;
 mod join;

@@ -1,15 +1,14 @@
 //! Kademlia upkeep, on timers: liveness pings of quiet contacts (removed after
 //! `ping_failures` failures in a row), re-join, refresh of buckets without a recent
-//! lookup, the periodic save of the contacts, the hand-off of records to a newly seen
-//! node that is among their closest, and the sync to disk of a store whose commits wait
-//! for the OS only. Periodic replication runs on its own task (`replicate.rs`). The decisions about the
+//! lookup, the periodic save of the contacts, and the sync to disk of a store whose
+//! commits wait for the OS only. Periodic replication runs on its own task
+//! (`replicate.rs`); the hand-off of records to new replicas is `handoff.rs`. The decisions about the
 //! routing table are made by `dht-routing`; this module runs them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dht_routing::{Contact, RoutingTable};
-use dht_storage::Record;
+use dht_routing::Contact;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
@@ -19,7 +18,6 @@ use crate::activity::UpkeepKind;
 use crate::error::RpcError;
 use crate::node::{Inner, lock, mono_now};
 use crate::rejoin::Rejoin;
-use crate::replicate::REPLICATION_PARALLELISM;
 
 /// Contacts pinged at once by one liveness round.
 const PINGS_PER_ROUND: usize = 16;
@@ -28,8 +26,6 @@ const PINGS_PER_ROUND: usize = 16;
 const CONTACTS_SAVED_EVERY: Duration = Duration::from_secs(300);
 /// Buckets refreshed by one round.
 const REFRESHES_PER_ROUND: usize = 4;
-/// Records handed to one newly seen node (or on one departure) at most.
-const HANDOFF_LIMIT: usize = 1000;
 /// Contacts closest to this node that are pinged after `neighbour_liveness`: with the
 /// node itself, the replicas of most records it holds (r = 3 by default; a record's
 /// other replicas are among the nearest few of each of them).
@@ -198,105 +194,6 @@ impl Inner {
             failed += usize::from(found.result.succeeded == 0);
         }
         self.upkeep_round(UpkeepKind::Refresh, started, refreshed, failed);
-    }
-
-    /// Hands a newly seen node the records it is now among the `r` closest nodes for
-    /// (as far as our routing table knows), so that a node joining close to a key holds
-    /// it without waiting for the next replication.
-    pub(crate) fn spawn_handoff(self: &Arc<Self>, newcomer: Contact) {
-        let inner = self.clone();
-        self.tasks.spawn(
-            async move {
-                let due = inner.records_to_hand(|routing, record| {
-                    let closest = routing.closest(&record.key, usize::from(record.replication));
-                    closest.iter().any(|c| c.id == newcomer.id).then(|| vec![newcomer])
-                });
-                if !due.is_empty() {
-                    debug!(peer = %newcomer.id.short(), records = due.len(), "handing records to a new neighbour");
-                }
-                for (record, _) in due {
-                    if inner.store_on(&record, &[newcomer], 1, true).await == 0 {
-                        break;
-                    }
-                }
-            }
-            .instrument(self.span.clone()),
-        );
-    }
-
-    /// Up to [`HANDOFF_LIMIT`] of the records held, each with the contacts `pick` says
-    /// should receive it (`None`: none), decided under one look at the routing table.
-    fn records_to_hand(
-        &self,
-        pick: impl Fn(&RoutingTable, &Record) -> Option<Vec<Contact>>,
-    ) -> Vec<(Record, Vec<Contact>)> {
-        let records = self.store().records(self.unix_now()).unwrap_or_default();
-        let routing = self.routing();
-        records
-            .into_iter()
-            .filter_map(|record| {
-                let to = pick(&routing, &record)?;
-                Some((record, to))
-            })
-            .take(HANDOFF_LIMIT)
-            .collect()
-    }
-}
-
-impl Inner {
-    /// Removes `departed` from the routing table, keeping it among the contacts to
-    /// re-join through (`rejoin.rs`). The records this node keeps as one
-    /// of their `r` closest nodes, with `departed` among the others, are handed to the
-    /// contacts that take its place there (as far as our table knows): a replica that
-    /// left is replaced within its removal, not at the next replication.
-    pub(crate) fn forget(self: &Arc<Self>, departed: &Contact) {
-        if self.routing().remove(&departed.id).is_none() {
-            return;
-        }
-        self.remember_for_rejoin(*departed);
-        if self.store().is_empty() {
-            return;
-        }
-        let (inner, departed) = (self.clone(), *departed);
-        self.tasks.spawn(
-            async move {
-                let due = inner.records_to_hand(|routing, record| {
-                    let r = usize::from(record.replication);
-                    // Not one of its replicas: the record is not ours to keep.
-                    if routing.count_closer_than_local(&record.key) >= r {
-                        return None;
-                    }
-                    // With this node, the r - 1 closest contacts are its replicas now;
-                    // `departed` was one if it is closer than the farthest of them.
-                    // Those farther than it may be new among them (several at once
-                    // when several replicas left together): each gets the record,
-                    // which costs one that held it already a STORE.
-                    let gone = departed.id.distance(&record.key);
-                    let successors: Vec<Contact> = routing
-                        .closest(&record.key, r.saturating_sub(1))
-                        .into_iter()
-                        .filter(|c| c.id.distance(&record.key) > gone)
-                        .collect();
-                    (!successors.is_empty()).then_some(successors)
-                });
-                if !due.is_empty() {
-                    debug!(peer = %departed.id.short(), records = due.len(), "handing a departed replica's records to its successors");
-                }
-                let stores: Vec<_> = due
-                    .into_iter()
-                    .flat_map(|(record, successors)| {
-                        successors.into_iter().map(move |c| (record.clone(), c))
-                    })
-                    .collect();
-                let mut work = futures::stream::iter(stores.into_iter().map(|(record, to)| {
-                    let inner = inner.clone();
-                    async move { inner.store_on(&record, &[to], 1, true).await }
-                }))
-                .buffer_unordered(REPLICATION_PARALLELISM);
-                while work.next().await.is_some() {}
-            }
-            .instrument(self.span.clone()),
-        );
     }
 
     /// `interval` plus up to a quarter of it, at random.

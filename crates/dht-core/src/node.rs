@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dht_id::{Key, NodeId};
@@ -67,6 +67,9 @@ pub(crate) struct Inner {
     pub(crate) pinging: Mutex<HashSet<NodeId>>,
     /// Places for newer copies sent back to senders of older ones (`repair.rs`).
     pub(crate) sending_back: Arc<tokio::sync::Semaphore>,
+    /// Places for hand-offs sending at once, and how many wait for one (`handoff.rs`).
+    pub(crate) handoffs: Arc<tokio::sync::Semaphore>,
+    pub(crate) handoffs_waiting: AtomicUsize,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
     /// When each record was last stored here by a peer: replication skips records
@@ -230,6 +233,10 @@ impl Inner {
             sending_back: Arc::new(tokio::sync::Semaphore::new(
                 crate::repair::SENT_BACK_AT_ONCE,
             )),
+            handoffs: Arc::new(tokio::sync::Semaphore::new(
+                crate::handoff::HANDOFFS_AT_ONCE,
+            )),
+            handoffs_waiting: AtomicUsize::new(0),
             saved_contacts: Mutex::new(saved_contacts),
             received: Mutex::new(crate::received::Received::default()),
             ping_failures: Mutex::new(HashMap::new()),

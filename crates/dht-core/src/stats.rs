@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) replication_lookups: AtomicU64,
     pub(crate) read_repairs: AtomicU64,
     pub(crate) copies_sent_back: AtomicU64,
+    pub(crate) handoffs_skipped: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers_received: AtomicU64,
 }
@@ -94,6 +95,9 @@ pub struct NodeStats {
     pub read_repairs: u64,
     /// Newer copies sent back to peers whose STORE offered an older one.
     pub copies_sent_back: u64,
+    /// Hand-offs of records to new replicas skipped because 64 were waiting already
+    /// (periodic replication brings those records instead).
+    pub handoffs_skipped: u64,
     /// Requests sent to peers (each try of a request a peer asked to repeat counts).
     pub requests_sent: u64,
     /// Answers received to them (an "overloaded" or error answer counts; a timeout or
@@ -122,6 +126,7 @@ impl NodeStats {
             replication_lookups: Counters::get(&c.replication_lookups),
             read_repairs: Counters::get(&c.read_repairs),
             copies_sent_back: Counters::get(&c.copies_sent_back),
+            handoffs_skipped: Counters::get(&c.handoffs_skipped),
             requests_sent: Counters::get(&c.requests_sent),
             answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the bounded in-memory [`RecordStore`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use dht_id::Key;
@@ -20,12 +20,13 @@ struct Entry {
     origin: Origin,
 }
 
-/// A [`RecordStore`] in a `HashMap`, bounded by [`StoreLimits`] (hard limits and per-peer
+/// A [`RecordStore`] in a `BTreeMap` (in key order, so that it can be walked a page at a
+/// time), bounded by [`StoreLimits`] (hard limits and per-peer
 /// quotas). Nothing survives a restart.
 #[derive(Default)]
 pub struct MemoryStore {
     limits: StoreLimits,
-    records: HashMap<Key, Entry>,
+    records: BTreeMap<Key, Entry>,
     /// The keys of `records` by expiry: what has expired is found without a scan, so a
     /// full store refuses a put in O(log n) (plus the expired records not purged yet).
     by_expiry: BTreeSet<(u64, Key)>,
@@ -40,7 +41,7 @@ impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
         MemoryStore {
             limits,
-            records: HashMap::new(),
+            records: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
             bytes: 0,
             ledger: Ledger::default(),
@@ -155,15 +156,24 @@ impl RecordStore for MemoryStore {
 
     /// All unexpired records, sorted by key.
     fn records(&self, now: u64) -> Result<Vec<Record>, StoreError> {
-        let mut out: Vec<Record> = self
+        Ok(self
             .records
             .values()
             .map(|e| &e.record)
             .filter(|r| !r.is_expired(now))
             .cloned()
-            .collect();
-        out.sort_unstable_by_key(|r| r.key);
-        Ok(out)
+            .collect())
+    }
+
+    fn records_from(&self, from: &Key, limit: usize, now: u64) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .records
+            .range(from..)
+            .map(|(_, e)| &e.record)
+            .filter(|r| !r.is_expired(now))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn does_io(&self) -> bool {
@@ -217,6 +227,28 @@ mod tests {
             .map(|e| (e.record.expires_at, e.record.key))
             .collect();
         assert_eq!(store.by_expiry, index);
+    }
+
+    #[test]
+    fn records_from_walks_the_store_a_page_at_a_time_in_key_order() {
+        let mut store = MemoryStore::default();
+        for k in [5u8, 1, 9, 3, 7] {
+            store.put(rec(k, 1, b"v", NOW + 10), NOW).unwrap();
+        }
+        store.put(rec(4, 1, b"gone", NOW), NOW - 1).unwrap();
+        let page = |from: u8, limit| -> Vec<u8> {
+            store
+                .records_from(&key(from), limit, NOW)
+                .unwrap()
+                .iter()
+                .map(|r| r.key.as_bytes()[0])
+                .collect()
+        };
+        assert_eq!(page(0, 2), [1, 3]);
+        // The expired record of key 4 is skipped.
+        assert_eq!(page(4, 2), [5, 7]);
+        assert_eq!(page(8, 10), [9]);
+        assert!(page(10, 10).is_empty());
     }
 
     #[test]

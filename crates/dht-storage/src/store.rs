@@ -175,8 +175,19 @@ pub trait RecordStore: Send {
     /// Removes expired records; returns how many.
     fn purge_expired(&mut self, now: u64) -> Result<usize, StoreError>;
 
-    /// All unexpired records (for replication; bounded by `max_records`).
+    /// All unexpired records (for replication; bounded by `max_records`), in key order.
     fn records(&self, now: u64) -> Result<Vec<Record>, StoreError>;
+
+    /// Up to `limit` unexpired records whose keys are `from` or after it, in key order:
+    /// a page of a walk through the store that holds the store only for a page (the
+    /// next page starts after the last key returned).
+    fn records_from(&self, from: &Key, limit: usize, now: u64) -> Result<Vec<Record>, StoreError> {
+        let mut records = self.records(now)?;
+        records.retain(|r| r.key >= *from);
+        records.sort_unstable_by_key(|r| r.key);
+        records.truncate(limit);
+        Ok(records)
+    }
 
     /// Keeps the node's contacts (an opaque blob the node encodes) for its next start.
     /// Stores that do not outlive the process keep nothing.

@@ -553,6 +553,10 @@ impl RecordStore for DurableStore {
         self.cache.records(now)
     }
 
+    fn records_from(&self, from: &Key, limit: usize, now: u64) -> Result<Vec<Record>, StoreError> {
+        self.cache.records_from(from, limit, now)
+    }
+
     fn len(&self) -> usize {
         self.cache.len()
     }
