@@ -140,6 +140,9 @@ struct Recent {
     lookups: VecDeque<Sample>,
     rounds: VecDeque<Round>,
     window: [Slot; WINDOW_SECS],
+    /// When the last lookup some peer answered ended, and the last nobody answered.
+    last_success: Option<Instant>,
+    last_failure: Option<Instant>,
 }
 
 /// Appends `item`, dropping the oldest when `ring` holds `cap` already.
@@ -167,6 +170,8 @@ impl Activity {
                 lookups: VecDeque::with_capacity(LOOKUP_SAMPLES),
                 rounds: VecDeque::with_capacity(UPKEEP_ROUNDS),
                 window: [Slot::default(); WINDOW_SECS],
+                last_success: None,
+                last_failure: None,
             }),
         }
     }
@@ -218,9 +223,23 @@ impl Activity {
         }
         if succeeded {
             slot.counts.succeeded += 1;
+            recent.last_success = Some(now);
         } else {
             slot.counts.failed += 1;
+            recent.last_failure = Some(now);
         }
+    }
+
+    /// Whether lookups have been failing (nobody answered) since the last one that
+    /// succeeded, and that one (or the start, if none did) lies `after` or more before
+    /// `now`: the node is cut off from the peers it knows, whatever its table holds.
+    pub(crate) fn lookups_starved(&self, now: Instant, after: Duration) -> bool {
+        let recent = lock(&self.recent);
+        let Some(failure) = recent.last_failure else {
+            return false;
+        };
+        let success = recent.last_success.unwrap_or(self.started);
+        failure >= success && now.saturating_duration_since(success) >= after
     }
 
     /// Lookups that ended within the last minute before `now`.

@@ -77,6 +77,7 @@ impl Inner {
                 () = self.shutdown.cancelled() => return,
             }
             self.liveness_round().await;
+            self.maybe_back_round().await;
             self.rejoin_round(&mut rejoin).await;
             self.refresh_round().await;
             if tokio::time::Instant::now() >= next_save {

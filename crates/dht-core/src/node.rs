@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) handoffs_waiting: AtomicUsize,
     /// Contacts saved before the last stop, for rejoining when no bootstrap peer answers.
     pub(crate) saved_contacts: Mutex<Vec<Contact>>,
+    /// Contacts removed for not answering, pinged with backoff (`rejoin.rs`).
+    pub(crate) maybe_back: Mutex<crate::rejoin::MaybeBack>,
     /// When each record was last stored here by a peer: replication skips records
     /// received within the replicate interval (the Kademlia paper's optimisation: the
     /// sender replicates them). At most twice the records held (see `Received`).
@@ -238,6 +240,7 @@ impl Inner {
             )),
             handoffs_waiting: AtomicUsize::new(0),
             saved_contacts: Mutex::new(saved_contacts),
+            maybe_back: Mutex::new(crate::rejoin::MaybeBack::default()),
             received: Mutex::new(crate::received::Received::default()),
             ping_failures: Mutex::new(HashMap::new()),
             answer_times: Default::default(),
