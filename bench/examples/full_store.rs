@@ -2,7 +2,7 @@
 //! refused put for stores of 1,000 to 100,000 records (none expired, the common case
 //! under a flood).
 //!
-//! `cargo run --release -p dht-storage --example full_store`
+//! `cargo run --release -p dht-bench --example full_store`
 
 use std::time::Instant;
 
