@@ -162,3 +162,64 @@ async fn transient_connections_beyond_the_warm_set_close_before_their_idle_time(
     hub.shutdown().await;
     Ok(())
 }
+
+/// A peer that says HELLO and then sends nothing (a hung process: its kernel keeps the
+/// connection up) loses its connection once a request on it has waited its whole
+/// timeout; a slow peer that answers something meanwhile keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_of_a_peer_silent_for_a_whole_request_timeout_is_closed()
+-> anyhow::Result<()> {
+    use dht_tests::raw_peer::{RawPeer, honest_answer};
+    use dht_wire::PeerFrame;
+    use futures::{SinkExt, StreamExt};
+
+    init_tracing();
+    let node = Node::start(dht_core::NodeConfig {
+        rpc_timeout: Duration::from_millis(500),
+        ..test_config(&[])
+    })
+    .await?;
+    let contact_of = |id| {
+        node.routing_contacts()
+            .into_iter()
+            .find(|c| c.id == id)
+            .expect("the peer is in the table")
+    };
+    let (mut hung, _) = RawPeer::connect(node.listen_addr()).await?;
+    // The node pings the hung peer: nothing comes back.
+    let ping = node.ping(contact_of(hung.identity.id)).await;
+    assert!(matches!(ping, Err(dht_core::RpcError::Timeout)), "{ping:?}");
+    assert!(
+        hung.closed_within(Duration::from_secs(5)).await,
+        "the connection of a silent peer stayed open"
+    );
+    assert_eq!(node.stats().silent_connections_closed, 1);
+
+    // A peer that answers one of two requests keeps its connection.
+    let (mut slow, _) = RawPeer::connect(node.listen_addr()).await?;
+    let contact = contact_of(slow.identity.id);
+    let pings = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::future::join(node.ping(contact), node.ping(contact)),
+    );
+    let answering = async {
+        if let Some(Ok(frame)) = slow.framed.next().await {
+            let answer = honest_answer(&frame.message);
+            let _ = slow
+                .framed
+                .send(PeerFrame::response(frame.request_id, answer))
+                .await;
+        }
+        slow
+    };
+    let (pings, mut slow) = futures::future::join(pings, answering).await;
+    let (first, second) = pings?;
+    assert!(first.is_ok() != second.is_ok(), "{first:?} {second:?}");
+    assert!(
+        !slow.closed_within(Duration::from_millis(300)).await,
+        "a peer that answered was cut"
+    );
+    assert_eq!(node.stats().silent_connections_closed, 1);
+    node.shutdown().await;
+    Ok(())
+}

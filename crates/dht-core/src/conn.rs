@@ -51,6 +51,8 @@ pub(crate) struct PeerConn {
     max_pending: usize,
     /// Milliseconds after `established` of the last frame sent or received.
     last_used_ms: AtomicU64,
+    /// Microseconds after `established` of the last frame received.
+    last_received_us: AtomicU64,
     /// Cancelled when the connection is gone (either task ended, or node shutdown).
     pub(crate) closed: CancellationToken,
     retired: AtomicBool,
@@ -90,6 +92,7 @@ impl PeerConn {
             next_request: AtomicU64::new(1),
             max_pending,
             last_used_ms: AtomicU64::new(0),
+            last_received_us: AtomicU64::new(0),
             closed,
             retired: AtomicBool::new(false),
             retired_at_ms: AtomicU64::new(0),
@@ -178,8 +181,31 @@ impl PeerConn {
 
     /// Records traffic on the connection, for the least-recently-used eviction.
     pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.established.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_used_ms.store(ms, Ordering::Relaxed);
+        self.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records a frame received from the peer (traffic too, see [`touch`](Self::touch)).
+    pub(crate) fn received(&self) {
+        self.touch();
+        self.last_received_us
+            .store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the connection was established.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.established.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the connection was established.
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.established.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the connection is closed (by either side, or by [`close_silent`]).
+    ///
+    /// [`close_silent`]: Self::close_silent
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
     }
 
     /// When the connection last carried a frame.
@@ -237,6 +263,7 @@ impl PeerConn {
             return Err(self.closed_error());
         }
         self.touch();
+        let sent_us = self.now_us();
         let exchange = async {
             self.tx
                 .send(Box::new(PeerFrame::request(id, message)))
@@ -246,8 +273,23 @@ impl PeerConn {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(RpcError::Timeout),
+            Err(_) => {
+                // Not a frame from the peer for as long as we waited: a hung process or
+                // a host gone dark. The connection goes, with every request on it; the
+                // next request dials again and finds out within the connect timeout.
+                if self.last_received_us.load(Ordering::Relaxed) < sent_us {
+                    self.close_silent();
+                }
+                Err(RpcError::Timeout)
+            }
         }
+    }
+
+    /// Closes a connection whose peer sent nothing while a request waited its whole
+    /// timeout: its other requests fail as a lost connection.
+    pub(crate) fn close_silent(&self) {
+        self.closed.cancel();
+        self.fail_pending();
     }
 
     /// Queues an answer to the peer's request `id`. While the queue is full the reader

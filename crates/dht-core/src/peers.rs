@@ -363,7 +363,7 @@ impl Inner {
         match outcome {
             Ok(()) => {
                 conn.prove();
-                conn.touch();
+                conn.received();
                 // Kept out of the registry while another connection to the peer was
                 // there: now it is proven, the usual rules apply.
                 let registered = lock(&self.peers)

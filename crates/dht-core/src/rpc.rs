@@ -88,7 +88,11 @@ impl Inner {
             None => self.connection(Some(contact.id), contact.addr).await?,
         };
         let mut warm = reused.is_some();
-        let answer = match conn.request(message.clone(), timeout).await {
+        let sent = conn.request(message.clone(), timeout).await;
+        if matches!(sent, Err(RpcError::Timeout)) && conn.is_closed() {
+            Counters::bump(&self.counters.silent_connections_closed);
+        }
+        let answer = match sent {
             // The peer closed the connection we reused (its idle limit for a peer outside
             // its table) as the request went out: once more, over a new connection. A peer
             // that is gone fails the dial instead.

@@ -111,7 +111,7 @@ impl Inner {
                 None => return,
             };
             release_read_buffer(&mut stream);
-            conn.touch();
+            conn.received();
             if frame.is_response {
                 if !conn.complete(frame.request_id, frame.message) && !conn.issued(frame.request_id)
                 {

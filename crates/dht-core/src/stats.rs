@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub(crate) read_repairs: AtomicU64,
     pub(crate) copies_sent_back: AtomicU64,
     pub(crate) handoffs_skipped: AtomicU64,
+    pub(crate) silent_connections_closed: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers_received: AtomicU64,
 }
@@ -98,6 +99,9 @@ pub struct NodeStats {
     /// Hand-offs of records to new replicas skipped because 64 were waiting already
     /// (periodic replication brings those records instead).
     pub handoffs_skipped: u64,
+    /// Connections closed because the peer sent nothing while a request on it waited
+    /// its whole timeout (a hung process, a host gone dark).
+    pub silent_connections_closed: u64,
     /// Requests sent to peers (each try of a request a peer asked to repeat counts).
     pub requests_sent: u64,
     /// Answers received to them (an "overloaded" or error answer counts; a timeout or
@@ -127,6 +131,7 @@ impl NodeStats {
             read_repairs: Counters::get(&c.read_repairs),
             copies_sent_back: Counters::get(&c.copies_sent_back),
             handoffs_skipped: Counters::get(&c.handoffs_skipped),
+            silent_connections_closed: Counters::get(&c.silent_connections_closed),
             requests_sent: Counters::get(&c.requests_sent),
             answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()
