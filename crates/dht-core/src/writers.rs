@@ -9,6 +9,9 @@
 //! applied in the order they were queued, and a busy thread takes whatever is queued for
 //! all its stores in one go, committing each store's share as one batch.
 //!
+//! A batch is applied in memory under the store's lock and committed without it
+//! (`RecordStore::stage_many`): readers never wait for the disk.
+//!
 //! A store that panics is marked broken (its puts fail from then on); the thread and
 //! the other stores carry on.
 
@@ -180,6 +183,30 @@ fn commit(groups: impl Iterator<Item = Group>) {
 }
 
 impl Core {
+    /// Applies `puts` in memory under the store's lock, then commits their disk half
+    /// without it: readers (GETs, FIND_VALUEs, a STORE's checks) never wait for a
+    /// commit, an `fsync` or a checkpoint. A failed commit withdraws the batch, and every
+    /// put of it fails with that error.
+    fn apply_staged(
+        &self,
+        puts: Vec<(Record, Origin)>,
+        now: u64,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        let (results, staged) = self.lock().stage_many(puts, now);
+        let Some(mut staged) = staged else {
+            return results;
+        };
+        match staged.commit() {
+            Ok(()) => results,
+            Err(e) => {
+                error!(error = %e, "a batch of puts failed to commit: withdrawn");
+                let n = results.len();
+                self.lock().unstage(staged);
+                vec![Err(e); n]
+            }
+        }
+    }
+
     /// Applies `puts` (`n` of them) at the clock's time, unless the store has failed;
     /// a store that panics is marked failed and fails these puts and every later one.
     pub(crate) fn apply(
@@ -191,7 +218,7 @@ impl Core {
             None
         } else {
             let now = secs(self.clock.unix_micros());
-            catch_unwind(AssertUnwindSafe(|| self.lock().put_many(puts, now))).ok()
+            catch_unwind(AssertUnwindSafe(|| self.apply_staged(puts, now))).ok()
         };
         self.changed.notify_one();
         results.unwrap_or_else(|| {

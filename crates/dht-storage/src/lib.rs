@@ -37,4 +37,4 @@ pub use durable::{DurableStore, OpenReport, StorageKey};
 pub use memory::MemoryStore;
 pub use quota::{Origin, QuotaLimits};
 pub use record::{RECORD_OVERHEAD, Record};
-pub use store::{PutOutcome, RecordStore, StoreError, StoreLimits, Syncer};
+pub use store::{PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer};

@@ -110,6 +110,23 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// The disk half of a batch that [`RecordStore::stage_many`] applied in memory: run
+/// without holding the store, on the thread that staged it.
+pub trait StagedWrite: Send {
+    /// Writes the batch to disk and commits it.
+    fn commit(&mut self) -> Result<(), StoreError>;
+
+    /// The concrete type, for the store that made it ([`RecordStore::unstage`]).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
+/// What [`RecordStore::stage_many`] returns: the results of the puts, and the disk half
+/// of the batch if there is one.
+pub type Staging = (
+    Vec<Result<PutOutcome, StoreError>>,
+    Option<Box<dyn StagedWrite>>,
+);
+
 /// Makes a store's committed changes durable on disk (see [`RecordStore::syncer`]).
 pub type Syncer = std::sync::Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
@@ -152,6 +169,23 @@ pub trait RecordStore: Send {
         puts.into_iter()
             .map(|(record, origin)| self.put_from(record, now, origin))
             .collect()
+    }
+
+    /// [`put_many`](Self::put_many) in two halves, so that the caller can let readers in
+    /// while the disk works: the puts are applied in memory now (readers see them at
+    /// once) and their results returned with the disk half, if there is one, which the
+    /// caller runs without holding the store ([`StagedWrite::commit`]). If that fails,
+    /// the caller hands it back to [`unstage`](Self::unstage), which undoes the batch in
+    /// memory, and every put of the batch failed with that error. Stores that keep
+    /// nothing on disk (the default) do it all now and return no disk half.
+    fn stage_many(&mut self, puts: Vec<(Record, Origin)>, now: u64) -> Staging {
+        (self.put_many(puts, now), None)
+    }
+
+    /// Undoes in memory a batch of [`stage_many`](Self::stage_many) whose disk half
+    /// failed.
+    fn unstage(&mut self, staged: Box<dyn StagedWrite>) {
+        let _ = staged;
     }
 
     /// [`put_from`](Self::put_from) on behalf of [`Origin::Local`]: never refused by the

@@ -9,7 +9,10 @@
 //! what it changed to the database in one write transaction, and commits before it
 //! returns. If the database write or the commit fails, the in-memory changes are undone
 //! and the call returns [`StoreError::Backend`]: memory and disk never disagree. Reads
-//! (`get`, `records`, `len`, `bytes`, `usage_of`) never touch the disk. The memory cost is
+//! (`get`, `records`, `len`, `bytes`, `usage_of`) never touch the disk. A batch can be
+//! split in two ([`DurableStore::stage_many`], `write.rs`): applied in memory, then
+//! sealed, written and committed by a disk half that needs nothing of the store, so
+//! that its owner lets readers in while the disk works. The memory cost is
 //! the `MemoryStore`'s, bounded by [`StoreLimits::max_bytes`]; the database holds the
 //! same records, so the limits hold on disk too.
 //!
@@ -94,9 +97,11 @@ mod migrate;
 mod seal;
 #[cfg(test)]
 mod tests;
+mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dht_id::Key;
 use rusqlite::Connection;
@@ -107,10 +112,12 @@ pub use seal::{STORAGE_KEY_INFO, STORAGE_KEY_SALT, StorageKey};
 
 use self::file::{Fault, META_CONTACTS, backend, begin, move_aside, open_db};
 use self::seal::Sealer;
-use crate::memory::{Change, MemoryStore};
+use crate::memory::MemoryStore;
 use crate::quota::Origin;
 use crate::record::Record;
-use crate::store::{PutOutcome, RecordStore, StoreError, StoreLimits, Syncer};
+use crate::store::{
+    PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer,
+};
 
 /// Largest contacts blob [`DurableStore::save_contacts`] accepts (4 MiB).
 pub const MAX_CONTACTS_LEN: usize = 4 * 1024 * 1024;
@@ -150,8 +157,11 @@ pub struct OpenReport {
 ///
 /// The database IO is blocking: run the store off the async workers.
 pub struct DurableStore {
-    db: Connection,
-    sealer: Sealer,
+    /// The database, shared with the disk half of a staged batch (`write.rs`), which
+    /// commits it without the store.
+    db: Arc<Mutex<Connection>>,
+    /// Shared with the disk half of a staged batch, which seals its entries.
+    sealer: Arc<Sealer>,
     cache: MemoryStore,
     path: PathBuf,
 }
@@ -225,8 +235,8 @@ impl DurableStore {
                     Ok(cache) => {
                         report.records = cache.len();
                         let store = DurableStore {
-                            db,
-                            sealer,
+                            db: Arc::new(Mutex::new(db)),
+                            sealer: Arc::new(sealer),
                             cache,
                             path,
                         };
@@ -267,114 +277,9 @@ impl DurableStore {
     /// the last whole one). The caller that turns it off syncs on a schedule of its own.
     pub fn set_sync_every_commit(&mut self, on: bool) -> Result<(), StoreError> {
         let mode = if on { "FULL" } else { "NORMAL" };
-        self.db
+        self.db()
             .pragma_update(None, "synchronous", mode)
             .map_err(|e| backend("setting the sync mode", e))
-    }
-
-    /// Applies `puts` in order in ONE write transaction with one durable commit (group
-    /// commit), with the semantics of [`RecordStore::put_from`] for each; returns their
-    /// results in order. A put's refusal does not affect the others. If the database write
-    /// or the commit fails, nothing of the batch is applied (in memory or on disk) and every
-    /// result is that [`StoreError::Backend`]. A batch that changes nothing commits
-    /// nothing.
-    pub fn put_many(
-        &mut self,
-        puts: Vec<(Record, Origin)>,
-        now: u64,
-    ) -> Vec<Result<PutOutcome, StoreError>> {
-        let n = puts.len();
-        let failed = |e: StoreError| vec![Err(e); n];
-        let txn = match begin(&self.db) {
-            Ok(txn) => txn,
-            Err(e) => return failed(e),
-        };
-        let mut results = Vec::with_capacity(n);
-        let mut undo: Vec<(Key, Change)> = Vec::new();
-        let mut failure = None;
-        for (record, origin) in puts {
-            let key = record.key;
-            let change = match self.cache.put_traced(record, now, origin) {
-                Ok(change) => change,
-                Err(refused) => {
-                    results.push(Err(refused));
-                    continue;
-                }
-            };
-            results.push(Ok(change.outcome));
-            if !change.stored() && change.purged.is_empty() {
-                continue;
-            }
-            let written = self.write(&txn, &key, &change);
-            undo.push((key, change));
-            if let Err(e) = written {
-                failure = Some(e);
-                break;
-            }
-        }
-        if undo.is_empty() && failure.is_none() {
-            // Nothing changed: no commit, no fsync (dropped, the transaction rolls back).
-            return results;
-        }
-        let failure = match failure {
-            Some(e) => {
-                drop(txn);
-                Some(e)
-            }
-            None => txn.commit().err().map(|e| backend("committing", e)),
-        };
-        match failure {
-            None => results,
-            Some(e) => {
-                self.undo(undo);
-                failed(e)
-            }
-        }
-    }
-
-    /// Writes to `db` (in a transaction) what a put of `key` changed: removes the purged
-    /// records' entries, then writes the new record's.
-    fn write(&self, db: &Connection, key: &Key, change: &Change) -> Result<(), StoreError> {
-        for (purged, _) in &change.purged {
-            delete_slot(db, &self.sealer.slot(&purged.key))
-                .map_err(|e| backend("removing a purged record", e))?;
-        }
-        if change.stored() {
-            let (record, origin) = self
-                .cache
-                .entry(key)
-                .ok_or_else(|| StoreError::Backend("a stored record is not held".into()))?;
-            let slot = self.sealer.slot(key);
-            let sealed = self.sealer.seal_record(&slot, record, origin)?;
-            db.prepare_cached("INSERT OR REPLACE INTO records (slot, entry) VALUES (?1, ?2)")
-                .and_then(|mut insert| insert.execute((slot.as_slice(), sealed.as_slice())))
-                .map_err(|e| backend("writing a record", e))?;
-        }
-        Ok(())
-    }
-
-    /// Undoes the in-memory changes of puts whose transaction failed, last first.
-    fn undo(&mut self, undo: Vec<(Key, Change)>) {
-        for (key, change) in undo.into_iter().rev() {
-            if change.stored() {
-                self.cache.take(&key);
-            }
-            if let Some((record, origin)) = change.replaced {
-                self.cache.restore(record, origin);
-            }
-            for (record, origin) in change.purged {
-                self.cache.restore(record, origin);
-            }
-        }
-    }
-
-    /// Removes the entries of `slots` in one durable transaction.
-    fn remove_slots(&self, slots: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
-        let txn = begin(&self.db)?;
-        for slot in slots {
-            delete_slot(&txn, &slot).map_err(|e| backend("removing a record", e))?;
-        }
-        txn.commit().map_err(|e| backend("committing", e))
     }
 
     /// Saves the contacts blob (opaque bytes the caller encodes, sealed like the records),
@@ -388,7 +293,8 @@ impl DurableStore {
             });
         }
         let sealed = self.sealer.seal(META_CONTACTS.as_bytes(), blob)?;
-        let txn = begin(&self.db)?;
+        let db = self.db();
+        let txn = begin(&db)?;
         txn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
             .and_then(|mut insert| insert.execute((META_CONTACTS, sealed.as_slice())))
             .map_err(|e| backend("writing the contacts", e))?;
@@ -398,7 +304,7 @@ impl DurableStore {
     /// The contacts blob last saved, if any. [`StoreError::Backend`] if it fails
     /// authentication (it was damaged since the store was opened).
     pub fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(sealed) = load::meta_entry(&self.db, META_CONTACTS)
+        let Some(sealed) = load::meta_entry(&self.db(), META_CONTACTS)
             .map_err(|e| backend("reading the contacts", e))?
         else {
             return Ok(None);
@@ -407,6 +313,11 @@ impl DurableStore {
             .open(META_CONTACTS.as_bytes(), &sealed)
             .map(Some)
             .ok_or_else(|| StoreError::Backend("the saved contacts fail authentication".into()))
+    }
+
+    /// The database (its lock is held by a staged batch's commit only).
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The database file.
@@ -429,12 +340,6 @@ impl DurableStore {
     pub fn held(&self) -> impl Iterator<Item = (&Record, Origin)> {
         self.cache.held()
     }
-}
-
-/// Deletes the entry of `slot` from the records table.
-fn delete_slot(db: &Connection, slot: &[u8; 32]) -> rusqlite::Result<usize> {
-    db.prepare_cached("DELETE FROM records WHERE slot = ?1")?
-        .execute([slot.as_slice()])
 }
 
 /// The error for `fault` met opening `what`.
@@ -508,6 +413,14 @@ impl RecordStore for DurableStore {
         now: u64,
     ) -> Vec<Result<PutOutcome, StoreError>> {
         DurableStore::put_many(self, puts, now)
+    }
+
+    fn stage_many(&mut self, puts: Vec<(Record, Origin)>, now: u64) -> Staging {
+        DurableStore::stage_many(self, puts, now)
+    }
+
+    fn unstage(&mut self, staged: Box<dyn StagedWrite>) {
+        DurableStore::unstage(self, staged);
     }
 
     /// A batch of one ([`put_many`](DurableStore::put_many)).

@@ -309,7 +309,7 @@ fn commits_can_wait_for_the_os_only_and_the_syncer_runs_beside_the_store() {
     let (mut store, _) = open_default(&dir);
     let synchronous = |store: &DurableStore| -> i64 {
         store
-            .db
+            .db()
             .query_row("PRAGMA synchronous", [], |row| row.get(0))
             .unwrap()
     };
@@ -351,4 +351,46 @@ fn commits_can_wait_for_the_os_only_and_the_syncer_runs_beside_the_store() {
     );
     // No log: nothing to sync, no error.
     syncer().unwrap();
+}
+
+#[test]
+fn a_staged_batch_is_read_before_its_commit_and_withdrawn_if_it_fails() {
+    let dir = TempDir::new("staged");
+    let (mut store, _) = open_default(&dir);
+    store.put(rec(1, 1, b"old", NOW + 100), NOW).unwrap();
+    let (results, staged) = store.stage_many(
+        vec![
+            (rec(1, 2, b"new", NOW + 100), Origin::Local),
+            (rec(2, 1, b"two", NOW + 100), Origin::Local),
+        ],
+        NOW,
+    );
+    assert_eq!(
+        results,
+        vec![Ok(PutOutcome::Replaced), Ok(PutOutcome::Inserted)]
+    );
+    let mut staged = staged.expect("a batch that changed something has a disk half");
+    // Readers see the batch while its disk half is pending, and the disk half needs
+    // nothing of the store: it commits while the store is borrowed for reading.
+    let held = store.get(&key(1), NOW).unwrap();
+    staged.commit().unwrap();
+    assert_eq!(held.map(|r| r.version), Some(2));
+    // The disk half shares the database: the file closes once both are gone.
+    drop(staged);
+    drop(store);
+    let (mut store, _) = open_default(&dir);
+    assert_eq!(store.get(&key(1), NOW).unwrap().map(|r| r.version), Some(2));
+    assert!(store.get(&key(2), NOW).unwrap().is_some());
+
+    // A disk half that fails is handed back: the batch is withdrawn from memory.
+    let before = snapshot(&store);
+    let (_, staged) = store.stage_many(vec![(rec(3, 1, b"three", NOW + 100), Origin::Local)], NOW);
+    assert!(store.get(&key(3), NOW).unwrap().is_some());
+    store.unstage(staged.expect("disk half"));
+    assert_eq!(snapshot(&store), before);
+    // A batch that changes nothing has no disk half.
+    let (results, staged) =
+        store.stage_many(vec![(rec(1, 2, b"new", NOW + 100), Origin::Local)], NOW);
+    assert_eq!(results, vec![Ok(PutOutcome::Unchanged)]);
+    assert!(staged.is_none());
 }
