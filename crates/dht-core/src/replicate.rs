@@ -12,9 +12,9 @@
 //! are looked up one by one. A node holds records mostly near its own id, so a round
 //! usually costs a few lookups whatever the number of records.
 //!
-//! A round has a time budget (half the replicate interval): at the budget it stops
-//! after the regions under way, and the next round, a tenth of the interval later,
-//! resumes at the first key not done. STOREs run [`REPLICATION_PARALLELISM`] at a time
+//! A round has a time budget (half the replicate interval): at the budget it starts no
+//! more records (in a region as between regions), and the next round, a tenth of the
+//! interval later, resumes at the first key not done. STOREs run [`REPLICATION_PARALLELISM`] at a time
 //! and regions [`REGIONS_AT_ONCE`] at a time.
 
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use dht_id::Key;
 use dht_routing::Contact;
 use dht_storage::Record;
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use tracing::{Instrument, debug};
 
 use crate::activity::UpkeepKind;
@@ -41,6 +41,17 @@ const REGION_EXTRA_BITS: u32 = 2;
 const ROUND_BUDGET: f64 = 0.5;
 /// A round that stopped at its budget resumes after this share of the interval.
 const RESUME_AFTER: f64 = 0.1;
+
+/// What the replication of a region did.
+#[derive(Debug, Default)]
+struct Done {
+    /// Records replicated (tried).
+    records: usize,
+    /// Of those, how many reached no replica.
+    failed: usize,
+    /// The first record not started (the deadline came), if any.
+    rest: Option<Key>,
+}
 
 /// How a round ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,61 +119,84 @@ impl Inner {
         let count = records.len();
         let regions = regions(records, self.region_bits(), self.batch_replication());
         debug!(records = count, regions = regions.len(), "replicating");
-        let budget = self.config.replicate_interval.mul_f64(ROUND_BUDGET);
-        let mut regions = regions.into_iter();
+        let deadline = started + self.config.replicate_interval.mul_f64(ROUND_BUDGET);
+        let mut regions = regions.into_iter().peekable();
         let mut work = FuturesOrdered::new();
-        let (mut unreplicated, mut end) = (0, RoundEnd::Complete);
+        let (mut replicated, mut unreplicated) = (0, 0);
+        // The first key not done, in the earliest region that stopped at the deadline.
+        let mut resume = None;
         loop {
-            while work.len() < REGIONS_AT_ONCE && !self.shutdown.is_cancelled() {
-                let over = mono_now().saturating_duration_since(started) >= budget;
+            while work.len() < REGIONS_AT_ONCE
+                && !self.shutdown.is_cancelled()
+                && mono_now() < deadline
+            {
                 let Some(region) = regions.next() else { break };
-                if over {
-                    if let Some(first) = region.first() {
-                        end = RoundEnd::Stopped(first.key);
-                    }
-                    break;
-                }
-                work.push_back(self.replicate_region(region));
+                work.push_back(self.replicate_region(region, deadline));
             }
-            let Some(failed) = work.next().await else {
+            let Some(done) = work.next().await else {
                 break;
             };
-            unreplicated += failed;
+            replicated += done.records;
+            unreplicated += done.failed;
+            resume = resume.or(done.rest);
         }
+        let resume = resume.or_else(|| regions.peek().and_then(|r| r.first()).map(|r| r.key));
+        let end = resume.map_or(RoundEnd::Complete, RoundEnd::Stopped);
         if self.shutdown.is_cancelled() {
             return RoundEnd::Complete;
         }
-        self.upkeep_round(UpkeepKind::Replication, started, count, unreplicated);
+        self.upkeep_round(UpkeepKind::Replication, started, replicated, unreplicated);
         end
     }
 
     /// Replicates the records of one region (all of one key prefix, or a record of its
-    /// own): one lookup for all. Returns how many reached no replica.
-    async fn replicate_region(self: &Arc<Self>, region: Vec<Record>) -> usize {
+    /// own): one lookup for all. Starts no record after `deadline`. Returns how many
+    /// it replicated and how many of those reached no replica, and the first record not
+    /// started, if any.
+    async fn replicate_region(
+        self: &Arc<Self>,
+        region: Vec<Record>,
+        deadline: std::time::Instant,
+    ) -> Done {
         Counters::bump(&self.counters.replication_lookups);
         if let [record] = region.as_slice() {
-            return usize::from(self.store_on_closest(record, true, None).await == 0);
+            let failed = usize::from(self.store_on_closest(record, true, None).await == 0);
+            return Done {
+                records: 1,
+                failed,
+                rest: None,
+            };
         }
         let Some(first) = region.first() else {
-            return 0;
+            return Done::default();
         };
         let found = self.lookup(first.key, false).await;
         let closest: Arc<Vec<Contact>> = Arc::new(found.result.closest);
-        let mut work = futures::stream::iter(region.into_iter().map(|record| {
-            let (inner, closest) = (self.clone(), closest.clone());
-            async move {
-                let mut candidates: Vec<Contact> = closest.to_vec();
-                candidates.sort_by_key(|c| c.id.distance(&record.key));
-                let wanted = usize::from(record.replication);
-                inner.store_on(&record, &candidates, wanted, true).await
+        let mut records = region.into_iter().peekable();
+        let mut work = FuturesUnordered::new();
+        let mut done = Done::default();
+        loop {
+            while work.len() < REPLICATION_PARALLELISM
+                && !self.shutdown.is_cancelled()
+                && mono_now() < deadline
+            {
+                let Some(record) = records.next() else { break };
+                let (inner, closest) = (self.clone(), closest.clone());
+                work.push(async move {
+                    let mut candidates: Vec<Contact> = closest.to_vec();
+                    candidates.sort_by_key(|c| c.id.distance(&record.key));
+                    let wanted = usize::from(record.replication);
+                    inner.store_on(&record, &candidates, wanted, true).await
+                });
             }
-        }))
-        .buffer_unordered(REPLICATION_PARALLELISM);
-        let mut unreplicated = 0;
-        while let Some(replicas) = work.next().await {
-            unreplicated += usize::from(replicas == 0);
+            let Some(replicas) = work.next().await else {
+                break;
+            };
+            done.records += 1;
+            done.failed += usize::from(replicas == 0);
         }
-        unreplicated
+        done.rest = records.peek().map(|r| r.key);
+        done
     }
 
     /// The prefix length of a region: [`REGION_EXTRA_BITS`] beyond the common prefix of
