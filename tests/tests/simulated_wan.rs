@@ -325,3 +325,66 @@ async fn a_node_cut_off_until_everyone_forgot_it_joins_again_after_the_heal() ->
     }
     Ok(())
 }
+
+/// A GET whose first α contacts are all hung (the three nodes closest to the key, the
+/// first the lookup asks; the record is on five) still finds the value, in no more than
+/// one lookup peer timeout beyond what the GET costs when nobody hangs.
+#[tokio::test(start_paused = true)]
+async fn a_get_whose_first_alpha_contacts_all_hang_costs_one_peer_timeout_more() -> anyhow::Result<()>
+{
+    let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
+    net.authenticate_peers(1);
+    let first = start(&net, 1, &[]).await?;
+    let entry = first.listen_addr();
+    let mut nodes = vec![first];
+    for n in 2..=12 {
+        nodes.push(start(&net, n, &[entry]).await?);
+    }
+    let reader = start(&net, 13, &[entry]).await?;
+    for node in &nodes {
+        reader.ping(node.contact()).await?;
+    }
+    let config = reader.config().clone();
+    // A key the reader is far from, stored on its five closest nodes.
+    let key = (0u32..)
+        .map(|i| Key::sha256(&i.to_be_bytes()))
+        .find(|key| {
+            let mine = reader.id().distance(key);
+            nodes.iter().filter(|n| n.id().distance(key) < mine).count() >= 6
+        })
+        .expect("some key");
+    let options = PutOptions {
+        ttl: Duration::from_secs(600),
+        replication: 5,
+    };
+    nodes[0].put(key, Bytes::from_static(b"v"), options).await?;
+    let mut holders: Vec<&Node> = nodes.iter().filter(|n| n.holds(&key)).collect();
+    holders.sort_by_key(|n| n.id().distance(&key));
+    assert!(holders.len() >= 5, "{} holders", holders.len());
+
+    // The normal cost, from a reader on another host.
+    let other = start(&net, 14, &[entry]).await?;
+    for node in &nodes {
+        other.ping(node.contact()).await?;
+    }
+    let normal = Instant::now();
+    assert_eq!(other.get(key).await?.as_deref(), Some(&b"v"[..]));
+    let normal = normal.elapsed();
+
+    net.silence(holders[..config.alpha].iter().map(|n| n.listen_addr().ip()));
+    let get = Instant::now();
+    assert_eq!(reader.get(key).await?.as_deref(), Some(&b"v"[..]));
+    let took = get.elapsed();
+    assert!(
+        took <= normal + config.lookup_peer_timeout,
+        "with the first {} contacts hung the GET took {took:?} (normally {normal:?}, peer timeout {:?})",
+        config.alpha,
+        config.lookup_peer_timeout
+    );
+    reader.shutdown().await;
+    other.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
