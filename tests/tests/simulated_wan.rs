@@ -330,8 +330,8 @@ async fn a_node_cut_off_until_everyone_forgot_it_joins_again_after_the_heal() ->
 /// first the lookup asks; the record is on five) still finds the value, in no more than
 /// one lookup peer timeout beyond what the GET costs when nobody hangs.
 #[tokio::test(start_paused = true)]
-async fn a_get_whose_first_alpha_contacts_all_hang_costs_one_peer_timeout_more() -> anyhow::Result<()>
-{
+async fn a_get_whose_first_alpha_contacts_all_hang_costs_one_peer_timeout_more()
+-> anyhow::Result<()> {
     let net = SimNetwork::new(7, 1, 0.0, |_, _| RTT);
     net.authenticate_peers(1);
     let first = start(&net, 1, &[]).await?;

@@ -418,10 +418,26 @@ impl Inner {
         Some(record)
     }
 
+    /// Whether this node would choose `from` as a replica of `record` beside itself:
+    /// this node is among the record's `r` closest nodes it knows (it should hold the
+    /// record), and so is `from`. A REPLICATE is accounted as replication only then; the
+    /// sender picks the key, and one that picks keys next to its own id is among their
+    /// closest nodes, but this node is not, unless it is a neighbour of that id too.
+    fn would_replicate_with(&self, record: &WireRecord, from: &Contact) -> bool {
+        let r = usize::from(self.config.clamp_replication(record.replication));
+        let routing = self.routing();
+        routing.count_closer_than_local(&record.key) < r
+            && routing
+                .closest(&record.key, r)
+                .iter()
+                .any(|c| c.id == from.id)
+    }
+
     /// Stores a record a peer sent (see [`Inner::accept_remote`]), charged to that
-    /// peer's storage quota; a REPLICATE (`replication`) from a peer that is itself
-    /// among the k closest nodes we know to the key is accounted as replication, which
-    /// the quota does not refuse. Anyone else's REPLICATE counts as a STORE.
+    /// peer's storage quota; a REPLICATE (`replication`) from a peer this node would
+    /// choose as a replica of the record beside itself ([`Inner::would_replicate_with`])
+    /// is accounted as replication, whose share of the store is larger. Anyone else's
+    /// REPLICATE counts as a STORE.
     pub(crate) async fn store_from_peer(
         self: &Arc<Self>,
         from: &Contact,
@@ -429,13 +445,7 @@ impl Inner {
         replication: bool,
     ) -> StoreStatus {
         let now = self.unix_now();
-        let origin = if replication
-            && self
-                .routing()
-                .closest(&record.key, self.config.k)
-                .iter()
-                .any(|c| c.id == from.id)
-        {
+        let origin = if replication && self.would_replicate_with(&record, from) {
             Origin::Replication(from.id)
         } else {
             Origin::Peer(from.id)

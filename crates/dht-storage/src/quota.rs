@@ -15,23 +15,28 @@ pub enum Origin {
     Local,
     /// A STORE from this peer (its node id).
     Peer(Key),
-    /// Replication or hand-off from this peer: accounted, never refused by the quota.
+    /// Replication or hand-off from this peer, which the receiver itself would choose as
+    /// a replica of the record: accounted apart from its STOREs, with a larger share
+    /// ([`QuotaLimits::replication_share`]).
     Replication(Key),
 }
 
 /// Caps one peer's share of a store once the store is nearly full, so that a flood of
 /// STOREs from one peer cannot fill it and lock out honest peers' records.
 ///
-/// The quota only ever refuses [`Origin::Peer`] puts: [`Origin::Local`] and
-/// [`Origin::Replication`] are bounded by the hard limits alone. A put from a peer is
-/// refused with [`StoreError::QuotaExceeded`](crate::StoreError::QuotaExceeded) when all
-/// of these hold:
+/// The quota never refuses [`Origin::Local`] puts, bounded by the hard limits alone. A put
+/// from a peer, STORE ([`Origin::Peer`]) or replication ([`Origin::Replication`], its own
+/// ledger and share), is refused with
+/// [`StoreError::QuotaExceeded`](crate::StoreError::QuotaExceeded) when all of these
+/// hold:
 ///
 /// - it would raise the records or the bytes charged to the peer (a new key, a bigger
 ///   value, or taking over a record another origin wrote); replacing one's own record with
 ///   a same-size or smaller one is always allowed;
 /// - the store is [under pressure](StoreLimits::under_pressure) before or after the put;
-/// - the peer's usage after the put would exceed its [share](StoreLimits::peer_quota).
+/// - the peer's usage after the put would exceed its share:
+///   [`peer_quota`](StoreLimits::peer_quota) for STOREs,
+///   [`replication_quota`](StoreLimits::replication_quota) for replication.
 ///
 /// Without pressure a single peer may fill the store up to the pressure point. Fractions
 /// are multiplied by the hard limits in `f64` and rounded down; a NaN `pressure` never
@@ -46,6 +51,10 @@ pub struct QuotaLimits {
     pub peer_share: f64,
     /// The least number of records a peer's share allows (default 100).
     pub floor_records: usize,
+    /// Under pressure, the replication from one peer may hold at most this fraction of
+    /// `max_records` and of `max_bytes` (default 0.25; at least `floor_records` records):
+    /// a neighbour shares many records with this node, but no one peer may fill it.
+    pub replication_share: f64,
 }
 
 impl Default for QuotaLimits {
@@ -54,6 +63,7 @@ impl Default for QuotaLimits {
             pressure: 0.8,
             peer_share: 0.05,
             floor_records: 100,
+            replication_share: 0.25,
         }
     }
 }
@@ -81,6 +91,17 @@ impl StoreLimits {
         )
     }
 
+    /// The most records and bytes the replication from one peer may hold under pressure:
+    /// `max(floor_records, replication_share * max_records)` and
+    /// `replication_share * max_bytes`.
+    pub fn replication_quota(&self) -> (usize, usize) {
+        let records = fraction_of(self.quota.replication_share, self.max_records);
+        (
+            records.max(self.quota.floor_records),
+            fraction_of(self.quota.replication_share, self.max_bytes),
+        )
+    }
+
     /// Decides whether a store holding `held` may make `put`, whose origin holds `usage`
     /// (both without the records a purge would remove, when the caller asks what a purge
     /// would change). Hard limits first, then the quota (see [`QuotaLimits`]).
@@ -96,13 +117,14 @@ impl StoreLimits {
         if !self.allows(after.records, after.bytes) {
             return Err(Refusal::Full);
         }
-        if !matches!(put.origin, Origin::Peer(_)) {
-            return Ok(());
-        }
+        let (max_records, max_bytes) = match put.origin {
+            Origin::Local => return Ok(()),
+            Origin::Peer(_) => self.peer_quota(),
+            Origin::Replication(_) => self.replication_quota(),
+        };
         let grows = usage_after.records > usage.records || usage_after.bytes > usage.bytes;
         let pressure = self.under_pressure(held.records, held.bytes)
             || self.under_pressure(after.records, after.bytes);
-        let (max_records, max_bytes) = self.peer_quota();
         if grows && pressure && (usage_after.records > max_records || usage_after.bytes > max_bytes)
         {
             return Err(Refusal::Quota);
@@ -214,7 +236,8 @@ mod tests {
         Origin::Peer(Key::from_bytes([n; 32]))
     }
 
-    /// 100 records, 10 000 bytes; pressure above 80 / 8 000; a peer's share is 10 / 1 000.
+    /// 100 records, 10 000 bytes; pressure above 80 / 8 000; a peer's share is 10 / 1 000,
+    /// its replication's 30 / 3 000.
     fn limits() -> StoreLimits {
         StoreLimits {
             max_records: 100,
@@ -223,6 +246,7 @@ mod tests {
                 pressure: 0.8,
                 peer_share: 0.1,
                 floor_records: 5,
+                replication_share: 0.3,
             },
             ..StoreLimits::default()
         }
@@ -247,8 +271,13 @@ mod tests {
             (q.pressure, q.peer_share, q.floor_records),
             (0.8, 0.05, 100)
         );
-        // 5% of the default limits.
+        // 5% of the default limits; a quarter for one peer's replication.
         assert_eq!(StoreLimits::default().peer_quota(), (5_000, 13_421_772));
+        assert_eq!(q.replication_share, 0.25);
+        assert_eq!(
+            StoreLimits::default().replication_quota(),
+            (25_000, 67_108_864)
+        );
     }
 
     #[test]
@@ -320,11 +349,17 @@ mod tests {
             l.admit(tally(90, 7_000), full_share, &insert(Origin::Local, 10)),
             Ok(())
         );
+        // Replication has a share of its own, larger: 30 records.
         let replication = Origin::Replication(Key::from_bytes([1; 32]));
         assert_eq!(
             l.admit(tally(90, 7_000), full_share, &insert(replication, 10)),
             Ok(())
         );
+        assert_eq!(
+            l.admit(tally(90, 7_000), tally(30, 500), &insert(replication, 10)),
+            Err(Refusal::Quota)
+        );
+        assert_eq!(l.replication_quota(), (30, 3_000));
         // The byte share.
         assert_eq!(
             l.admit(tally(10, 8_500), tally(1, 995), &insert(peer(1), 10)),

@@ -29,6 +29,7 @@ fn limits() -> StoreLimits {
             pressure: 0.5,
             peer_share: 0.25,
             floor_records: 1,
+            replication_share: 0.5,
         },
     }
 }

@@ -52,6 +52,7 @@ fn by_count() -> StoreLimits {
             pressure: 0.8,
             peer_share: 0.1,
             floor_records: 5,
+            replication_share: 0.25,
         },
         ..StoreLimits::default()
     }
@@ -152,6 +153,7 @@ fn byte_pressure_and_byte_share() {
             pressure: 0.5,
             peer_share: 0.01,
             floor_records: 100,
+            replication_share: 0.25,
         },
         ..StoreLimits::default()
     };
@@ -334,10 +336,16 @@ proptest! {
             max_value_len: 3,
             max_records: 6,
             max_bytes: 6 * fp(2),
-            quota: QuotaLimits { pressure: 0.5, peer_share: 1.0 / 3.0, floor_records: 1 },
+            quota: QuotaLimits {
+                pressure: 0.5,
+                peer_share: 1.0 / 3.0,
+                floor_records: 1,
+                replication_share: 1.0 / 3.0,
+            },
         };
         let (max_records, max_bytes) = limits.peer_quota();
         prop_assert_eq!((max_records, max_bytes), (2, 2 * fp(2)));
+        prop_assert_eq!(limits.replication_quota(), (2, 2 * fp(2)));
         let mut store = MemoryStore::new(limits.clone());
         for op in ops {
             let before = snapshot(&store);
@@ -351,7 +359,7 @@ proptest! {
                             prop_assert_eq!(store.get(&r.key, now).unwrap(), Some(r.clone()));
                             let written = store.held().find(|(h, _)| h.key == r.key).map(|(_, o)| o);
                             prop_assert_eq!(written, Some(origin));
-                            if let Origin::Peer(_) = origin {
+                            if let Origin::Peer(_) | Origin::Replication(_) = origin {
                                 // What the store held when it decided: without the expired
                                 // records if the put purged them.
                                 let held_now: HashSet<Key> = store.held().map(|(h, _)| h.key).collect();
@@ -371,7 +379,7 @@ proptest! {
                             prop_assert_eq!(&snapshot(&store), &before);
                         }
                         Err(StoreError::QuotaExceeded { records, bytes }) => {
-                            prop_assert!(matches!(origin, Origin::Peer(_)));
+                            prop_assert!(matches!(origin, Origin::Peer(_) | Origin::Replication(_)));
                             prop_assert_eq!(
                                 Some(&(records, bytes)),
                                 usage_before.get(&origin).or(Some(&(0, 0)))

@@ -28,6 +28,7 @@ mod logs;
 mod peer_port;
 mod pow;
 mod slow;
+mod store_quota;
 
 /// How long any single condition may take on a loaded machine.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);

@@ -156,6 +156,7 @@ fn quotas_hold_after_reopen() {
             pressure: 0.5,
             peer_share: 0.2,
             floor_records: 2,
+            replication_share: 0.5,
         },
         ..StoreLimits::default()
     };
