@@ -187,3 +187,65 @@ async fn a_contact_that_answers_only_overloaded_leaves_the_table() -> anyhow::Re
     refusing.abort();
     Ok(())
 }
+
+/// Issue 18, attack 5: four API clients sending PUTs as fast as they can held every one
+/// of the node's PUT slots (64 per connection, 256 in all), and another module's PUT
+/// waited behind them. Each connection now holds at most `PUTS_PER_CONNECTION` (32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_busy_api_clients_leave_put_slots_for_another() -> anyhow::Result<()> {
+    use dht_api::{ApiConfig, PUTS_PER_CONNECTION};
+    use dht_tests::{ApiClient, TestNode};
+
+    let node = TestNode::start_with_api(patient(), ApiConfig::default()).await?;
+    // The node's only peer, which answers nothing: every PUT's lookup waits on it.
+    let (mut peer, _) = RawPeer::connect(node.node.listen_addr()).await?;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            node.node.routing_table_len() == 1
+        })
+        .await
+    );
+    let mut busy = Vec::new();
+    for c in 0..4u32 {
+        let mut client = ApiClient::connect(node.api_addr()).await?;
+        for i in 0..64u32 {
+            let key = Key::sha256(format!("busy/{c}/{i}").as_bytes());
+            client.put(key, b"v", 600, 1).await?;
+        }
+        busy.push(client);
+    }
+    // The busy clients' PUTs start, up to their share each.
+    let mut lookups = 0;
+    while lookups < 4 * PUTS_PER_CONNECTION {
+        let frame = tokio::time::timeout(Duration::from_secs(10), peer.framed.next())
+            .await?
+            .expect("open")?;
+        lookups += usize::from(!frame.is_response);
+    }
+    let mut other = ApiClient::connect(node.api_addr()).await?;
+    let mine = Key::sha256(b"another module's PUT");
+    other.put(mine, b"v", 600, 1).await?;
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match peer.framed.next().await {
+                Some(Ok(frame)) => {
+                    if let PeerMessage::FindNode { target } = frame.message {
+                        if target == mine {
+                            return true;
+                        }
+                    }
+                }
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        started.ok(),
+        Some(true),
+        "another client's PUT did not start while four busy clients held slots"
+    );
+    drop(busy);
+    node.stop().await;
+    Ok(())
+}

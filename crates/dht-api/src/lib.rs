@@ -18,4 +18,4 @@ mod status_page;
 
 pub use config::{Config, ConfigError, DEFAULT_HOSTKEY, LogConfig, LogFormat};
 pub use http::MetricsServer;
-pub use server::{ApiConfig, ApiServer};
+pub use server::{ApiConfig, ApiServer, PUTS_PER_CONNECTION};

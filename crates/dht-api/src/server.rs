@@ -22,6 +22,11 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::metrics::ApiMetrics;
 
+/// PUTs of one client connection replicating at once at most: an eighth of the node's
+/// [`PUTS_IN_FLIGHT`](dht_core::PUTS_IN_FLIGHT), so that it takes eight busy clients,
+/// not four, to hold every slot, and another module's PUT waits for a slot only then.
+pub const PUTS_PER_CONNECTION: usize = dht_core::PUTS_IN_FLIGHT / 8;
+
 /// Settings of the API server.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -191,6 +196,8 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     let (answers_tx, mut answers_rx) =
         mpsc::channel::<ApiMessage>(config.max_requests_per_connection);
     let in_flight = Arc::new(Semaphore::new(config.max_requests_per_connection));
+    // This connection's share of the node's PUTs in flight.
+    let put_share = Arc::new(Semaphore::new(PUTS_PER_CONNECTION));
     // Waited on by every wait below, that is polled once or twice per request. Polling
     // a token's future locks the token (its state and its list of waiters): a child
     // token of this connection's own keeps those locks off the server-wide token, which
@@ -331,6 +338,15 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                 // Started before the next request is read, so that a node shutting
                 // down still finishes every PUT it has read.
                 let read_at = Instant::now();
+                // Within this connection's share first: a few busy clients cannot take
+                // every one of the node's PUT slots from the others.
+                let share = tokio::select! {
+                    share = put_share.clone().acquire_owned() => match share {
+                        Ok(share) => share,
+                        Err(_) => break,
+                    },
+                    () = &mut stopping => break,
+                };
                 match node.spawn_put(key, value, options).await {
                     Ok(task) => {
                         metrics.request("put", "accepted");
@@ -338,6 +354,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                         tokio::spawn(
                             async move {
                                 log_put(key, task.await);
+                                drop(share);
                                 drop(permit);
                             }
                             .in_current_span(),
