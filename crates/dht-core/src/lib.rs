@@ -23,6 +23,7 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 mod activity;
+mod admission;
 mod answer_times;
 mod config;
 mod conn;

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) hello: Hello,
     /// Inbound connections per source IP (for `max_connections_per_ip`).
     pub(crate) ip_conns: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Unfinished inbound handshakes (`admission.rs`).
+    pub(crate) handshakes: Arc<Mutex<crate::admission::Handshakes>>,
     /// Request rates per peer and per IP.
     pub(crate) limiters: Mutex<Limiters>,
     /// How often each defence acted.
@@ -247,6 +249,7 @@ impl Inner {
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
             handshake_reserve: Arc::new(Semaphore::new(HANDSHAKE_RESERVE)),
             ip_conns: Arc::new(Mutex::new(HashMap::new())),
+            handshakes: Arc::new(Mutex::new(crate::admission::Handshakes::default())),
             limiters: Mutex::new(Limiters::new(config.peer_rate, config.ip_rate)),
             counters: Counters::default(),
             metrics: Metrics::default(),

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{Instrument, debug, warn};
 
+use crate::admission::{HandshakeGuard, Handshakes};
 use crate::conn::{PeerConn, WRITE_QUEUE};
 use crate::error::RpcError;
 use crate::handshake::{HelloCheck, Role, Shaken, handshake, send_hello};
@@ -56,6 +57,10 @@ impl Inner {
     /// once it has proven its identity, by closing the least recently used idle
     /// connection (which keeps a bootstrap node accepting newcomers under a mass join,
     /// without letting bare TCP connects evict authenticated peers).
+    ///
+    /// Unfinished handshakes are bounded per address and per network (`admission.rs`);
+    /// when every slot and reserve place is taken, the oldest unfinished handshake is
+    /// shed and the newcomer takes the place it frees.
     fn admit_inbound(self: &Arc<Self>, incoming: Incoming) {
         let remote = incoming.remote_addr;
         let Some(ip_slot) = self.ip_slot(remote.ip()) else {
@@ -63,10 +68,23 @@ impl Inner {
             debug!(%remote, "refusing connection: its IP is at max_connections_per_ip");
             return;
         };
+        let exempt = !self.config.limit_local_addresses && limits::is_local(remote.ip());
+        let guard = match Handshakes::begin(&self.handshakes, ip_key(remote.ip()), exempt) {
+            Ok(guard) => guard,
+            Err(crowded) => {
+                Counters::bump(&self.counters.connections_refused_ip);
+                debug!(%remote, ?crowded, "refusing connection: too many unfinished handshakes from its address or network");
+                return;
+            }
+        };
         let admission = match self.conn_slots.clone().try_acquire_owned() {
             Ok(permit) => Admission::Slot(permit),
             Err(_) => match self.handshake_reserve.clone().try_acquire_owned() {
                 Ok(reserve) => Admission::Reserve(reserve),
+                Err(_) if lock(&self.handshakes).shed_oldest() => {
+                    Counters::bump(&self.counters.handshakes_shed);
+                    Admission::Shed
+                }
                 Err(_) => {
                     Counters::bump(&self.counters.connections_refused_full);
                     debug!(%remote, "refusing connection: at max_connections");
@@ -76,9 +94,20 @@ impl Inner {
         };
         let inner = self.clone();
         self.tasks.spawn(
-            async move { inner.accept_one(incoming, admission, ip_slot).await }
+            async move { inner.accept_one(incoming, admission, ip_slot, guard).await }
                 .instrument(self.span.clone()),
         );
+    }
+
+    /// The place a shed handshake frees: a connection slot, or a place of the reserve.
+    async fn freed_place(&self, timeout: Duration) -> Option<Admission> {
+        let wait = async {
+            tokio::select! {
+                permit = self.conn_slots.clone().acquire_owned() => permit.ok().map(Admission::Slot),
+                reserve = self.handshake_reserve.clone().acquire_owned() => reserve.ok().map(Admission::Reserve),
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
     async fn accept_one(
@@ -86,9 +115,21 @@ impl Inner {
         incoming: Incoming,
         admission: Admission,
         ip_slot: IpSlot,
+        guard: HandshakeGuard,
     ) {
         let remote = incoming.remote_addr;
         let timeout = self.config.connect_timeout;
+        let admission = match admission {
+            Admission::Shed => match self.freed_place(timeout).await {
+                Some(admission) => admission,
+                None => {
+                    Counters::bump(&self.counters.connections_refused_full);
+                    debug!(%remote, "refusing connection: the shed handshake freed no place");
+                    return;
+                }
+            },
+            admission => admission,
+        };
         let work = async {
             let conn = incoming
                 .upgrade
@@ -107,8 +148,10 @@ impl Inner {
             shaken = tokio::time::timeout(timeout, work) => {
                 shaken.unwrap_or_else(|_| Err("handshake timed out".into()))
             }
+            () = guard.shed.cancelled() => Err("shed for a newcomer: the oldest unfinished handshake".into()),
             () = self.shutdown.cancelled() => return,
         };
+        drop(guard);
         let shaken = match shaken {
             Ok(shaken) => shaken,
             Err(reason) => {
@@ -119,6 +162,8 @@ impl Inner {
         };
         let permit = match admission {
             Admission::Slot(permit) => permit,
+            // Resolved into a slot or a reserve place before the handshake.
+            Admission::Shed => return,
             Admission::Reserve(_reserve) => match self.make_room(timeout).await {
                 Some(permit) => permit,
                 None => {
@@ -439,6 +484,9 @@ enum Admission {
     Slot(OwnedSemaphorePermit),
     /// With a place in the handshake reserve: it needs a slot once proven.
     Reserve(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// With nothing yet: the oldest unfinished handshake was shed, and the place it
+    /// frees is this one's.
+    Shed,
 }
 
 /// A connection's share of the limits: one of `max_connections`, and one of its IP's

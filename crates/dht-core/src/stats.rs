@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     pub(crate) copies_sent_back: AtomicU64,
     pub(crate) handoffs_skipped: AtomicU64,
     pub(crate) silent_connections_closed: AtomicU64,
+    pub(crate) handshakes_shed: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers_received: AtomicU64,
 }
@@ -102,6 +103,9 @@ pub struct NodeStats {
     /// Connections closed because the peer sent nothing while a request on it waited
     /// its whole timeout (a hung process, a host gone dark).
     pub silent_connections_closed: u64,
+    /// Unfinished inbound handshakes shed, oldest first, to let a newcomer in when every
+    /// connection slot and reserve place was taken.
+    pub handshakes_shed: u64,
     /// Requests sent to peers (each try of a request a peer asked to repeat counts).
     pub requests_sent: u64,
     /// Answers received to them (an "overloaded" or error answer counts; a timeout or
@@ -132,6 +136,7 @@ impl NodeStats {
             copies_sent_back: Counters::get(&c.copies_sent_back),
             handoffs_skipped: Counters::get(&c.handoffs_skipped),
             silent_connections_closed: Counters::get(&c.silent_connections_closed),
+            handshakes_shed: Counters::get(&c.handshakes_shed),
             requests_sent: Counters::get(&c.requests_sent),
             answers_received: Counters::get(&c.answers_received),
             ..NodeStats::default()

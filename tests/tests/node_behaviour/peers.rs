@@ -289,3 +289,33 @@ async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
     drop(bare);
     a.shutdown().await;
 }
+
+/// Issue 18, attack 3: bare TCP connects that never start TLS held every connection
+/// slot and every place of the handshake reserve until `connect_timeout`, and every
+/// newcomer was refused for as long as the flood went on. The oldest unfinished
+/// handshake is now shed for a newcomer.
+#[tokio::test]
+async fn a_flood_of_bare_connects_cannot_lock_a_newcomer_out() {
+    let a = Node::start(NodeConfig {
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(30),
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    // Four slots and the 64 places of the reserve, all held by bare connects.
+    let mut bare = Vec::new();
+    for _ in 0..(4 + 64) {
+        bare.push(TcpStream::connect(a.listen_addr()).await.expect("connect"));
+    }
+    let (mut newcomer, _) = RawPeer::connect(a.listen_addr())
+        .await
+        .expect("a newcomer is let in");
+    assert_eq!(
+        newcomer.request(PeerMessage::Ping).await.expect("served"),
+        PeerMessage::Pong
+    );
+    assert!(a.stats().handshakes_shed >= 1);
+    drop(bare);
+    a.shutdown().await;
+}
