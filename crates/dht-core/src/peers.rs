@@ -164,7 +164,8 @@ impl Inner {
             Admission::Slot(permit) => permit,
             // Resolved into a slot or a reserve place before the handshake.
             Admission::Shed => return,
-            Admission::Reserve(_reserve) => match self.make_room(timeout).await {
+            Admission::Reserve(_reserve) => match self.make_room(timeout, Evict::NotContacts).await
+            {
                 Some(permit) => permit,
                 None => {
                     Counters::bump(&self.counters.connections_refused_full);
@@ -179,11 +180,11 @@ impl Inner {
 
     /// A connection slot, closing the least recently used idle connection when none is
     /// free; `None` when nothing can be closed or the slot does not come in time.
-    async fn make_room(&self, timeout: Duration) -> Option<OwnedSemaphorePermit> {
+    async fn make_room(&self, timeout: Duration, evict: Evict) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = self.conn_slots.clone().try_acquire_owned() {
             return Some(permit);
         }
-        if !self.evict_idle() {
+        if !self.evict_idle(evict) {
             return None;
         }
         match tokio::time::timeout(timeout, self.conn_slots.clone().acquire_owned()).await {
@@ -211,13 +212,21 @@ impl Inner {
         })
     }
 
-    /// Closes the least recently used connection in use that has no request in flight,
-    /// and takes it out of the registry at once (so that it is not picked twice).
-    fn evict_idle(&self) -> bool {
+    /// Closes the least recently used connection in use that has no request in flight
+    /// (with [`Evict::NotContacts`], one that is not to a routing-table contact), and
+    /// takes it out of the registry at once (so that it is not picked twice). An inbound
+    /// newcomer, whose id costs only its proof of work, never takes a table contact's
+    /// connection: those are the ones lookups and replication use. This node's own dials
+    /// may.
+    fn evict_idle(&self, evict: Evict) -> bool {
+        let contacts: std::collections::HashSet<NodeId> = match evict {
+            Evict::Any => std::collections::HashSet::new(),
+            Evict::NotContacts => self.routing().iter().map(|c| c.id).collect(),
+        };
         let mut peers = lock(&self.peers);
         let idle = peers
             .values()
-            .filter(|c| c.is_usable() && !c.has_pending())
+            .filter(|c| c.is_usable() && !c.has_pending() && !contacts.contains(&c.contact.id))
             // Ties (one instant, as on simulated time) by id: not by the map's order.
             .min_by_key(|c| (c.last_used(), c.contact.id))
             .cloned();
@@ -307,7 +316,10 @@ impl Inner {
     /// slot is taken, the least recently used idle connection is closed to make room.
     async fn dial_slot(&self, addr: SocketAddr, timeout: Duration) -> Result<Slot, RpcError> {
         let ip_slot = self.ip_slot(addr.ip()).ok_or(RpcError::LocalLimit)?;
-        let permit = self.make_room(timeout).await.ok_or(RpcError::LocalLimit)?;
+        let permit = self
+            .make_room(timeout, Evict::Any)
+            .await
+            .ok_or(RpcError::LocalLimit)?;
         Ok(Slot::new(permit, Some(ip_slot)))
     }
 
@@ -476,6 +488,15 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
             IpAddr::V6(std::net::Ipv6Addr::from(bits))
         }
     }
+}
+
+/// Which idle connections may be closed to make room.
+#[derive(Debug, Clone, Copy)]
+enum Evict {
+    /// Any (for this node's own dial).
+    Any,
+    /// None to a routing-table contact (for an inbound newcomer).
+    NotContacts,
 }
 
 /// How an inbound connection was admitted to its handshake.

@@ -254,17 +254,38 @@ async fn an_advertised_ip_is_not_believed() {
 
 #[tokio::test]
 async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
+    // k = 1: of four peers of one bucket, the table holds one; the others' connections
+    // are the only ones a newcomer may take.
     let a = Node::start(NodeConfig {
         max_connections: 4,
+        k: 1,
+        wide_buckets: 0,
+        alpha: 1,
+        min_replication: 1,
         ..config(&[])
     })
     .await
     .expect("a");
+    let bucket = |id: &Key| a.id().bucket_index(id);
+    let first = dht_tests::raw_peer::PeerIdentity::new().expect("identity");
+    let mut identities = vec![first];
+    while identities.len() < 4 {
+        let identity = dht_tests::raw_peer::PeerIdentity::new().expect("identity");
+        if bucket(&identity.id) == bucket(&identities[0].id) {
+            identities.push(identity);
+        }
+    }
     let mut peers = Vec::new();
-    for _ in 0..4 {
-        peers.push(RawPeer::connect(a.listen_addr()).await.expect("peer").0);
+    for identity in identities {
+        let hello = identity.hello();
+        let (peer, _) = RawPeer::connect_as(a.listen_addr(), identity, hello)
+            .await
+            .expect("peer");
+        peers.push(peer);
     }
     assert_eq!(a.stats().open_connections, 4);
+    let contact = a.routing_contacts()[0].id;
+    assert_eq!(a.routing_table_len(), 1);
     // Connections that never start TLS take places of the handshake reserve only.
     let mut bare = Vec::new();
     for _ in 0..20 {
@@ -279,13 +300,25 @@ async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
         );
     }
     assert_eq!(a.stats().connections_evicted, 0);
-    // A newcomer that proves itself does get a place, closing the idlest peer.
+    // A newcomer that proves itself gets a place, closing the idlest connection that is
+    // not the table contact's.
     let (mut newcomer, _) = RawPeer::connect(a.listen_addr()).await.expect("newcomer");
     assert_eq!(
         newcomer.request(PeerMessage::Ping).await.expect("served"),
         PeerMessage::Pong
     );
     assert_eq!(a.stats().connections_evicted, 1);
+    let table_peer = peers
+        .iter_mut()
+        .find(|p| p.identity.id == contact)
+        .expect("the table contact");
+    assert_eq!(
+        table_peer
+            .request(PeerMessage::Ping)
+            .await
+            .expect("the table contact keeps its connection"),
+        PeerMessage::Pong
+    );
     drop(bare);
     a.shutdown().await;
 }
