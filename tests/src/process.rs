@@ -2,8 +2,11 @@
 //! that is killed when dropped, so that a failing test leaves no process behind.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{TEST_POW, wait_for};
 
 /// An address on 127.0.0.1 that nothing listens on right now.
 pub fn free_addr() -> SocketAddr {
@@ -62,4 +65,88 @@ pub fn spawn_node(
         command.env("RUST_LOG", level);
     }
     Running(command.spawn().expect("the node binary starts"))
+}
+
+/// The dht-node binary `cargo test --workspace` built (built here when it is missing).
+pub fn node_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug/dht-node");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "dht-node"])
+            .status()
+            .expect("cargo runs");
+        assert!(built.success(), "building dht-node failed");
+    }
+    binary
+}
+
+/// A dht-node process's files in a folder of its own: its configuration (free ports on
+/// 127.0.0.1, the test proof of work, a durable store in `data`), and its log.
+pub struct NodeProcess {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The log the process appends to.
+    pub log: PathBuf,
+    /// Its API address.
+    pub api: SocketAddr,
+    /// Its peer address.
+    pub p2p: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Writes the configuration of a node in `dir` that joins through `bootstrap`.
+    pub fn new(dir: &Path, bootstrap: &[SocketAddr], sync_interval: Duration) -> NodeProcess {
+        std::fs::create_dir_all(dir).expect("node folder");
+        let (api, p2p) = (free_addr(), free_addr());
+        let peers: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "hostkey = \"hostkey.pem\"\n\
+             [dht]\n\
+             p2p_address = \"{p2p}\"\n\
+             api_address = \"{api}\"\n\
+             bootstrap_peers = [{peers}]\n\
+             pow_difficulty = {TEST_POW}\n\
+             min_pow_difficulty = {TEST_POW}\n\
+             [storage]\n\
+             backend = \"durable\"\n\
+             data_dir = \"data\"\n\
+             sync_interval_ms = {sync}\n",
+            peers = peers.join(", "),
+            sync = sync_interval.as_millis(),
+        );
+        let config = dir.join("node.toml");
+        std::fs::write(&config, text).expect("config");
+        NodeProcess {
+            config,
+            log: dir.join("node.log"),
+            api,
+            p2p,
+        }
+    }
+
+    /// Starts the process and waits until its API accepts connections.
+    pub async fn start(&self, binary: &Path) -> Running {
+        let running = spawn_node(
+            binary.to_str().expect("utf-8 path"),
+            &self.config,
+            &[],
+            &self.log,
+            None,
+        );
+        let api = self.api;
+        let up = wait_for(Duration::from_secs(60), || async {
+            tokio::net::TcpStream::connect(api).await.is_ok()
+        })
+        .await;
+        assert!(
+            up,
+            "the node's API did not come up (log: {})",
+            self.log.display()
+        );
+        running
+    }
 }
