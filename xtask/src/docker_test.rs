@@ -2,13 +2,17 @@
 //! local Docker engine. It deploys 5 nodes in containers (in `target/docker-test/`, so a
 //! deployment of `cargo xtask deploy` is left alone), PUTs through node-1, GETs through
 //! node-3, stops node-2's container and still GETs through node-4, starts it again and
-//! GETs through it, checks every member's `/metrics`, then stops the deployment and
-//! checks that nothing labelled with it remains. It cleans up on failure too.
+//! GETs through it; cuts the deployment in two (node-1 and node-2 against the others,
+//! iptables DROP rules in the DOCKER-USER chain), PUTs a key through each half, checks
+//! that each half reads its own key and not the other's, heals and checks that both
+//! halves read both keys; checks every member's `/metrics`, then stops the deployment
+//! and checks that nothing labelled with it remains. It cleans up on failure too (the
+//! partition's rules included).
 //!
 //! It is not part of `cargo test --workspace`, which must pass on machines without
 //! Docker; `.ci/run` runs it, and without an engine it fails with a one-line reason.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -20,17 +24,23 @@ use crate::docker::{self, DEPLOYMENT_LABEL, docker};
 use crate::docker_deploy;
 use crate::http;
 use crate::layout::Layout;
+use crate::partition::{self, Partition};
 use crate::startup::{self, API_TIMEOUT};
 
 /// Usage of the `docker-test` command.
 pub(crate) const USAGE: &str = "  docker-test
       Build the images, deploy 5 nodes with --docker (files in target/docker-test/), PUT
       through node-1, GET through node-3, stop node-2's container and GET through
-      node-4, start it again and GET through it, check every member's /metrics, then
-      stop the deployment and check that nothing of it remains. Needs a Docker engine.";
+      node-4, start it again and GET through it, partition the deployment in two and
+      heal it (keys PUT on each side found from both after the heal), check every
+      member's /metrics, then stop the deployment and check that nothing of it remains.
+      Needs a Docker engine, and root for the partition's iptables rules.";
 
 /// How long a value may take to be readable through a node.
 const GET_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a key PUT on one side of a partition may take, after the heal, to be found
+/// from the other.
+const HEAL_DEADLINE: Duration = Duration::from_secs(120);
 /// How long a restarted container may take to answer a GET with the value.
 const RESTART_DEADLINE: Duration = Duration::from_secs(60);
 /// The value the test stores.
@@ -111,6 +121,7 @@ fn scenario(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()> {
     steps.run("GET through the restarted node-2 finds it", || {
         read(api2, &key, RESTART_DEADLINE)
     })?;
+    partition_and_heal(cluster, steps)?;
     steps.run("every member serves /metrics", || {
         for member in &cluster.nodes {
             let address = member
@@ -120,6 +131,73 @@ fn scenario(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Cuts the deployment in two halves (node-1 and node-2; the other members) with
+/// iptables DROP rules between their containers, PUTs a key through each half, checks
+/// that each half reads its own key and not the other's, heals, and checks that both
+/// keys are found from both halves.
+fn partition_and_heal(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()> {
+    let mut west = Vec::new();
+    let mut east = Vec::new();
+    for member in &cluster.nodes {
+        let container = member
+            .container()
+            .with_context(|| format!("{} is not a container", member.name))?;
+        let ip = partition::container_ip(container)?;
+        let api = member.api_address;
+        if member.name == "node-1" || member.name == "node-2" {
+            west.push((ip, api));
+        } else {
+            east.push((ip, api));
+        }
+    }
+    let api_of = |half: &[(IpAddr, Option<SocketAddr>)]| -> anyhow::Result<SocketAddr> {
+        half.iter()
+            .find_map(|(_, api)| *api)
+            .context("a half of the partition has no node with an API")
+    };
+    let (west_api, east_api) = (api_of(&west)?, api_of(&east)?);
+    let ips =
+        |half: &[(IpAddr, Option<SocketAddr>)]| half.iter().map(|(ip, _)| *ip).collect::<Vec<_>>();
+    let split = steps.run(
+        "partition: node-1 and node-2 cut off from the others",
+        || Partition::split(&ips(&west), &ips(&east)),
+    )?;
+    let (west_key, east_key) = (startup::random_key(5), startup::random_key(6));
+    steps.run(
+        "during the split, a PUT through each half reads back on its side",
+        || {
+            api_probe::put(west_api, &west_key, VALUE, 3600, 3, API_TIMEOUT)?;
+            api_probe::put(east_api, &east_key, VALUE, 3600, 3, API_TIMEOUT)?;
+            read(west_api, &west_key, GET_DEADLINE)?;
+            read(east_api, &east_key, GET_DEADLINE)
+        },
+    )?;
+    steps.run(
+        "during the split, neither half finds the other's key",
+        || {
+            for (api, key) in [(west_api, &east_key), (east_api, &west_key)] {
+                let answer = api_probe::get(api, key, API_TIMEOUT)?;
+                ensure!(
+                    matches!(answer, api_probe::Answer::Failure { .. }),
+                    "{api} found a key of the other half"
+                );
+            }
+            Ok(())
+        },
+    )?;
+    steps.run("heal the partition", || split.heal())?;
+    steps.run(
+        "after the heal, both keys are found from both halves",
+        || {
+            for api in [west_api, east_api] {
+                read(api, &west_key, HEAL_DEADLINE)?;
+                read(api, &east_key, HEAL_DEADLINE)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// GETs `key` through `api` until the answer is [`VALUE`].

@@ -12,6 +12,7 @@ mod http;
 mod layout;
 mod monitoring;
 mod overrides;
+mod partition;
 mod progress;
 mod report;
 mod sim;
