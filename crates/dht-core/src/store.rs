@@ -111,19 +111,6 @@ impl Store {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Purges the records expired at `now`, off the async workers for a store that does
-    /// file IO; readers never wait for its disk half. How many, `None` if the task
-    /// failed.
-    pub(crate) async fn purge(&self, now: u64) -> Option<Result<usize, StoreError>> {
-        if self.in_place() {
-            return Some(self.core.purge_staged(now));
-        }
-        let core = self.core.clone();
-        tokio::task::spawn_blocking(move || core.purge_staged(now))
-            .await
-            .ok()
-    }
-
     /// Runs `work` on the store off the async workers (for operations that may write:
     /// purges, removals), or in place for a store that does no file IO.
     pub(crate) async fn blocking<T: Send + 'static>(

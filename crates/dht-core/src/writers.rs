@@ -207,20 +207,6 @@ impl Core {
         }
     }
 
-    /// Purges the records expired at `now`: out of memory under the store's lock, off
-    /// the disk without it (see [`Core::apply_staged`]). How many.
-    pub(crate) fn purge_staged(&self, now: u64) -> Result<usize, StoreError> {
-        let (purged, staged) = self.lock().stage_purge(now)?;
-        if let Some(mut staged) = staged {
-            if let Err(e) = staged.commit() {
-                self.lock().unstage(staged);
-                return Err(e);
-            }
-        }
-        self.changed.notify_one();
-        Ok(purged)
-    }
-
     /// Applies `puts` (`n` of them) at the clock's time, unless the store has failed;
     /// a store that panics is marked failed and fails these puts and every later one.
     pub(crate) fn apply(
