@@ -264,6 +264,12 @@ impl PeerConn {
         }
         self.touch();
         let sent_us = self.now_us();
+        // Only requests a peer answers from memory tell it is silent: a STORE's answer
+        // waits on the peer's disk too.
+        let timed = matches!(
+            message,
+            PeerMessage::FindNode { .. } | PeerMessage::FindValue { .. } | PeerMessage::Ping
+        );
         let exchange = async {
             self.tx
                 .send(Box::new(PeerFrame::request(id, message)))
@@ -277,7 +283,7 @@ impl PeerConn {
                 // Not a frame from the peer for as long as we waited: a hung process or
                 // a host gone dark. The connection goes, with every request on it; the
                 // next request dials again and finds out within the connect timeout.
-                if self.last_received_us.load(Ordering::Relaxed) < sent_us {
+                if timed && self.last_received_us.load(Ordering::Relaxed) < sent_us {
                     self.close_silent();
                 }
                 Err(RpcError::Timeout)

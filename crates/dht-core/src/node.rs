@@ -429,9 +429,10 @@ impl Inner {
     fn would_replicate_with(&self, record: &WireRecord, from: &Contact) -> bool {
         let r = usize::from(self.config.clamp_replication(record.replication));
         let routing = self.routing();
+        // This node and the r - 1 closest contacts are the r replicas it would choose.
         routing.count_closer_than_local(&record.key) < r
             && routing
-                .closest(&record.key, r)
+                .closest(&record.key, r.saturating_sub(1))
                 .iter()
                 .any(|c| c.id == from.id)
     }
