@@ -490,10 +490,9 @@ async fn replication_costs_one_lookup_per_key_region_not_per_record() {
         counted >= 1 && counted as usize <= lookups,
         "{counted} of {lookups}"
     );
-    assert!(
-        on_closest(&live, &keys),
-        "a key is not on its 3 closest nodes"
-    );
+    // A STORE the loaded machine timed out is made again by the next round.
+    let placed = wait_for(replicate * 3, || async { on_closest(&live, &keys) }).await;
+    assert!(placed, "a key is not on its 3 closest nodes");
     for n in &live {
         n.shutdown().await;
     }
