@@ -109,7 +109,7 @@ pub(crate) fn forged(key: Key, now_micros: u64) -> WireRecord {
     WireRecord {
         key,
         value: Bytes::from_static(b"forged by the attacker"),
-        expires_at: now_micros / 1_000_000 + 3600,
+        lifetime: 3600,
         version: now_micros + 300_000_000,
         replication: 3,
     }

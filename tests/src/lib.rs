@@ -7,14 +7,14 @@ pub mod process;
 pub mod raw_peer;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use dht_api::{ApiConfig, ApiServer};
-use dht_core::{BootstrapPeer, Key, Node, NodeConfig};
+use dht_core::{BootstrapPeer, Environment, Key, MemoryStore, Node, NodeConfig, SimNetwork};
 use dht_wire::{ApiCodec, ApiMessage};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -61,6 +61,18 @@ pub fn test_config(bootstrap: &[SocketAddr]) -> NodeConfig {
         connect_timeout: Duration::from_millis(1500),
         ..NodeConfig::default()
     }
+}
+
+/// Starts a node on the simulated WAN `net` at `ip`, with a memory store, and the clock
+/// and random numbers of `env`.
+pub async fn start_sim_node(
+    net: &SimNetwork,
+    ip: IpAddr,
+    config: NodeConfig,
+    env: Environment,
+) -> anyhow::Result<Node> {
+    let store = Box::new(MemoryStore::new(config.store_limits.clone()));
+    Ok(Node::start_in(config, Arc::new(net.transport(ip)), store, env).await?)
 }
 
 /// A node started by a test, with its API server when it has one.

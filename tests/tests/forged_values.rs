@@ -116,7 +116,7 @@ async fn a_get_does_not_end_on_a_forged_value_from_a_node_outside_the_closest() 
     *forged.lock().unwrap_or_else(|e| e.into_inner()) = Some(WireRecord {
         key,
         value: Bytes::from_static(b"forged"),
-        expires_at: clock.unix_micros() / 1_000_000 + 3600,
+        lifetime: 3600,
         // Newer than the honest record: a comparison of versions would pick it.
         version: clock.unix_micros() + 1_000_000,
         replication: 3,

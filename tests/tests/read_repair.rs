@@ -51,17 +51,10 @@ fn record(key: Key, value: &'static [u8], version: u64) -> WireRecord {
     WireRecord {
         key,
         value: Bytes::from_static(value),
-        expires_at: unix_now() + 600,
+        lifetime: 600,
         version,
         replication: 3,
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
 }
 
 /// STOREs `record` on `node` through a peer of its own.

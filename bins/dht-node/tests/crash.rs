@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dht_core::Key;
@@ -14,13 +14,6 @@ use dht_wire::{PeerMessage, StoreStatus, WireRecord};
 use rand::Rng;
 
 const KILLS: usize = 20;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 fn start(config: &Path, log: &Path) -> Running {
     spawn_node(
@@ -71,7 +64,7 @@ async fn acknowledged_records_survive_kill_9() {
     .expect("config");
     // The test is one peer asking thousands of times a second: no rate limit for it.
     let log = dir.join("node.log");
-    let expires = unix_now() + 3600;
+    let lifetime = 3600;
     let mut acked: Vec<Key> = Vec::new();
     let mut rng = rand::thread_rng();
     for round in 0..KILLS {
@@ -95,7 +88,7 @@ async fn acknowledged_records_survive_kill_9() {
                 let record = WireRecord {
                     key,
                     value: value_of(&key),
-                    expires_at: expires,
+                    lifetime,
                     version: 1,
                     replication: 3,
                 };

@@ -189,7 +189,7 @@ impl Inner {
             sent += live.len();
             let answers = futures::future::join_all(live.iter().map(|(record, contact)| {
                 let message = PeerMessage::Replicate {
-                    record: to_wire(record),
+                    record: to_wire(record, self.unix_now()),
                 };
                 async move { (contact.id, self.rpc(*contact, message).await) }
             }))

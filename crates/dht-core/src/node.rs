@@ -359,10 +359,10 @@ impl Inner {
                 contacts: self.closest_for(&target, from),
             },
             PeerMessage::FindValue { key } => {
-                let found = self.store().get(&key, self.unix_now());
-                match found {
+                let now = self.unix_now();
+                match self.store().get(&key, now) {
                     Ok(Some(record)) => PeerMessage::Value {
-                        record: to_wire(&record),
+                        record: to_wire(&record, now),
                     },
                     Ok(None) => PeerMessage::Nodes {
                         contacts: self.closest_for(&key, from),
@@ -401,8 +401,9 @@ impl Inner {
             .collect()
     }
 
-    /// A record that came from a peer, made safe to keep: its expiry is never later
-    /// than our own max_ttl from now, and its replication is clamped as for PUTs.
+    /// A record that came from a peer at `now`, made safe to keep: it lives what its
+    /// lifetime on the wire says from now, never longer than our own max_ttl, and its
+    /// replication is clamped as for PUTs. No clock but ours enters its expiry.
     ///
     /// A version (its publisher's clock in microseconds) more than
     /// [`MAX_VERSION_SKEW`] ahead of our clock is refused: a peer could otherwise pin a
@@ -414,9 +415,10 @@ impl Inner {
         if record.version > latest_version {
             return None;
         }
-        let latest = now.saturating_add(self.config.max_ttl.as_secs());
-        let mut record = from_wire(record);
-        record.expires_at = record.expires_at.min(latest);
+        let mut record = from_wire(record, now);
+        record.expires_at = record
+            .expires_at
+            .min(now.saturating_add(self.config.max_ttl.as_secs()));
         record.replication = self.config.clamp_replication(record.replication);
         Some(record)
     }
@@ -496,21 +498,26 @@ impl Inner {
     }
 }
 
-pub(crate) fn from_wire(record: WireRecord) -> Record {
+/// A record received at `now` (UNIX seconds, this node's clock): its lifetime on the
+/// wire counts from now. Callers cap it ([`Inner::accept_remote`]).
+fn from_wire(record: WireRecord, now: u64) -> Record {
     Record {
         key: record.key,
         value: record.value,
-        expires_at: record.expires_at,
+        expires_at: now.saturating_add(record.lifetime),
         replication: record.replication,
         version: record.version,
     }
 }
 
-pub(crate) fn to_wire(record: &Record) -> WireRecord {
+/// A record as sent at `now` (UNIX seconds, this node's clock): with what is left of
+/// its lifetime, so that the receiver's clock, however far from ours, gives it the same
+/// time to live.
+pub(crate) fn to_wire(record: &Record, now: u64) -> WireRecord {
     WireRecord {
         key: record.key,
         value: record.value.clone(),
-        expires_at: record.expires_at,
+        lifetime: record.expires_at.saturating_sub(now),
         version: record.version,
         replication: record.replication,
     }

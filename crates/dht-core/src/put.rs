@@ -133,7 +133,10 @@ impl Inner {
         slot: Option<OwnedSemaphorePermit>,
     ) -> usize {
         let wanted = usize::from(record.replication);
-        let message = store_message(record, replication);
+        let message = Outgoing {
+            record: record.clone(),
+            replication,
+        };
         let (settled_tx, settled_rx) = oneshot::channel();
         let (finished_tx, finished_rx) = oneshot::channel();
         let inner = self.clone();
@@ -203,7 +206,7 @@ impl Inner {
     fn spawn_stores<'a>(
         self: &Arc<Self>,
         contacts: impl IntoIterator<Item = &'a Contact>,
-        message: &PeerMessage,
+        message: &Outgoing,
         started: &mut HashSet<NodeId>,
     ) -> Vec<(NodeId, JoinHandle<StoreAnswer>)> {
         contacts
@@ -218,7 +221,7 @@ impl Inner {
     /// for a PUT, the closest nodes of its lookup once that has ended).
     async fn count_stores(
         self: &Arc<Self>,
-        message: &PeerMessage,
+        message: &Outgoing,
         stores: Vec<(NodeId, JoinHandle<StoreAnswer>)>,
         spare: impl Future<Output = Vec<Contact>>,
     ) -> usize {
@@ -255,7 +258,10 @@ impl Inner {
         wanted: usize,
         replication: bool,
     ) -> usize {
-        let message = store_message(record, replication);
+        let message = Outgoing {
+            record: record.clone(),
+            replication,
+        };
         let first = candidates.iter().take(wanted);
         let stores = self.spawn_stores(first, &message, &mut HashSet::new());
         let spare = std::future::ready(candidates.to_vec());
@@ -267,14 +273,18 @@ impl Inner {
     fn spawn_store(
         self: &Arc<Self>,
         contact: Contact,
-        message: PeerMessage,
+        message: Outgoing,
     ) -> JoinHandle<StoreAnswer> {
         let inner = self.clone();
-        let tracker = match message {
-            PeerMessage::Store { .. } => &self.puts,
-            _ => &self.tasks,
+        let tracker = if message.replication {
+            &self.tasks
+        } else {
+            &self.puts
         };
-        tracker.spawn(async move { inner.rpc(contact, message).await })
+        tracker.spawn(async move {
+            let message = message.at(inner.unix_now());
+            inner.rpc(contact, message).await
+        })
     }
 }
 
@@ -304,11 +314,22 @@ fn stored(answer: &Result<StoreAnswer, tokio::task::JoinError>) -> Stored {
     }
 }
 
-fn store_message(record: &Record, replication: bool) -> PeerMessage {
-    let record = to_wire(record);
-    if replication {
-        PeerMessage::Replicate { record }
-    } else {
-        PeerMessage::Store { record }
+/// A STORE (or a REPLICATE) to send. Its message is made at each send, so that the
+/// lifetime it carries is what is left of the record's at that moment, however long the
+/// lookup before it took.
+#[derive(Clone)]
+struct Outgoing {
+    record: Record,
+    replication: bool,
+}
+
+impl Outgoing {
+    fn at(&self, now: u64) -> PeerMessage {
+        let record = to_wire(&self.record, now);
+        if self.replication {
+            PeerMessage::Replicate { record }
+        } else {
+            PeerMessage::Store { record }
+        }
     }
 }

@@ -119,7 +119,7 @@ impl Inner {
         }
         debug!(key = %key.short(), replicas = targets.len(), "read repair");
         let message = PeerMessage::Replicate {
-            record: to_wire(&newest),
+            record: to_wire(&newest, self.unix_now()),
         };
         let mut sends: FuturesUnordered<_> = targets
             .into_iter()
@@ -140,7 +140,7 @@ impl Inner {
             .get(&newest.key, self.unix_now())
             .ok()
             .flatten();
-        if held.is_some_and(|held| newest.supersedes(&held)) {
+        if held.is_some_and(|held| !newest.same_write(&held) && newest.supersedes(&held)) {
             let _ = self.store.put(newest.clone(), Origin::Peer(from)).await;
         }
     }
@@ -157,7 +157,7 @@ impl Inner {
         self.tasks.spawn(
             async move {
                 let message = PeerMessage::Replicate {
-                    record: to_wire(&record),
+                    record: to_wire(&record, inner.unix_now()),
                 };
                 let _ = inner.rpc(sender, message).await;
                 drop(permit);
@@ -167,11 +167,12 @@ impl Inner {
     }
 }
 
-/// Whether `copy` is a replica's that lacks `newest` (no copy, or an older version).
+/// Whether `copy` is a replica's that lacks `newest` (no copy, or an older version; a
+/// copy of the same write relayed a few seconds apart is not stale).
 fn needs(copy: &Copy, newest: &Record) -> bool {
     copy.replica
         && copy
             .record
             .as_ref()
-            .is_none_or(|held| newest.supersedes(held))
+            .is_none_or(|held| !newest.same_write(held) && newest.supersedes(held))
 }

@@ -36,5 +36,5 @@ mod store;
 pub use durable::{DurableStore, OpenReport, StorageKey};
 pub use memory::MemoryStore;
 pub use quota::{Origin, QuotaLimits};
-pub use record::{RECORD_OVERHEAD, Record};
+pub use record::{EXPIRY_SLACK_SECS, RECORD_OVERHEAD, Record};
 pub use store::{PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer};

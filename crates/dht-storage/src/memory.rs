@@ -335,6 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_copy_of_the_held_write_changes_nothing() {
+        // Relayed copies of one write differ in expiry by their transit times: within
+        // EXPIRY_SLACK_SECS the held copy stays as it is, whichever is later, so that
+        // replication does not rewrite (or answer "kept newer" to) every record it
+        // sends again.
+        let mut store = MemoryStore::default();
+        let held = rec(1, 1, b"v", NOW + 1000);
+        store.put(held.clone(), NOW).unwrap();
+        for expiry in [NOW + 1001, NOW + 999, NOW + 1000 + crate::EXPIRY_SLACK_SECS] {
+            assert_eq!(
+                store.put(rec(1, 1, b"v", expiry), NOW),
+                Ok(PutOutcome::Unchanged)
+            );
+            assert_eq!(store.get(&key(1), NOW), Ok(Some(held.clone())));
+        }
+        // Beyond it, the earlier expiry wins and a later one is refused, as ever.
+        let later = rec(1, 1, b"v", NOW + 1001 + crate::EXPIRY_SLACK_SECS);
+        assert_eq!(store.put(later, NOW), Ok(PutOutcome::KeptNewer));
+        let earlier = rec(1, 1, b"v", NOW + 999 - crate::EXPIRY_SLACK_SECS);
+        assert_eq!(store.put(earlier.clone(), NOW), Ok(PutOutcome::Replaced));
+        assert_eq!(store.get(&key(1), NOW), Ok(Some(earlier)));
+    }
+
+    #[test]
     fn newer_version_replaces_older() {
         let mut store = MemoryStore::default();
         store.put(rec(1, 1, b"zzz", NOW + 10), NOW).unwrap();

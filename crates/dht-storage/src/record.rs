@@ -11,6 +11,11 @@ use dht_id::{KEY_LEN, Key};
 /// value: the metadata fields (expiry, version, replication) and the map entry around them.
 pub const RECORD_OVERHEAD: usize = 64;
 
+/// How far apart the expiries of two copies of one write may be and still count as the
+/// same ([`Record::same_write`]). Lifetimes travel relative (seconds left), so each hop
+/// moves a copy's expiry by its transit time and by the rounding to whole seconds.
+pub const EXPIRY_SLACK_SECS: u64 = 60;
+
 /// A stored value with its metadata.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
@@ -49,6 +54,18 @@ impl Record {
     /// newer version of its own: records are not signed.
     pub fn supersedes(&self, other: &Record) -> bool {
         self.precedence(other) == Ordering::Greater
+    }
+
+    /// True if `self` and `other` are copies of one write: the same version, value and
+    /// replication, with expiries at most [`EXPIRY_SLACK_SECS`] apart. A store that
+    /// holds one keeps it when offered the other (neither a replacement nor "kept
+    /// newer"), and read repair leaves such a copy alone: the few seconds by which
+    /// relayed copies differ are not news worth a write.
+    pub fn same_write(&self, other: &Record) -> bool {
+        self.version == other.version
+            && self.value == other.value
+            && self.replication == other.replication
+            && self.expires_at.abs_diff(other.expires_at) <= EXPIRY_SLACK_SECS
     }
 
     /// Compares `self` with `other` in the order [`supersedes`](Self::supersedes) uses.

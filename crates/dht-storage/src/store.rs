@@ -64,7 +64,8 @@ pub enum PutOutcome {
     Inserted,
     /// Replaced an older version (or an expired record) of the key.
     Replaced,
-    /// The same record (all fields equal) was already held; nothing changed.
+    /// The same write was already held ([`Record::same_write`]: all fields equal, the
+    /// expiry within [`EXPIRY_SLACK_SECS`](crate::EXPIRY_SLACK_SECS)); nothing changed.
     Unchanged,
     /// The store holds a newer version of the key; the offered record was ignored.
     KeptNewer,

@@ -240,7 +240,7 @@ fn peer_request(rng: &mut StdRng) -> Vec<u8> {
             record: WireRecord {
                 key: Key::random(rng),
                 value: random_bytes_in(rng, 1..64).into(),
-                expires_at: u64::MAX,
+                lifetime: u64::MAX,
                 version: rng.r#gen(),
                 replication: 3,
             },

@@ -15,13 +15,6 @@ use dht_wire::{PeerMessage, StoreStatus, WireRecord};
 
 const MAX_RECORDS: usize = 1000;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// A key next to `id`: its last two bytes replaced by `n`.
 fn next_to(id: &Key, n: u16) -> Key {
     let mut bytes = *id.as_bytes();
@@ -63,11 +56,11 @@ async fn replicates_of_keys_next_to_the_senders_id_cannot_fill_the_store() -> an
     let attacker_id = attacker.id;
     let hello = attacker.hello();
     let (mut peer, _) = RawPeer::connect_as(victim.listen_addr(), attacker, hello).await?;
-    let expires_at = unix_now() + 600;
+    let lifetime = 600;
     let record = |key: Key| WireRecord {
         key,
         value: Bytes::from_static(b"junk"),
-        expires_at,
+        lifetime,
         version: 1,
         replication: 3,
     };

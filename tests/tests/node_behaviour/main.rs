@@ -73,11 +73,12 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn record(key: Key, value: &'static [u8], expires_at: u64, version: u64) -> WireRecord {
+/// A record as sent on the wire: `lifetime` is the seconds it has left to live.
+fn record(key: Key, value: &'static [u8], lifetime: u64, version: u64) -> WireRecord {
     WireRecord {
         key,
         value: Bytes::from_static(value),
-        expires_at,
+        lifetime,
         version,
         replication: 3,
     }

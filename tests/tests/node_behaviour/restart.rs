@@ -27,7 +27,7 @@ async fn a_restarted_node_comes_back_with_its_records() {
     let acked = Key::sha256(b"restart/acked");
     assert_eq!(
         peer.request(PeerMessage::Store {
-            record: record(acked, b"acked", unix_now() + 600, 7),
+            record: record(acked, b"acked", 600, 7),
         })
         .await
         .expect("answer"),
@@ -96,10 +96,12 @@ async fn an_expired_record_is_never_served_even_after_a_restart() {
     let a = Node::start(durable.clone()).await.expect("a");
     let (mut peer, _) = RawPeer::connect(a.listen_addr()).await.expect("peer");
     let key = Key::sha256(b"short-lived");
-    let expires_at = unix_now() + 2;
+    // Two seconds to live, counted from when the node receives it: by the test's clock
+    // it expires by now + 3 at the latest (the second may turn in between).
+    let expires_at = unix_now() + 3;
     assert_eq!(
         peer.request(PeerMessage::Store {
-            record: record(key, b"soon gone", expires_at, 1),
+            record: record(key, b"soon gone", 2, 1),
         })
         .await
         .expect("answer"),

@@ -46,7 +46,9 @@ impl MemoryStore {
         let (outcome, held) = match self.records.get(&record.key) {
             None => (PutOutcome::Inserted, None),
             Some(held) if held.record.is_expired(now) => (PutOutcome::Replaced, Some(held)),
-            Some(held) if held.record == record => return Ok(unchanged(PutOutcome::Unchanged)),
+            Some(held) if held.record.same_write(&record) => {
+                return Ok(unchanged(PutOutcome::Unchanged));
+            }
             Some(held) if held.record.supersedes(&record) => {
                 return Ok(unchanged(PutOutcome::KeptNewer));
             }

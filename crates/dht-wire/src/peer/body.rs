@@ -88,7 +88,7 @@ pub(super) fn put_body(message: &PeerMessage, dst: &mut BytesMut) {
         | PeerMessage::Store { record }
         | PeerMessage::Replicate { record } => {
             dst.put_slice(record.key.as_bytes());
-            dst.put_u64(record.expires_at);
+            dst.put_u64(record.lifetime);
             dst.put_u64(record.version);
             dst.put_u8(record.replication);
             // check_body bounds the length by MAX_VALUE_LEN.
@@ -196,7 +196,7 @@ fn read_addr(r: &mut Reader) -> Result<SocketAddr, PeerCodecError> {
 
 fn read_record(r: &mut Reader) -> Result<WireRecord, PeerCodecError> {
     let key = read_key(r, "record key")?;
-    let expires_at = field(r.u64(), "expires_at")?;
+    let lifetime = field(r.u64(), "lifetime")?;
     let version = field(r.u64(), "version")?;
     let replication = field(r.u8(), "replication")?;
     let value_len = usize::from(field(r.u16(), "value_len")?);
@@ -205,7 +205,7 @@ fn read_record(r: &mut Reader) -> Result<WireRecord, PeerCodecError> {
     Ok(WireRecord {
         key,
         value,
-        expires_at,
+        lifetime,
         version,
         replication,
     })
@@ -322,7 +322,7 @@ mod tests {
         let record = WireRecord {
             key: Key::default(),
             value: Bytes::new(),
-            expires_at: 0,
+            lifetime: 0,
             version: 0,
             replication: 0,
         };

@@ -351,7 +351,7 @@ mod tests {
         let record = WireRecord {
             key: Key::sha256(b"k"),
             value,
-            expires_at: u64::MAX,
+            lifetime: u64::MAX,
             version: 1,
             replication: 20,
         };
@@ -516,7 +516,7 @@ mod tests {
         let record = WireRecord {
             key: Key::sha256(b"k"),
             value: Bytes::from(vec![3; 20_000]),
-            expires_at: 5,
+            lifetime: 5,
             version: 2,
             replication: 3,
         };

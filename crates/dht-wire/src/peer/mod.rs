@@ -33,7 +33,7 @@ pub use codec::{PeerCodec, decode_frame, encode_frame};
 pub use error::PeerCodecError;
 
 /// Version of the peer protocol this crate speaks, sent in [`Hello::version`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Most contacts one NODES message may carry.
 pub const MAX_CONTACTS: usize = 64;
 /// Length of the frame's length field.
@@ -42,7 +42,7 @@ pub const LENGTH_FIELD_LEN: usize = 4;
 pub const PEER_HEADER_LEN: usize = LENGTH_FIELD_LEN + 1 + 1 + 8;
 /// Smallest value of the length field: type, flags and request id with an empty body.
 pub const MIN_LENGTH_FIELD: usize = PEER_HEADER_LEN - LENGTH_FIELD_LEN;
-/// Length of an encoded record without its value: key, expires_at, version,
+/// Length of an encoded record without its value: key, lifetime, version,
 /// replication, value_len.
 pub const RECORD_FIXED_LEN: usize = KEY_LEN + 8 + 8 + 1 + 2;
 /// Exact size of the largest frame: a VALUE or STORE carrying a value of
@@ -259,8 +259,11 @@ pub struct WireRecord {
     pub key: Key,
     /// The value, 1..=[`MAX_VALUE_LEN`] bytes.
     pub value: Bytes,
-    /// When the record expires, absolute UNIX seconds.
-    pub expires_at: u64,
+    /// How many seconds the record has left to live when it is sent: its writer's TTL,
+    /// or what is left of it at the holder that sends it. Relative, so that no clock
+    /// enters a record's lifetime (clocks differ; versions tolerate that, expiry need
+    /// not); the receiver counts it from its own clock, capped at its own maximum TTL.
+    pub lifetime: u64,
     /// Version of the record; a holder keeps the newer one.
     pub version: u64,
     /// Requested number of copies.
@@ -272,7 +275,7 @@ impl fmt::Debug for WireRecord {
         f.debug_struct("WireRecord")
             .field("key", &self.key)
             .field("len", &self.value.len())
-            .field("expires_at", &self.expires_at)
+            .field("lifetime", &self.lifetime)
             .field("version", &self.version)
             .field("replication", &self.replication)
             .finish()
@@ -362,7 +365,7 @@ mod tests {
         let record = WireRecord {
             key: Key::from_bytes([0xab; KEY_LEN]),
             value: Bytes::from_static(b"secret-value"),
-            expires_at: 1_700_000_000,
+            lifetime: 1_700_000_000,
             version: 7,
             replication: 3,
         };
@@ -406,7 +409,7 @@ mod tests {
         let record = WireRecord {
             key: Key::default(),
             value: Bytes::from_static(b"v"),
-            expires_at: 0,
+            lifetime: 0,
             version: 0,
             replication: 0,
         };

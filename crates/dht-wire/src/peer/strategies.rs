@@ -39,10 +39,10 @@ pub(super) fn value() -> impl Strategy<Value = Bytes> {
 
 pub(super) fn record() -> impl Strategy<Value = WireRecord> {
     (key(), value(), any::<u64>(), any::<u64>(), any::<u8>()).prop_map(
-        |(key, value, expires_at, version, replication)| WireRecord {
+        |(key, value, lifetime, version, replication)| WireRecord {
             key,
             value,
-            expires_at,
+            lifetime,
             version,
             replication,
         },
