@@ -50,6 +50,9 @@ fn allowed_edges() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             ]
             .into(),
         ),
+        // The fuzz checks read what crosses the process boundary: the codecs, and a
+        // peer's certificate and identity proof.
+        ("dht-fuzz", ["dht-id", "dht-security", "dht-wire"].into()),
         // The simulation reuses the benchmark's latency summaries and counters; its
         // eclipse attacker mints ids and speaks peer messages.
         (

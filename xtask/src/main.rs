@@ -8,6 +8,7 @@ mod deploy;
 mod docker;
 mod docker_deploy;
 mod docker_test;
+mod fuzz;
 mod http;
 mod layout;
 mod monitoring;
@@ -48,7 +49,7 @@ fn run() -> anyhow::Result<()> {
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}\n{}\n{}", deploy::USAGE, report::USAGE);
             println!("{}\n{}", docker::USAGE, docker_test::USAGE);
-            println!("{}\n{}", bench::USAGE, sim::USAGE);
+            println!("{}\n{}\n{}", bench::USAGE, sim::USAGE, fuzz::USAGE);
             Ok(())
         }
         ["deploy", "stop"] => deploy::stop(),
@@ -84,6 +85,11 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         ["test-report", rest @ ..] => report::command(rest),
+        ["fuzz", "--help" | "-h" | "help", ..] => {
+            println!("usage: cargo xtask fuzz ...\n\n{}", fuzz::USAGE);
+            Ok(())
+        }
+        ["fuzz", options @ ..] => fuzz::command(options),
         [command, ..] => {
             anyhow::bail!(
                 "unknown command {command:?}\n\n{USAGE}\n{}\n{}\n{}\n{}",
