@@ -55,8 +55,9 @@ impl Inner {
     /// `max_connections_per_ip`, or every connection slot and every place of the
     /// handshake reserve is taken. A newcomer admitted from the reserve gets a slot only
     /// once it has proven its identity, by closing the least recently used idle
-    /// connection (which keeps a bootstrap node accepting newcomers under a mass join,
-    /// without letting bare TCP connects evict authenticated peers).
+    /// connection of the largest network prefix, never a routing-table contact's (which
+    /// keeps a bootstrap node accepting newcomers under a mass join, without letting bare
+    /// TCP connects, or cheap ids from one network, evict authenticated peers).
     ///
     /// Unfinished handshakes are bounded per address and per network (`admission.rs`);
     /// when every slot and reserve place is taken, the oldest unfinished handshake is
@@ -164,7 +165,9 @@ impl Inner {
             Admission::Slot(permit) => permit,
             // Resolved into a slot or a reserve place before the handshake.
             Admission::Shed => return,
-            Admission::Reserve(_reserve) => match self.make_room(timeout, Evict::NotContacts).await
+            Admission::Reserve(_reserve) => match self
+                .make_room(timeout, Evict::ForNewcomer(remote.ip()))
+                .await
             {
                 Some(permit) => permit,
                 None => {
@@ -212,27 +215,64 @@ impl Inner {
         })
     }
 
-    /// Closes the least recently used connection in use that has no request in flight
-    /// (with [`Evict::NotContacts`], one that is not to a routing-table contact), and
-    /// takes it out of the registry at once (so that it is not picked twice). An inbound
-    /// newcomer, whose id costs only its proof of work, never takes a table contact's
-    /// connection: those are the ones lookups and replication use. This node's own dials
-    /// may.
+    /// Closes an idle connection in use (no request in flight) to make room, and takes it
+    /// out of the registry at once (so that it is not picked twice): for this node's own
+    /// dial ([`Evict::Any`]) the least recently used one.
+    ///
+    /// For an inbound newcomer ([`Evict::ForNewcomer`]), whose id costs only its proof of
+    /// work, each network prefix (IPv4 /24, IPv6 /48) gets a share: the newcomer may close
+    /// a connection of its own prefix, or of one larger than its own would be with it,
+    /// the largest first, never a routing-table contact's (those are the ones lookups and
+    /// replication use). Newcomers from one network then replace each other once theirs
+    /// is the largest prefix: a flood of cheap ids from it closes one of the others'
+    /// connections, not all of them, while a newcomer from a prefix of its own may still
+    /// close the idlest connection of the largest.
     fn evict_idle(&self, evict: Evict) -> bool {
         let contacts: std::collections::HashSet<NodeId> = match evict {
             Evict::Any => std::collections::HashSet::new(),
-            Evict::NotContacts => self.routing().iter().map(|c| c.id).collect(),
+            Evict::ForNewcomer(_) => self.routing().iter().map(|c| c.id).collect(),
         };
         let mut peers = lock(&self.peers);
+        let mut groups: HashMap<limits::IpGroup, usize> = HashMap::new();
+        for conn in peers.values().filter(|c| c.is_usable()) {
+            *groups
+                .entry(limits::ip_group(conn.contact.addr.ip()))
+                .or_default() += 1;
+        }
+        let crowd = |c: &PeerConn| {
+            groups
+                .get(&limits::ip_group(c.contact.addr.ip()))
+                .copied()
+                .unwrap_or(0)
+        };
+        // A newcomer may close a connection of its own prefix, or of one larger than its
+        // own would be with it.
+        let eligible = |c: &PeerConn| match evict {
+            Evict::Any => true,
+            Evict::ForNewcomer(ip) => {
+                let own = limits::ip_group(ip);
+                limits::ip_group(c.contact.addr.ip()) == own
+                    || crowd(c) > groups.get(&own).copied().unwrap_or(0)
+            }
+        };
         let idle = peers
             .values()
             .filter(|c| c.is_usable() && !c.has_pending() && !contacts.contains(&c.contact.id))
-            // Ties (one instant, as on simulated time) by id: not by the map's order.
-            .min_by_key(|c| (c.last_used(), c.contact.id))
+            .filter(|c| eligible(c))
+            // The largest prefix first (for this node's own dial, all count alike); then
+            // the least recently used, ties (one instant, as on simulated time) by id,
+            // not by the map's order.
+            .min_by_key(|c| {
+                let size = match evict {
+                    Evict::Any => 0,
+                    Evict::ForNewcomer(_) => crowd(c),
+                };
+                (std::cmp::Reverse(size), c.last_used(), c.contact.id)
+            })
             .cloned();
         match idle {
             Some(idle) => {
-                debug!(peer = %idle.contact.id.short(), "closing the least recently used connection to make room");
+                debug!(peer = %idle.contact.id.short(), "closing an idle connection to make room");
                 Counters::bump(&self.counters.connections_evicted);
                 peers.remove(&idle.contact.id);
                 idle.closed.cancel();
@@ -495,8 +535,9 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
 enum Evict {
     /// Any (for this node's own dial).
     Any,
-    /// None to a routing-table contact (for an inbound newcomer).
-    NotContacts,
+    /// None to a routing-table contact, the largest network prefix first (for an
+    /// inbound newcomer from this address).
+    ForNewcomer(IpAddr),
 }
 
 /// How an inbound connection was admitted to its handshake.

@@ -2,6 +2,7 @@
 //! connection limits and shutdown with PUTs in flight or stuck peers.
 
 use super::*;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[tokio::test]
 async fn simultaneous_dials_leave_one_connection() {
@@ -320,6 +321,71 @@ async fn bare_tcp_connects_cannot_evict_authenticated_peers() {
         PeerMessage::Pong
     );
     drop(bare);
+    a.shutdown().await;
+}
+
+/// Issue 18, attack 4: ids cost only their proof of work, and each newcomer admitted
+/// through the handshake reserve closed the least recently used idle connection: a flood
+/// of newcomers from one network closed every connection of everyone else's that was not
+/// a routing-table contact's. Now a newcomer closes one of the largest network prefix
+/// (its own, once that is the largest).
+#[tokio::test]
+async fn newcomers_from_one_network_cannot_evict_everyone_elses_connections() {
+    let a = Node::start(NodeConfig {
+        max_connections: 10,
+        k: 1,
+        wide_buckets: 0,
+        alpha: 1,
+        min_replication: 1,
+        ..config(&[])
+    })
+    .await
+    .expect("a");
+    // Nine peers, each from a /24 of its own (on loopback, 127.0.N.1).
+    let mut honest = Vec::new();
+    for n in 0..9u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 10 + n, 1));
+        let (peer, _) = RawPeer::connect_from(ip, a.listen_addr())
+            .await
+            .expect("honest peer");
+        honest.push(peer);
+    }
+    assert_eq!(a.stats().open_connections, 9);
+    let contacts: Vec<Key> = a.routing_contacts().iter().map(|c| c.id).collect();
+    let others = honest
+        .iter()
+        .filter(|p| !contacts.contains(&p.identity.id))
+        .count();
+    assert!(
+        others >= 4,
+        "only {others} of 9 peers are not table contacts"
+    );
+    // Forty newcomers from one /24, one after the other, each kept open if let in.
+    let mut flood = Vec::new();
+    for n in 0..40u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 99, 1 + n));
+        if let Ok((mut peer, _)) = RawPeer::connect_from(ip, a.listen_addr()).await {
+            if peer.request(PeerMessage::Ping).await.is_ok() {
+                flood.push(peer);
+            }
+        }
+    }
+    // The network's share: it took one honest connection, then its newcomers replaced
+    // each other (or, with no connection of theirs to close, were refused).
+    assert!(!flood.is_empty(), "no newcomer of the flood was let in");
+    let mut kept = 0;
+    for peer in honest.iter_mut() {
+        if !contacts.contains(&peer.identity.id)
+            && matches!(peer.request(PeerMessage::Ping).await, Ok(PeerMessage::Pong))
+        {
+            kept += 1;
+        }
+    }
+    // Before: 0 (each newcomer closed the idlest connection: the honest ones first).
+    assert!(
+        kept + 1 >= others,
+        "{kept} of the {others} honest peers outside the table kept their connection"
+    );
     a.shutdown().await;
 }
 
