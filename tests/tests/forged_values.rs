@@ -143,6 +143,36 @@ async fn a_get_does_not_end_on_a_forged_value_from_a_node_outside_the_closest() 
     );
     assert!(!reader.holds(&key) || reader.get_local(&key).as_deref() != Some(&b"forged"[..]));
 
+    // A key nobody wrote, for which only the attacker offers a value: the GET may
+    // return it (held back, it is the best there is), but read repair must not push it
+    // onto the key's replicas, where it would look vouched for. Before, it did.
+    let (unwritten, replicas) = (1_000_000u32..)
+        .find_map(|i| {
+            let key = Key::sha256(&i.to_be_bytes());
+            let mut all: Vec<Key> = ids.iter().copied().chain([attacker.id()]).collect();
+            all.sort_by_key(|id| id.distance(&key));
+            (all[3] == attacker.id()).then(|| (key, all[..3].to_vec()))
+        })
+        .expect("some key ranks the attacker fourth");
+    *forged.lock().unwrap_or_else(|e| e.into_inner()) = Some(WireRecord {
+        key: unwritten,
+        value: Bytes::from_static(b"forged"),
+        lifetime: 3600,
+        version: clock.unix_micros(),
+        replication: 3,
+    });
+    until_known(&reader, &replicas).await?;
+    let _ = reader.get(unwritten).await?;
+    // Long past any repair's RPC timeout (simulated time).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for node in honest.iter().filter(|n| replicas.contains(&n.id())) {
+        assert!(
+            !node.holds(&unwritten),
+            "read repair pushed the unvouched value onto replica {}",
+            node.id()
+        );
+    }
+
     for node in honest.into_iter().chain([attacker, reader]) {
         node.shutdown().await;
     }

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) pinging: Mutex<HashSet<NodeId>>,
     /// Places for newer copies sent back to senders of older ones (`repair.rs`).
     pub(crate) sending_back: Arc<tokio::sync::Semaphore>,
+    /// Places for read repairs running at once (`repair.rs`).
+    pub(crate) repairing: Arc<tokio::sync::Semaphore>,
     /// Places for hand-offs sending at once, and how many wait for one (`handoff.rs`).
     pub(crate) handoffs: Arc<tokio::sync::Semaphore>,
     pub(crate) handoffs_waiting: AtomicUsize,
@@ -237,6 +239,7 @@ impl Inner {
             sending_back: Arc::new(tokio::sync::Semaphore::new(
                 crate::repair::SENT_BACK_AT_ONCE,
             )),
+            repairing: Arc::new(tokio::sync::Semaphore::new(crate::repair::REPAIRS_AT_ONCE)),
             handoffs: Arc::new(tokio::sync::Semaphore::new(
                 crate::handoff::HANDOFFS_AT_ONCE,
             )),

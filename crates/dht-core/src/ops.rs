@@ -85,6 +85,9 @@ pub(crate) struct Found {
     /// For a FIND_VALUE that ended on a value: the requests still on their way, whose
     /// answers read repair reads (their copies are compared too).
     pub(crate) late: Option<FuturesUnordered<Query>>,
+    /// The value is one held back (no replica vouched for it): the best the lookup
+    /// found, returned, but not a copy to repair replicas with.
+    pub(crate) held_back: bool,
 }
 
 /// What one peer that answered a FIND_VALUE holds of the key.
@@ -280,10 +283,12 @@ impl Inner {
         for quiet in &result.unresponsive {
             self.answer_times.went_quiet(quiet.id, mono_now());
         }
+        let mut held_back = false;
         if record.is_none() {
             if let Some(held) = held {
                 result.value_from = Some(held.from);
                 record = Some(held.record);
+                held_back = true;
             }
         }
         let kind = if want_value {
@@ -309,6 +314,7 @@ impl Inner {
             record,
             copies,
             late,
+            held_back,
         }
     }
 
@@ -383,7 +389,8 @@ impl Inner {
         let stats = LookupStats::of(result);
         let (value, returned) = match (local, &found.record) {
             (Some(local), Some(remote)) => {
-                if remote.supersedes(&local) {
+                // A newer value no replica vouched for does not replace our copy.
+                if remote.supersedes(&local) && !found.held_back {
                     // Our copy is stale: keep the newer one instead, charged to the
                     // peer that gave it (it is not this node's own PUT).
                     let origin = found
@@ -406,7 +413,11 @@ impl Inner {
             ),
             (None, None) => (Ok(None), None),
         };
-        if let Some(returned) = returned {
+        // A value no replica vouched for is returned (the best there is) but not
+        // pushed onto the replicas: that would make a forged value look vouched for.
+        let from_network = returned.is_some() && returned.as_ref() == found.record.as_ref();
+        let vouched = !(from_network && found.held_back);
+        if let Some(returned) = returned.filter(|_| vouched) {
             self.spawn_read_repair(returned, found.copies, found.late);
         }
         (value, stats)

@@ -8,7 +8,9 @@
 //!   timeout). Each of those replicas that answered without the record, or with an
 //!   older version, is sent the newest (a REPLICATE), and so is this node's own copy
 //!   if older. What the GET returned is not changed: it came from a replica, and the
-//!   repair makes the next GET see the newest.
+//!   repair makes the next GET see the newest. A value no replica vouched for (held
+//!   back, returned as the best the lookup found) repairs nothing: pushed onto the
+//!   replicas it would look vouched for. At most [`REPAIRS_AT_ONCE`] repairs run at once.
 //! - A STORE or REPLICATE answered "kept newer" means the sender holds an older copy:
 //!   the newer one is sent back to it (at most [`SENT_BACK_AT_ONCE`] at a time, so a
 //!   peer sending old copies on purpose gets one answer per STORE, no more).
@@ -29,6 +31,11 @@ use crate::stats::Counters;
 /// Newer copies sent back to the senders of older ones at once; more are not sent.
 pub(crate) const SENT_BACK_AT_ONCE: usize = 16;
 
+/// Read repairs running at once; a GET that finds this many running repairs nothing
+/// (the next GET, or the replication round, will). Each holds at most one request per
+/// replica and the late answers of one lookup.
+pub(crate) const REPAIRS_AT_ONCE: usize = 64;
+
 impl Inner {
     /// Repairs the replicas of a key after a GET that returned `returned`: see the
     /// [module doc](self). `copies`: what the peers that answered hold; `late`: the
@@ -42,10 +49,17 @@ impl Inner {
         if late.is_none() && !copies.iter().any(|copy| needs(copy, &returned)) {
             return;
         }
+        let Ok(permit) = self.repairing.clone().try_acquire_owned() else {
+            debug!(key = %returned.key.short(), "no read repair: {REPAIRS_AT_ONCE} running");
+            return;
+        };
         let inner = self.clone();
         self.tasks.spawn(
-            async move { inner.read_repair(returned, copies, late).await }
-                .instrument(self.span.clone()),
+            async move {
+                inner.read_repair(returned, copies, late).await;
+                drop(permit);
+            }
+            .instrument(self.span.clone()),
         );
     }
 
