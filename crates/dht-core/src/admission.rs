@@ -35,6 +35,9 @@ struct Pending {
     ip: IpAddr,
     prefix: IpAddr,
     shed: CancellationToken,
+    /// Whether it holds a connection slot or a reserve place: shedding one that waits
+    /// for a place (or the newcomer itself) would free nothing.
+    has_place: bool,
 }
 
 /// Why a handshake was not admitted.
@@ -52,6 +55,16 @@ pub(crate) struct HandshakeGuard {
     id: u64,
     /// Cancelled when the handshake is shed for a newcomer.
     pub(crate) shed: CancellationToken,
+}
+
+impl HandshakeGuard {
+    /// Notes that this handshake now holds a slot or a reserve place, which shedding it
+    /// frees.
+    pub(crate) fn holds_place(&self) {
+        if let Some(pending) = lock(&self.registry).pending.get_mut(&self.id) {
+            pending.has_place = true;
+        }
+    }
 }
 
 impl Drop for HandshakeGuard {
@@ -103,6 +116,7 @@ impl Handshakes {
                 ip,
                 prefix,
                 shed: shed.clone(),
+                has_place: false,
             },
         );
         Ok(HandshakeGuard {
@@ -112,13 +126,13 @@ impl Handshakes {
         })
     }
 
-    /// Sheds the oldest unfinished handshake (its task ends and frees its place);
-    /// false when none is left to shed.
+    /// Sheds the oldest unfinished handshake that holds a place (its task ends and
+    /// frees it); false when none is left to shed.
     pub(crate) fn shed_oldest(&mut self) -> bool {
         let oldest = self
             .pending
             .values()
-            .find(|p| !p.shed.is_cancelled())
+            .find(|p| p.has_place && !p.shed.is_cancelled())
             .map(|p| p.shed.clone());
         match oldest {
             Some(shed) => {
@@ -194,6 +208,12 @@ mod tests {
         let registry = Arc::new(Mutex::new(Handshakes::default()));
         let first = Handshakes::begin(&registry, ip("192.0.2.1"), false).expect("room");
         let second = Handshakes::begin(&registry, ip("192.0.2.2"), false).expect("room");
+        // Neither holds a place yet (a newcomer, or one waiting for a shed place):
+        // shedding either would free nothing.
+        assert!(!lock(&registry).shed_oldest());
+        assert!(!first.shed.is_cancelled() && !second.shed.is_cancelled());
+        first.holds_place();
+        second.holds_place();
         assert!(lock(&registry).shed_oldest());
         assert!(first.shed.is_cancelled() && !second.shed.is_cancelled());
         assert!(lock(&registry).shed_oldest());

@@ -93,6 +93,9 @@ impl Inner {
                 }
             },
         };
+        if !matches!(admission, Admission::Shed) {
+            guard.holds_place();
+        }
         let inner = self.clone();
         self.tasks.spawn(
             async move { inner.accept_one(incoming, admission, ip_slot, guard).await }
@@ -122,7 +125,10 @@ impl Inner {
         let timeout = self.config.connect_timeout;
         let admission = match admission {
             Admission::Shed => match self.freed_place(timeout).await {
-                Some(admission) => admission,
+                Some(admission) => {
+                    guard.holds_place();
+                    admission
+                }
                 None => {
                     Counters::bump(&self.counters.connections_refused_full);
                     debug!(%remote, "refusing connection: the shed handshake freed no place");
