@@ -95,10 +95,7 @@ impl Inner {
     async fn replicate_round(self: &Arc<Self>, resume_at: Option<Key>) -> RoundEnd {
         let started = mono_now();
         let unix_now = self.unix_now();
-        let _ = self
-            .store
-            .blocking(move |store| store.purge_expired(unix_now))
-            .await;
+        let _ = self.store.purge(unix_now).await;
         let mut records = match self.store().records(unix_now) {
             Ok(records) => records,
             Err(e) => {

@@ -75,6 +75,13 @@ pub(crate) enum Job {
     },
     /// Answered once every job queued before it has been applied.
     Flush(oneshot::Sender<()>),
+    /// A purge of the records expired at `now`, applied after every put queued before
+    /// it and before every put queued after it (`Core::purge_staged`).
+    Purge {
+        core: Arc<Core>,
+        now: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// A writer thread's queue.
@@ -163,6 +170,12 @@ fn apply(batch: Vec<Job>) {
                 commit(groups.drain(..));
                 let _ = done.send(());
             }
+            Job::Purge { core, now, reply } => {
+                commit(groups.drain(..));
+                let purged = catch_unwind(AssertUnwindSafe(|| core.purge_staged(now)))
+                    .unwrap_or_else(|_| Err(StoreError::Backend("the purge panicked".into())));
+                let _ = reply.send(purged);
+            }
         }
     }
     commit(groups.drain(..));
@@ -205,6 +218,20 @@ impl Core {
                 vec![Err(e); n]
             }
         }
+    }
+
+    /// Purges the records expired at `now`: out of memory under the store's lock, off
+    /// the disk without it (see [`Core::apply_staged`]). How many.
+    pub(crate) fn purge_staged(&self, now: u64) -> Result<usize, StoreError> {
+        let (purged, staged) = self.lock().stage_purge(now)?;
+        if let Some(mut staged) = staged {
+            if let Err(e) = staged.commit() {
+                self.lock().unstage(staged);
+                return Err(e);
+            }
+        }
+        self.changed.notify_one();
+        Ok(purged)
     }
 
     /// Applies `puts` (`n` of them) at the clock's time, unless the store has failed;

@@ -183,6 +183,17 @@ pub trait RecordStore: Send {
         (self.put_many(puts, now), None)
     }
 
+    /// [`purge_expired`](Self::purge_expired) in two halves, as
+    /// [`stage_many`](Self::stage_many): the expired records leave memory now, and the
+    /// disk half (if any) removes them from disk without the store. How many were
+    /// purged.
+    fn stage_purge(
+        &mut self,
+        now: u64,
+    ) -> Result<(usize, Option<Box<dyn StagedWrite>>), StoreError> {
+        Ok((self.purge_expired(now)?, None))
+    }
+
     /// Undoes in memory a batch of [`stage_many`](Self::stage_many) whose disk half
     /// failed.
     fn unstage(&mut self, staged: Box<dyn StagedWrite>) {

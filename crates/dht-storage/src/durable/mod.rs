@@ -423,6 +423,13 @@ impl RecordStore for DurableStore {
         DurableStore::unstage(self, staged);
     }
 
+    fn stage_purge(
+        &mut self,
+        now: u64,
+    ) -> Result<(usize, Option<Box<dyn StagedWrite>>), StoreError> {
+        Ok(DurableStore::stage_purge(self, now))
+    }
+
     /// A batch of one ([`put_many`](DurableStore::put_many)).
     fn put_from(
         &mut self,

@@ -147,6 +147,39 @@ impl DurableStore {
         (results, Some(Box::new(staged)))
     }
 
+    /// [`RecordStore::stage_purge`]: the records expired at `now` leave memory, and the
+    /// disk half removes their entries; a failed disk half handed to
+    /// [`unstage`](Self::unstage) puts them back.
+    ///
+    /// [`RecordStore::stage_purge`]: crate::RecordStore::stage_purge
+    pub fn stage_purge(&mut self, now: u64) -> (usize, Option<Box<dyn StagedWrite>>) {
+        let expired = self.cache.expired_keys(now);
+        if expired.is_empty() {
+            return (0, None);
+        }
+        let mut ops = Vec::with_capacity(expired.len());
+        let mut undo = Vec::with_capacity(expired.len());
+        for key in expired {
+            if let Some((record, origin)) = self.cache.take(&key) {
+                ops.push(Op::Delete(self.sealer.slot(&key)));
+                let change = Change {
+                    outcome: PutOutcome::Unchanged,
+                    replaced: None,
+                    purged: vec![(record, origin)],
+                };
+                undo.push((key, change));
+            }
+        }
+        let purged = undo.len();
+        let staged = Staged {
+            db: self.db.clone(),
+            sealer: self.sealer.clone(),
+            ops,
+            undo,
+        };
+        (purged, Some(Box::new(staged)))
+    }
+
     /// Undoes in memory a batch whose disk half failed ([`RecordStore::unstage`]). A
     /// disk half of another store is ignored.
     ///

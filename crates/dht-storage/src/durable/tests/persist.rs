@@ -395,3 +395,31 @@ fn a_staged_batch_is_read_before_its_commit_and_withdrawn_if_it_fails() {
     assert_eq!(results, vec![Ok(PutOutcome::Unchanged)]);
     assert!(staged.is_none());
 }
+
+#[test]
+fn a_staged_purge_leaves_memory_now_and_the_disk_without_the_store() {
+    let dir = TempDir::new("staged-purge");
+    let (mut store, _) = open_default(&dir);
+    store.put(rec(1, 1, b"gone", NOW + 10), NOW).unwrap();
+    store.put(rec(2, 1, b"kept", NOW + 100), NOW).unwrap();
+    let later = NOW + 10;
+    // A failed disk half puts the purged records back.
+    let (purged, staged) = store.stage_purge(later);
+    assert_eq!(purged, 1);
+    assert_eq!(store.len(), 1);
+    store.unstage(staged.expect("disk half"));
+    assert_eq!(store.len(), 2);
+    // Committed: gone from memory at once, and from the file.
+    let (purged, staged) = store.stage_purge(later);
+    assert_eq!((purged, store.len()), (1, 1));
+    let mut staged = staged.expect("disk half");
+    staged.commit().unwrap();
+    drop(staged);
+    drop(store);
+    assert_eq!(entries_on_disk(&dir), 1);
+    // Nothing expired: nothing to do.
+    let (mut store, _) = DurableStore::open(dir.path(), skey(1), StoreLimits::default()).unwrap();
+    let (purged, staged) = store.stage_purge(NOW);
+    assert_eq!(purged, 0);
+    assert!(staged.is_none());
+}
