@@ -95,11 +95,11 @@ impl Inner {
             return;
         }
         let blob = encode_contacts(&contacts);
-        if let Some(Err(e)) = self
-            .store
-            .blocking(move |store| store.save_contacts(&blob))
-            .await
-        {
+        // Without the store's lock: its commit never holds up a GET.
+        let Some(save) = self.store().contacts_saver() else {
+            return;
+        };
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || save(&blob)).await {
             warn!(error = %e, "cannot save contacts");
         }
     }

@@ -37,4 +37,6 @@ pub use durable::{DurableStore, OpenReport, StorageKey};
 pub use memory::MemoryStore;
 pub use quota::{Origin, QuotaLimits};
 pub use record::{EXPIRY_SLACK_SECS, RECORD_OVERHEAD, Record};
-pub use store::{PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer};
+pub use store::{
+    ContactsSaver, PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer,
+};

@@ -131,6 +131,10 @@ pub type Staging = (
 /// Makes a store's committed changes durable on disk (see [`RecordStore::syncer`]).
 pub type Syncer = std::sync::Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
+/// Saves the node's contacts blob, replacing the one saved before (see
+/// [`RecordStore::contacts_saver`]).
+pub type ContactsSaver = std::sync::Arc<dyn Fn(&[u8]) -> Result<(), StoreError> + Send + Sync>;
+
 /// A store of [`Record`]s, one per key. Object safe: the node holds a
 /// `Box<dyn RecordStore>`.
 ///
@@ -235,14 +239,15 @@ pub trait RecordStore: Send {
         Ok(records)
     }
 
-    /// Keeps the node's contacts (an opaque blob the node encodes) for its next start.
-    /// Stores that do not outlive the process keep nothing.
-    fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
-        let _ = blob;
-        Ok(())
+    /// What keeps the node's contacts (an opaque blob the node encodes) for its next
+    /// start, callable from any thread while the store goes on serving (it needs no
+    /// access to the store, so readers never wait for its commit); `None` for stores
+    /// that do not outlive the process.
+    fn contacts_saver(&self) -> Option<ContactsSaver> {
+        None
     }
 
-    /// The contacts saved by [`save_contacts`](Self::save_contacts), if any.
+    /// The contacts saved through the [`contacts_saver`](Self::contacts_saver), if any.
     fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
     }

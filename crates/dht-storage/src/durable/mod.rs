@@ -116,7 +116,7 @@ use crate::memory::MemoryStore;
 use crate::quota::Origin;
 use crate::record::Record;
 use crate::store::{
-    PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer,
+    ContactsSaver, PutOutcome, RecordStore, StagedWrite, Staging, StoreError, StoreLimits, Syncer,
 };
 
 /// Largest contacts blob [`DurableStore::save_contacts`] accepts (4 MiB).
@@ -286,19 +286,7 @@ impl DurableStore {
     /// replacing the saved one, durably. At most [`MAX_CONTACTS_LEN`] bytes, otherwise
     /// [`StoreError::ValueTooLarge`].
     pub fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
-        if blob.len() > MAX_CONTACTS_LEN {
-            return Err(StoreError::ValueTooLarge {
-                len: blob.len(),
-                max: MAX_CONTACTS_LEN,
-            });
-        }
-        let sealed = self.sealer.seal(META_CONTACTS.as_bytes(), blob)?;
-        let db = self.db();
-        let txn = begin(&db)?;
-        txn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
-            .and_then(|mut insert| insert.execute((META_CONTACTS, sealed.as_slice())))
-            .map_err(|e| backend("writing the contacts", e))?;
-        txn.commit().map_err(|e| backend("committing", e))
+        save_contacts(&self.db, &self.sealer, blob)
     }
 
     /// The contacts blob last saved, if any. [`StoreError::Backend`] if it fails
@@ -361,6 +349,23 @@ impl fmt::Debug for DurableStore {
     }
 }
 
+/// Saves the contacts blob through the database's own lock (not the store's).
+fn save_contacts(db: &Mutex<Connection>, sealer: &Sealer, blob: &[u8]) -> Result<(), StoreError> {
+    if blob.len() > MAX_CONTACTS_LEN {
+        return Err(StoreError::ValueTooLarge {
+            len: blob.len(),
+            max: MAX_CONTACTS_LEN,
+        });
+    }
+    let sealed = sealer.seal(META_CONTACTS.as_bytes(), blob)?;
+    let db = db.lock().unwrap_or_else(|e| e.into_inner());
+    let txn = begin(&db)?;
+    txn.prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
+        .and_then(|mut insert| insert.execute((META_CONTACTS, sealed.as_slice())))
+        .map_err(|e| backend("writing the contacts", e))?;
+    txn.commit().map_err(|e| backend("committing", e))
+}
+
 impl RecordStore for DurableStore {
     /// `fsync`s the write-ahead log, through a handle of its own (on Linux an `fsync`
     /// acts on the file, whatever handle it comes through): what was committed is in the
@@ -399,8 +404,11 @@ impl RecordStore for DurableStore {
         DurableStore::set_sync_every_commit(self, on)
     }
 
-    fn save_contacts(&mut self, blob: &[u8]) -> Result<(), StoreError> {
-        DurableStore::save_contacts(self, blob)
+    fn contacts_saver(&self) -> Option<ContactsSaver> {
+        let (db, sealer) = (self.db.clone(), self.sealer.clone());
+        Some(Arc::new(move |blob: &[u8]| {
+            save_contacts(&db, &sealer, blob)
+        }))
     }
 
     fn load_contacts(&self) -> Result<Option<Vec<u8>>, StoreError> {
