@@ -116,7 +116,7 @@ impl Inner {
                 let permit = inner.handoffs.clone().acquire_owned().await;
                 inner.handoffs_waiting.fetch_sub(1, Ordering::Relaxed);
                 let Ok(_permit) = permit else { return };
-                let due = inner.records_to_hand(pick);
+                let due = inner.records_to_hand(pick).await;
                 if !due.is_empty() {
                     debug!(records = due.len(), "handing records to their new replicas");
                 }
@@ -128,10 +128,12 @@ impl Inner {
 
     /// Up to [`HANDOFF_LIMIT`] records (and [`HANDOFF_BYTES`]) of those held, each with
     /// the contacts `pick` says should receive it (`None`: none), walking the store a
-    /// page at a time.
-    fn records_to_hand(
+    /// page at a time, with neither the store nor the routing table locked between
+    /// pages, and letting the worker serve other tasks after each (a store of 100,000
+    /// records is hundreds of pages).
+    async fn records_to_hand(
         &self,
-        pick: impl Fn(&RoutingTable, &Record) -> Option<Vec<Contact>>,
+        pick: impl Fn(&RoutingTable, &Record) -> Option<Vec<Contact>> + Send,
     ) -> Vec<(Record, Vec<Contact>)> {
         let now = self.unix_now();
         let mut due = Vec::new();
@@ -145,21 +147,24 @@ impl Inner {
             let Some(last) = page.last().map(|r| r.key) else {
                 return due;
             };
-            let routing = self.routing();
-            for record in page {
-                let Some(to) = pick(&routing, &record) else {
-                    continue;
-                };
-                bytes = bytes.saturating_add(record.footprint().saturating_mul(to.len()));
-                due.push((record, to));
-                if due.len() >= HANDOFF_LIMIT || bytes >= HANDOFF_BYTES {
-                    return due;
+            {
+                let routing = self.routing();
+                for record in page {
+                    let Some(to) = pick(&routing, &record) else {
+                        continue;
+                    };
+                    bytes = bytes.saturating_add(record.footprint().saturating_mul(to.len()));
+                    due.push((record, to));
+                    if due.len() >= HANDOFF_LIMIT || bytes >= HANDOFF_BYTES {
+                        return due;
+                    }
                 }
             }
             match next_key(last) {
                 Some(next) => from = next,
                 None => return due,
             }
+            tokio::task::yield_now().await;
         }
     }
 

@@ -429,7 +429,9 @@ fn contacts_are_saved_without_the_store_while_it_serves() {
     let dir = TempDir::new("contacts-saver");
     let (mut store, _) = open_default(&dir);
     store.put(rec(1, 1, b"v", NOW + 100), NOW).unwrap();
-    let save = store.contacts_saver().expect("a durable store saves contacts");
+    let save = store
+        .contacts_saver()
+        .expect("a durable store saves contacts");
     // The saver runs on another thread while this one reads the store (no `&mut`, no
     // lock of the store: the node's GETs never wait for the contacts' commit).
     std::thread::scope(|s| {
@@ -441,5 +443,8 @@ fn contacts_are_saved_without_the_store_while_it_serves() {
     });
     drop((save, store));
     let (store, _) = open_default(&dir);
-    assert_eq!(store.load_contacts().unwrap().as_deref(), Some(&b"id@127.0.0.1:1"[..]));
+    assert_eq!(
+        store.load_contacts().unwrap().as_deref(),
+        Some(&b"id@127.0.0.1:1"[..])
+    );
 }
