@@ -19,7 +19,8 @@ pub(crate) const PLACE_META: &str = "meta";
 /// When the key check does not open under `sealer`'s key:
 ///
 /// - if it opens under `former` (the key this one replaces), every entry is re-sealed
-///   under the new key ([`OpenReport::rekeyed`]);
+///   under the new key ([`OpenReport::rekeyed`]); so too if the check is damaged but
+///   other entries open under `former`;
 /// - if any other entry (a record, the saved contacts) opens, the key is right and only
 ///   the check entry is damaged: it is set aside and written again, and counted in
 ///   [`OpenReport::corrupt_skipped`] (one damaged entry must not cost the whole file);
@@ -73,7 +74,15 @@ pub(crate) fn format_and_key(
             report.corrupt_skipped += 1;
             write_check(db, sealer)
         }
-        Fit::NoneOpens { entries } => Err(Fault::WrongKey { entries }),
+        Fit::NoneOpens { entries } => match former {
+            // The check is damaged and the file is the former key's: re-sealed.
+            Some(former) if matches!(fit(db, former)?, Fit::Opens) => {
+                set_aside(db, PLACE_META, META_CHECK.as_bytes(), &check, found)?;
+                report.corrupt_skipped += 1;
+                rekey(db, former, sealer, found, report)
+            }
+            _ => Err(Fault::WrongKey { entries }),
+        },
     }
 }
 

@@ -105,6 +105,27 @@ fn a_file_sealed_under_the_former_key_is_resealed_under_the_new_one() {
 }
 
 #[test]
+fn a_damaged_check_in_a_file_of_the_former_key_is_resealed_not_moved_aside() {
+    let dir = TempDir::new("rekey-damaged-check");
+    let (mut store, _) = open_default(&dir);
+    for k in 1..=3 {
+        store.put(rec(k, 1, b"value", NOW + 100), NOW).unwrap();
+    }
+    let before = snapshot(&store);
+    drop(store);
+    damage_the_check(&dir);
+    let (store, report) =
+        DurableStore::open_rekeying(dir.path(), skey(2), skey(1), StoreLimits::default(), NOW)
+            .unwrap();
+    assert_eq!(report.moved_aside, None, "{report:?}");
+    assert_eq!(
+        (report.rekeyed, report.records, report.corrupt_skipped),
+        (3, 3, 1)
+    );
+    assert_eq!(snapshot(&store), before);
+}
+
+#[test]
 fn a_former_key_that_does_not_fit_changes_nothing() {
     let dir = TempDir::new("rekey-wrong");
     let (mut store, _) = open_default(&dir);
