@@ -95,19 +95,33 @@ pub struct NodeProcess {
     pub api: SocketAddr,
     /// Its peer address.
     pub p2p: SocketAddr,
+    /// Its operations endpoint (`/metrics`).
+    pub metrics: SocketAddr,
 }
 
 impl NodeProcess {
     /// Writes the configuration of a node in `dir` that joins through `bootstrap`.
     pub fn new(dir: &Path, bootstrap: &[SocketAddr], sync_interval: Duration) -> NodeProcess {
+        Self::with_settings(dir, bootstrap, sync_interval, "")
+    }
+
+    /// [`NodeProcess::new`] with `settings` (lines of the `[dht]` section) added.
+    pub fn with_settings(
+        dir: &Path,
+        bootstrap: &[SocketAddr],
+        sync_interval: Duration,
+        settings: &str,
+    ) -> NodeProcess {
         std::fs::create_dir_all(dir).expect("node folder");
-        let (api, p2p) = (free_addr(), free_addr());
+        let (api, p2p, metrics) = (free_addr(), free_addr(), free_addr());
         let peers: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
         let text = format!(
             "hostkey = \"hostkey.pem\"\n\
              [dht]\n\
              p2p_address = \"{p2p}\"\n\
              api_address = \"{api}\"\n\
+             metrics_address = \"{metrics}\"\n\
+             {settings}\n\
              bootstrap_peers = [{peers}]\n\
              pow_difficulty = {TEST_POW}\n\
              min_pow_difficulty = {TEST_POW}\n\
@@ -125,6 +139,7 @@ impl NodeProcess {
             log: dir.join("node.log"),
             api,
             p2p,
+            metrics,
         }
     }
 
