@@ -4,7 +4,9 @@
 //! node-3, stops node-2's container and still GETs through node-4, starts it again and
 //! GETs through it; cuts the deployment in two (node-1 and node-2 against the others,
 //! iptables DROP rules in the DOCKER-USER chain), PUTs a key through each half, checks
-//! that each half reads its own key and not the other's, heals and checks that both
+//! that each half reads its own key and not the other's, keeps the halves apart until
+//! each has forgotten the other (no contact of the other half left in any routing
+//! table; the deployment's upkeep runs in seconds for this), heals and checks that both
 //! halves read both keys; checks every member's `/metrics`, then stops the deployment
 //! and checks that nothing labelled with it remains. It cleans up on failure too (the
 //! partition's rules included).
@@ -24,6 +26,7 @@ use crate::docker::{self, DEPLOYMENT_LABEL, docker};
 use crate::docker_deploy;
 use crate::http;
 use crate::layout::Layout;
+use crate::overrides::Override;
 use crate::partition::{self, Partition};
 use crate::startup::{self, API_TIMEOUT};
 
@@ -31,8 +34,9 @@ use crate::startup::{self, API_TIMEOUT};
 pub(crate) const USAGE: &str = "  docker-test
       Build the images, deploy 5 nodes with --docker (files in target/docker-test/), PUT
       through node-1, GET through node-3, stop node-2's container and GET through
-      node-4, start it again and GET through it, partition the deployment in two and
-      heal it (keys PUT on each side found from both after the heal), check every
+      node-4, start it again and GET through it, partition the deployment in two until
+      each half has forgotten the other, and heal it (keys PUT on each side found from
+      both after the heal), check every
       member's /metrics, then stop the deployment and check that nothing of it remains.
       Needs a Docker engine, and root for the partition's iptables rules.";
 
@@ -41,6 +45,17 @@ const GET_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a key PUT on one side of a partition may take, after the heal, to be found
 /// from the other.
 const HEAL_DEADLINE: Duration = Duration::from_secs(120);
+/// How long the halves of a partition may take to forget each other (every contact of
+/// the other half gone from every routing table).
+const FORGET_DEADLINE: Duration = Duration::from_secs(120);
+/// Upkeep in seconds rather than minutes, so that the partition can last until each
+/// half has forgotten the other (with the defaults that takes a quarter of an hour).
+const UPKEEP: [&str; 4] = [
+    "dht.neighbour_liveness_secs=2",
+    "dht.liveness_interval_secs=5",
+    "dht.ping_failures=2",
+    "dht.rpc_timeout_ms=1000",
+];
 /// How long a restarted container may take to answer a GET with the value.
 const RESTART_DEADLINE: Duration = Duration::from_secs(60);
 /// The value the test stores.
@@ -61,7 +76,10 @@ pub(crate) fn command() -> anyhow::Result<()> {
         nodes: 5,
         release: false,
         docker: true,
-        overrides: Vec::new(),
+        overrides: UPKEEP
+            .iter()
+            .map(|set| Override::parse(set))
+            .collect::<anyhow::Result<_>>()?,
     };
     // A failed deploy has stopped what it started.
     let cluster = steps.run("deploy 5 nodes in containers", || {
@@ -133,10 +151,14 @@ fn scenario(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()> {
     })
 }
 
+/// A member of a half of the partition: its container's IP, its API and its metrics.
+type HalfMember = (IpAddr, Option<SocketAddr>, SocketAddr);
+
 /// Cuts the deployment in two halves (node-1 and node-2; the other members) with
 /// iptables DROP rules between their containers, PUTs a key through each half, checks
-/// that each half reads its own key and not the other's, heals, and checks that both
-/// keys are found from both halves.
+/// that each half reads its own key and not the other's, waits until each half has
+/// forgotten the other (every contact of the other half gone from every routing table),
+/// heals, and checks that both keys are found from both halves.
 fn partition_and_heal(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()> {
     let mut west = Vec::new();
     let mut east = Vec::new();
@@ -146,20 +168,22 @@ fn partition_and_heal(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()
             .with_context(|| format!("{} is not a container", member.name))?;
         let ip = partition::container_ip(container)?;
         let api = member.api_address;
+        let metrics = member
+            .metrics_address
+            .with_context(|| format!("{} has no metrics address", member.name))?;
         if member.name == "node-1" || member.name == "node-2" {
-            west.push((ip, api));
+            west.push((ip, api, metrics));
         } else {
-            east.push((ip, api));
+            east.push((ip, api, metrics));
         }
     }
-    let api_of = |half: &[(IpAddr, Option<SocketAddr>)]| -> anyhow::Result<SocketAddr> {
+    let api_of = |half: &[HalfMember]| -> anyhow::Result<SocketAddr> {
         half.iter()
-            .find_map(|(_, api)| *api)
+            .find_map(|(_, api, _)| *api)
             .context("a half of the partition has no node with an API")
     };
     let (west_api, east_api) = (api_of(&west)?, api_of(&east)?);
-    let ips =
-        |half: &[(IpAddr, Option<SocketAddr>)]| half.iter().map(|(ip, _)| *ip).collect::<Vec<_>>();
+    let ips = |half: &[HalfMember]| half.iter().map(|(ip, _, _)| *ip).collect::<Vec<_>>();
     let split = steps.run(
         "partition: node-1 and node-2 cut off from the others",
         || Partition::split(&ips(&west), &ips(&east)),
@@ -187,6 +211,18 @@ fn partition_and_heal(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()
             Ok(())
         },
     )?;
+    steps.run(
+        "the partition lasts until each half has forgotten the other",
+        || {
+            let deadline = Instant::now() + FORGET_DEADLINE;
+            for (half, own) in [(&west, west.len()), (&east, east.len())] {
+                for (_, _, metrics) in half.iter() {
+                    wait_for_contacts(*metrics, own - 1, deadline)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
     steps.run("heal the partition", || split.heal())?;
     steps.run(
         "after the heal, both keys are found from both halves",
@@ -198,6 +234,35 @@ fn partition_and_heal(cluster: &Cluster, steps: &mut Steps) -> anyhow::Result<()
             Ok(())
         },
     )
+}
+
+/// Polls the metrics at `address` until its routing table holds exactly `contacts`.
+fn wait_for_contacts(
+    address: SocketAddr,
+    contacts: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut last = None;
+    loop {
+        let answer = http::get(address, "/metrics", API_TIMEOUT);
+        last = answer
+            .ok()
+            .and_then(|a| {
+                a.body.lines().find_map(|line| {
+                    let value = line.strip_prefix("dht_routing_table_contacts ")?;
+                    value.trim().parse::<f64>().ok()
+                })
+            })
+            .or(last);
+        if last == Some(contacts as f64) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{address}: the routing table holds {last:?} contacts, not {contacts}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// GETs `key` through `api` until the answer is [`VALUE`].
