@@ -426,6 +426,17 @@ async fn api_throughput(run: &mut Run, options: &Options, local: &[Key]) -> anyh
                 "count",
             );
             run.result.figure(
+                &format!("tput.{name}.c{c}.peer_requests"),
+                &format!(
+                    "requests sent to peers, all nodes, per request answered, during {label}, \
+                     {c} connections"
+                ),
+                (outcome.done > 0).then(|| {
+                    grown(&status, &after, |s| s.requests_sent as f64) / outcome.done as f64
+                }),
+                "count",
+            );
+            run.result.figure(
                 &format!("tput.{name}.c{c}.worker_cpu_ms"),
                 &format!(
                     "CPU of the worker processes per request answered, during {label}, {c} \

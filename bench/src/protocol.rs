@@ -190,4 +190,7 @@ pub struct ProcessStatus {
     /// Summed over the nodes: connections established (handshakes done).
     #[serde(default)]
     pub opened: u64,
+    /// Summed over the nodes: requests sent to peers.
+    #[serde(default)]
+    pub requests_sent: u64,
 }

@@ -154,5 +154,6 @@ fn status(nodes: &BTreeMap<usize, BenchNode>) -> ProcessStatus {
         refused_full: stats.iter().map(|s| s.connections_refused_full).sum(),
         rate_limited: stats.iter().map(|s| s.requests_rate_limited).sum(),
         opened: stats.iter().map(|s| s.connections_opened).sum(),
+        requests_sent: stats.iter().map(|s| s.requests_sent).sum(),
     }
 }
