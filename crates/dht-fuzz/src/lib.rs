@@ -71,79 +71,87 @@ fn decode_stream<T, E>(
     (out, false)
 }
 
-/// The client API codec on a byte stream.
-pub fn api_stream(data: &[u8]) {
-    let (chunk, stream) = read_sizes(data);
-    let (messages, failed) = decode_stream(stream, chunk, decode_message);
-    let (whole, whole_failed) = decode_stream(stream, stream.len().max(1), decode_message);
-    assert_eq!(
-        messages, whole,
-        "the messages depend on how the stream was read"
-    );
-    assert_eq!(failed, whole_failed);
-    for (message, wire_len) in messages {
-        api_round_trip(&message, wire_len);
+/// One of the two codecs under test: the client API's messages or the peer protocol's
+/// frames, as a stream decoder and an encoder that must agree with each other.
+pub trait Wire: std::fmt::Debug + PartialEq + Sized {
+    /// What the decoder fails with.
+    type Error: std::fmt::Debug + std::fmt::Display;
+    /// Decodes one item from the front of `buf`: `None` if more bytes are needed.
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, Self::Error>;
+    /// Appends the item's encoding to `buf`.
+    fn encode(&self, buf: &mut BytesMut) -> Result<(), Self::Error>;
+    /// The length of the item's encoding.
+    fn encoded_len(&self) -> usize;
+}
+
+impl Wire for ApiMessage {
+    type Error = dht_wire::ApiError;
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, Self::Error> {
+        decode_message(buf)
+    }
+    fn encode(&self, buf: &mut BytesMut) -> Result<(), Self::Error> {
+        ApiMessage::encode(self, buf)
+    }
+    fn encoded_len(&self) -> usize {
+        ApiMessage::encoded_len(self)
     }
 }
 
-/// Checks that `message`, read from `wire_len` bytes, encodes to exactly that many and
-/// decodes back to itself; panics if not.
-pub fn api_round_trip(message: &ApiMessage, wire_len: usize) {
-    let mut encoded = BytesMut::new();
-    if let Err(e) = message.encode(&mut encoded) {
-        panic!("{message:?} was decoded but does not encode: {e}");
+impl Wire for PeerFrame {
+    type Error = dht_wire::PeerCodecError;
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, Self::Error> {
+        decode_frame(buf)
     }
-    assert_eq!(encoded.len(), wire_len, "{message:?} changed length");
-    assert_eq!(
-        message.encoded_len(),
-        wire_len,
-        "{message:?}: encoded_len is wrong"
-    );
-    match decode_message(&mut encoded) {
-        Ok(Some(again)) => assert_eq!(&again, message, "the message changed on the way back"),
-        other => panic!("{message:?} does not decode again: {other:?}"),
+    fn encode(&self, buf: &mut BytesMut) -> Result<(), Self::Error> {
+        encode_frame(self, buf)
     }
-    assert!(
-        encoded.is_empty(),
-        "{message:?} decoded again with bytes left over"
-    );
+    fn encoded_len(&self) -> usize {
+        PeerFrame::encoded_len(self)
+    }
+}
+
+/// The client API codec on a byte stream.
+pub fn api_stream(data: &[u8]) {
+    stream::<ApiMessage>(data);
 }
 
 /// The peer protocol codec on a byte stream.
 pub fn peer_stream(data: &[u8]) {
+    stream::<PeerFrame>(data);
+}
+
+/// Codec `W` on a byte stream: the same items however it is read, each one a round trip.
+fn stream<W: Wire>(data: &[u8]) {
     let (chunk, stream) = read_sizes(data);
-    let (frames, failed) = decode_stream(stream, chunk, decode_frame);
-    let (whole, whole_failed) = decode_stream(stream, stream.len().max(1), decode_frame);
-    assert_eq!(
-        frames, whole,
-        "the frames depend on how the stream was read"
-    );
+    let (items, failed) = decode_stream(stream, chunk, W::decode);
+    let (whole, whole_failed) = decode_stream(stream, stream.len().max(1), W::decode);
+    assert_eq!(items, whole, "the items depend on how the stream was read");
     assert_eq!(failed, whole_failed);
-    for (frame, wire_len) in frames {
-        peer_round_trip(&frame, wire_len);
+    for (item, wire_len) in items {
+        round_trip(&item, wire_len);
     }
 }
 
-/// Checks that `frame`, read from `wire_len` bytes, encodes to exactly that many and
+/// Checks that `item`, read from `wire_len` bytes, encodes to exactly that many and
 /// decodes back to itself; panics if not.
-pub fn peer_round_trip(frame: &PeerFrame, wire_len: usize) {
+pub fn round_trip<W: Wire>(item: &W, wire_len: usize) {
     let mut encoded = BytesMut::new();
-    if let Err(e) = encode_frame(frame, &mut encoded) {
-        panic!("{frame:?} was decoded but does not encode: {e}");
+    if let Err(e) = item.encode(&mut encoded) {
+        panic!("{item:?} was decoded but does not encode: {e}");
     }
-    assert_eq!(encoded.len(), wire_len, "{frame:?} changed length");
+    assert_eq!(encoded.len(), wire_len, "{item:?} changed length");
     assert_eq!(
-        frame.encoded_len(),
+        item.encoded_len(),
         wire_len,
-        "{frame:?}: encoded_len is wrong"
+        "{item:?}: encoded_len is wrong"
     );
-    match decode_frame(&mut encoded) {
-        Ok(Some(again)) => assert_eq!(&again, frame, "the frame changed on the way back"),
-        other => panic!("{frame:?} does not decode again: {other:?}"),
+    match W::decode(&mut encoded) {
+        Ok(Some(again)) => assert_eq!(&again, item, "the item changed on the way back"),
+        other => panic!("{item:?} does not decode again: {other:?}"),
     }
     assert!(
         encoded.is_empty(),
-        "{frame:?} decoded again with bytes left over"
+        "{item:?} decoded again with bytes left over"
     );
 }
 
@@ -163,7 +171,7 @@ pub fn handshake(data: &[u8]) {
     let _ = dht_security::KeyAlgorithm::of_spki(cert);
     let (hellos, _) = decode_stream(frames, frames.len().max(1), decode_frame);
     for (frame, wire_len) in hellos.into_iter().take(1) {
-        peer_round_trip(&frame, wire_len);
+        round_trip(&frame, wire_len);
         if let (Ok(spki), dht_wire::PeerMessage::Hello(hello)) = (&spki, &frame.message) {
             let proven =
                 dht_security::pow::verify_identity(spki, hello.pow_nonce, &hello.node_id, 0);

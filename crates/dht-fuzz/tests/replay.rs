@@ -71,13 +71,13 @@ fn the_checks_do_catch_a_broken_promise() {
     assert!(!dht_fuzz::run("no_such_target", b""));
     let ping = dht_wire::PeerFrame::request(1, dht_wire::PeerMessage::Ping);
     let real = ping.encoded_len();
-    assert!(std::panic::catch_unwind(|| dht_fuzz::peer_round_trip(&ping, real)).is_ok());
+    assert!(std::panic::catch_unwind(|| dht_fuzz::round_trip(&ping, real)).is_ok());
     // Read from one byte more than it encodes to: a codec that does this is caught.
-    assert!(std::panic::catch_unwind(|| dht_fuzz::peer_round_trip(&ping, real + 1)).is_err());
+    assert!(std::panic::catch_unwind(|| dht_fuzz::round_trip(&ping, real + 1)).is_err());
     let get = dht_wire::ApiMessage::Get {
         key: dht_id::Key::from_bytes([1; 32]),
     };
     let real = get.encoded_len();
-    assert!(std::panic::catch_unwind(|| dht_fuzz::api_round_trip(&get, real)).is_ok());
-    assert!(std::panic::catch_unwind(|| dht_fuzz::api_round_trip(&get, real - 1)).is_err());
+    assert!(std::panic::catch_unwind(|| dht_fuzz::round_trip(&get, real)).is_ok());
+    assert!(std::panic::catch_unwind(|| dht_fuzz::round_trip(&get, real - 1)).is_err());
 }
