@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{TEST_POW, wait_for};
+use dht_core::Key;
+
+use crate::{ApiClient, TEST_POW, wait_for};
 
 /// An address on 127.0.0.1 that nothing listens on right now.
 pub fn free_addr() -> SocketAddr {
@@ -28,6 +30,15 @@ impl Running {
     pub fn kill(&mut self) {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
+    }
+
+    /// Sends the child `signal` with kill(1), e.g. `"-STOP"` or `"-CONT"`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
     }
 }
 
@@ -143,6 +154,24 @@ impl NodeProcess {
         }
     }
 
+    /// The configurations of `n` nodes in folders `node-<i>` of `dir`, each with
+    /// `settings`, all joining through the first.
+    pub fn network(
+        dir: &Path,
+        n: usize,
+        sync_interval: Duration,
+        settings: &str,
+    ) -> Vec<NodeProcess> {
+        let first = Self::with_settings(&dir.join("node-0"), &[], sync_interval, settings);
+        let entry = [first.p2p];
+        let mut setups = vec![first];
+        for i in 1..n {
+            let dir = dir.join(format!("node-{i}"));
+            setups.push(Self::with_settings(&dir, &entry, sync_interval, settings));
+        }
+        setups
+    }
+
     /// Starts the process and waits until its API accepts connections.
     pub async fn start(&self, binary: &Path) -> Running {
         let running = spawn_node(
@@ -164,4 +193,41 @@ impl NodeProcess {
         );
         running
     }
+}
+
+/// `n` keys named `<prefix>/<i>`, each with the value `value <i>`.
+pub fn keys(prefix: &str, n: usize) -> Vec<(Key, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let key = Key::sha256(format!("{prefix}/{i}").as_bytes());
+            (key, format!("value {i}").into_bytes())
+        })
+        .collect()
+}
+
+/// PUTs `keys` (TTL an hour, `replication` copies) through the APIs of `nodes` in turn.
+pub async fn put_in_turn(nodes: &[NodeProcess], keys: &[(Key, Vec<u8>)], replication: u8) {
+    for (i, (key, value)) in keys.iter().enumerate() {
+        let mut client = ApiClient::connect(nodes[i % nodes.len()].api)
+            .await
+            .expect("api");
+        client
+            .put(*key, value, 3600, replication)
+            .await
+            .expect("put");
+    }
+}
+
+/// Whether every one of `keys` is found with its value through the API at `api`.
+pub async fn all_found(api: SocketAddr, keys: &[(Key, Vec<u8>)]) -> bool {
+    let Ok(mut client) = ApiClient::connect(api).await else {
+        return false;
+    };
+    for (key, value) in keys {
+        match client.get(*key).await {
+            Ok(Some(got)) if got.as_ref() == value.as_slice() => {}
+            _ => return false,
+        }
+    }
+    true
 }

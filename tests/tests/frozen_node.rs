@@ -7,10 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dht_core::Key;
 use dht_tests::http::{http_get, samples};
-use dht_tests::process::{NodeProcess, Running, node_binary};
-use dht_tests::{ApiClient, wait_for};
+use dht_tests::process::{NodeProcess, all_found, keys, node_binary, put_in_turn};
+use dht_tests::wait_for;
 
 const NODES: usize = 5;
 /// Upkeep in seconds: a contact quiet for a second is pinged, and one failed ping
@@ -23,14 +22,6 @@ const SETTINGS: &str = "neighbour_liveness_secs = 1\n\
     connect_timeout_ms = 1000";
 const DEADLINE: Duration = Duration::from_secs(90);
 
-fn signal(node: &Running, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &node.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} failed");
-}
-
 /// The node's routing-table contacts, from its metrics.
 async fn contacts(metrics: SocketAddr) -> Option<usize> {
     let answer = http_get(metrics, "/metrics").await.ok()?;
@@ -41,32 +32,11 @@ async fn contacts(metrics: SocketAddr) -> Option<usize> {
     Some(value as usize)
 }
 
-async fn all_found(api: SocketAddr, keys: &[(Key, Vec<u8>)]) -> bool {
-    let Ok(mut client) = ApiClient::connect(api).await else {
-        return false;
-    };
-    for (key, value) in keys {
-        match client.get(*key).await {
-            Ok(Some(got)) if got.as_ref() == value.as_slice() => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_frozen_until_forgotten_then_left_alone_comes_back_by_itself() {
     let binary = node_binary();
     let dir = std::env::temp_dir().join(format!("dht-frozen-{}", rand::random::<u64>()));
-    let sync = Duration::from_millis(1000);
-    let first = NodeProcess::with_settings(&dir.join("node-0"), &[], sync, SETTINGS);
-    let mut setups = vec![first];
-    for n in 1..NODES {
-        let entry = [setups[0].p2p];
-        let setup =
-            NodeProcess::with_settings(&dir.join(format!("node-{n}")), &entry, sync, SETTINGS);
-        setups.push(setup);
-    }
+    let setups = NodeProcess::network(&dir, NODES, Duration::from_millis(1000), SETTINGS);
     let mut nodes = Vec::new();
     for setup in &setups {
         nodes.push(setup.start(&binary).await);
@@ -86,23 +56,13 @@ async fn a_node_frozen_until_forgotten_then_left_alone_comes_back_by_itself() {
         wait_for(DEADLINE, || everyone_knows(NODES - 1)).await,
         "the nodes never all knew each other"
     );
-    let keys: Vec<(Key, Vec<u8>)> = (0..10)
-        .map(|i| {
-            let key = Key::sha256(format!("frozen/{i}").as_bytes());
-            (key, format!("value {i}").into_bytes())
-        })
-        .collect();
-    for (i, (key, value)) in keys.iter().enumerate() {
-        let mut client = ApiClient::connect(setups[i % (NODES - 1)].api)
-            .await
-            .expect("api");
-        client.put(*key, value, 3600, 3).await.expect("put");
-    }
+    let keys = keys("frozen", 10);
+    put_in_turn(&setups[..NODES - 1], &keys, 3).await;
     let (frozen, others) = (&nodes[NODES - 1], &nodes[..NODES - 1]);
     let frozen_setup = &setups[NODES - 1];
 
     // Frozen until every other node has dropped it.
-    signal(frozen, "-STOP");
+    frozen.signal("-STOP");
     let dropped = wait_for(DEADLINE, || async {
         for setup in &setups[..NODES - 1] {
             if contacts(setup.metrics).await != Some(NODES - 2) {
@@ -116,9 +76,9 @@ async fn a_node_frozen_until_forgotten_then_left_alone_comes_back_by_itself() {
 
     // Thawed while all the others are frozen: it drops them all in turn.
     for node in others {
-        signal(node, "-STOP");
+        node.signal("-STOP");
     }
-    signal(frozen, "-CONT");
+    frozen.signal("-CONT");
     let alone = wait_for(DEADLINE, || async {
         contacts(frozen_setup.metrics).await == Some(0)
     })
@@ -127,7 +87,7 @@ async fn a_node_frozen_until_forgotten_then_left_alone_comes_back_by_itself() {
 
     // The others thaw: the lone node comes back by itself.
     for node in others {
-        signal(node, "-CONT");
+        node.signal("-CONT");
     }
     assert!(
         wait_for(DEADLINE, || everyone_knows(NODES - 1)).await,

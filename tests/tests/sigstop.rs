@@ -5,35 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use dht_core::Key;
-use dht_tests::process::{NodeProcess, Running, node_binary};
+use dht_tests::process::{NodeProcess, all_found, keys, node_binary, put_in_turn};
 use dht_tests::{ApiClient, wait_for};
 
 const NODES: usize = 20;
 const STOPPED: usize = 5;
 
-fn signal(node: &Running, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &node.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_quarter_of_the_nodes_stopped_every_get_succeeds() {
     let binary = node_binary();
     let dir = std::env::temp_dir().join(format!("dht-sigstop-{}", rand::random::<u64>()));
-    let first = NodeProcess::new(&dir.join("node-0"), &[], Duration::from_millis(1000));
-    let mut setups = vec![first];
-    for n in 1..NODES {
-        let entry = [setups[0].p2p];
-        setups.push(NodeProcess::new(
-            &dir.join(format!("node-{n}")),
-            &entry,
-            Duration::from_millis(1000),
-        ));
-    }
+    let setups = NodeProcess::network(&dir, NODES, Duration::from_millis(1000), "");
     let mut nodes = Vec::new();
     for setup in &setups {
         nodes.push(setup.start(&binary).await);
@@ -42,36 +24,17 @@ async fn with_a_quarter_of_the_nodes_stopped_every_get_succeeds() {
     // 5 (and the copy the accepting node keeps): five stopped nodes never hold every
     // copy of a key, which with 3 copies happens to some of 40 keys about one run in
     // four, and then no GET can succeed.
-    let keys: Vec<(Key, Vec<u8>)> = (0..40)
-        .map(|i| {
-            let key = Key::sha256(format!("sigstop/{i}").as_bytes());
-            (key, format!("value {i}").into_bytes())
-        })
-        .collect();
-    for (i, (key, value)) in keys.iter().enumerate() {
-        let mut client = ApiClient::connect(setups[i % NODES].api)
-            .await
-            .expect("api");
-        client.put(*key, value, 3600, 5).await.expect("put");
-    }
-    let readable = wait_for(Duration::from_secs(60), || async {
-        let Ok(mut client) = ApiClient::connect(setups[NODES - 1].api).await else {
-            return false;
-        };
-        for (key, value) in &keys {
-            match client.get(*key).await {
-                Ok(Some(got)) if got.as_ref() == value.as_slice() => {}
-                _ => return false,
-            }
-        }
-        true
+    let keys = keys("sigstop", 40);
+    put_in_turn(&setups, &keys, 5).await;
+    let readable = wait_for(Duration::from_secs(60), || {
+        all_found(setups[NODES - 1].api, &keys)
     })
     .await;
     assert!(readable, "the keys did not become readable");
 
     // Five nodes hang (not the first, through which the others joined).
     for node in &nodes[1..=STOPPED] {
-        signal(node, "-STOP");
+        node.signal("-STOP");
     }
     let mut slowest = Duration::ZERO;
     for setup in &setups[STOPPED + 1..] {
@@ -94,7 +57,7 @@ async fn with_a_quarter_of_the_nodes_stopped_every_get_succeeds() {
         NODES - STOPPED - 1
     );
     for node in &nodes[1..=STOPPED] {
-        signal(node, "-CONT");
+        node.signal("-CONT");
     }
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);

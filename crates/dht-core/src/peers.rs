@@ -239,11 +239,15 @@ impl Inner {
             Evict::ForNewcomer(_) => self.routing().iter().map(|c| c.id).collect(),
         };
         let mut peers = lock(&self.peers);
+        // Connections per network prefix: only a newcomer's eviction looks at them (for
+        // this node's own dial, all prefixes count alike).
         let mut groups: HashMap<limits::IpGroup, usize> = HashMap::new();
-        for conn in peers.values().filter(|c| c.is_usable()) {
-            *groups
-                .entry(limits::ip_group(conn.contact.addr.ip()))
-                .or_default() += 1;
+        if let Evict::ForNewcomer(_) = evict {
+            for conn in peers.values().filter(|c| c.is_usable()) {
+                *groups
+                    .entry(limits::ip_group(conn.contact.addr.ip()))
+                    .or_default() += 1;
+            }
         }
         let crowd = |c: &PeerConn| {
             groups
@@ -265,16 +269,10 @@ impl Inner {
             .values()
             .filter(|c| c.is_usable() && !c.has_pending() && !contacts.contains(&c.contact.id))
             .filter(|c| eligible(c))
-            // The largest prefix first (for this node's own dial, all count alike); then
-            // the least recently used, ties (one instant, as on simulated time) by id,
-            // not by the map's order.
-            .min_by_key(|c| {
-                let size = match evict {
-                    Evict::Any => 0,
-                    Evict::ForNewcomer(_) => crowd(c),
-                };
-                (std::cmp::Reverse(size), c.last_used(), c.contact.id)
-            })
+            // The largest prefix first (no prefix counted: all alike); then the least
+            // recently used, ties (one instant, as on simulated time) by id, not by the
+            // map's order.
+            .min_by_key(|c| (std::cmp::Reverse(crowd(c)), c.last_used(), c.contact.id))
             .cloned();
         match idle {
             Some(idle) => {
