@@ -5,6 +5,7 @@ pub mod browser;
 pub mod http;
 pub mod process;
 pub mod raw_peer;
+pub mod wan;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -5,65 +5,28 @@
 //! `lookup_peer_timeout`s more than usual (one per round of hung dials), not a
 //! `connect_timeout`. Simulated WAN, 100 ms round trips.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dht_core::{Environment, Key, PutOptions, SimNetwork, TokioClock};
-use dht_tests::{start_sim_node, test_config};
+use dht_core::PutOptions;
+use dht_tests::wan::Wan;
 use tokio::time::Instant;
-
-const RTT: Duration = Duration::from_millis(100);
-
-fn host(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 2, n))
-}
-
-fn env(n: u8) -> Environment {
-    Environment::simulated(Arc::new(TokioClock::starting_at(1_800_000_000)), n.into())
-}
 
 #[tokio::test(start_paused = true)]
 async fn dials_to_vanished_hosts_cost_a_get_peer_timeouts_not_connect_timeouts()
 -> anyhow::Result<()> {
-    let net = SimNetwork::new(9, 1, 0.0, |_, _| RTT);
-    net.authenticate_peers(1);
-    let first = start_sim_node(&net, host(1), test_config(&[]), env(1)).await?;
-    let entry = first.listen_addr();
-    let mut nodes = vec![first];
-    for n in 2..=12 {
-        nodes.push(start_sim_node(&net, host(n), test_config(&[entry]), env(n)).await?);
-    }
-    let reader = start_sim_node(&net, host(13), test_config(&[entry]), env(13)).await?;
-    let other = start_sim_node(&net, host(14), test_config(&[entry]), env(14)).await?;
-    for node in &nodes {
-        reader.ping(node.contact()).await?;
-        other.ping(node.contact()).await?;
-    }
+    let wan = Wan::start(9, 2, 12).await?;
+    let (nodes, reader, other) = (&wan.nodes, &wan.reader, &wan.other);
     let config = reader.config().clone();
     assert!(config.connect_timeout >= 3 * config.lookup_peer_timeout);
     // A key both readers are far from, stored on its five closest nodes.
-    let key = (0u32..)
-        .map(|i| Key::sha256(&i.to_be_bytes()))
-        .find(|key| {
-            [&reader, &other].iter().all(|r| {
-                let theirs = r.id().distance(key);
-                nodes
-                    .iter()
-                    .filter(|n| n.id().distance(key) < theirs)
-                    .count()
-                    >= 6
-            })
-        })
-        .expect("some key");
+    let key = wan.key_far_from_readers(&[]);
     let options = PutOptions {
         ttl: Duration::from_secs(600),
         replication: 5,
     };
     nodes[0].put(key, Bytes::from_static(b"v"), options).await?;
-    let mut holders: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].holds(&key)).collect();
-    holders.sort_by_key(|&i| nodes[i].id().distance(&key));
+    let holders = wan.holders(&key);
     assert!(holders.len() >= 5, "{} holders", holders.len());
 
     // The normal cost, through a reader on another host.
@@ -79,11 +42,7 @@ async fn dials_to_vanished_hosts_cost_a_get_peer_timeouts_not_connect_timeouts()
     for &i in &vanished {
         nodes[i].shutdown().await;
     }
-    net.silence(
-        vanished
-            .iter()
-            .map(|&i| host(u8::try_from(i + 1).unwrap_or(0))),
-    );
+    wan.net.silence(vanished.iter().map(|&i| wan.host(i)));
     let table = reader.routing_contacts();
     assert!(
         vanished
@@ -107,12 +66,6 @@ async fn dials_to_vanished_hosts_cost_a_get_peer_timeouts_not_connect_timeouts()
         config.lookup_peer_timeout,
         config.connect_timeout
     );
-    reader.shutdown().await;
-    other.shutdown().await;
-    for (i, node) in nodes.into_iter().enumerate() {
-        if !vanished.contains(&i) {
-            node.shutdown().await;
-        }
-    }
+    wan.shutdown(&vanished).await;
     Ok(())
 }
